@@ -1,0 +1,30 @@
+//! # xia-stack: XIA's wire core and host stack
+//!
+//! The foundation of xia-rs, a userspace implementation of the eXpressive
+//! Internet Architecture (XIA), wire-compatible with xia-core v2, Linux XIA
+//! and Wireshark's XIP dissector.
+//!
+//! - [`xid`]: principal types and XIDs, their text forms, user-defined types.
+//! - [`identity`]: self-certifying Ed25519 identities (XID = SHA-1 of the
+//!   public key), signatures and key files.
+//! - [`dag`]: DAG addresses with fallbacks, xia-core's `RE` and `DAG` text
+//!   forms, and the operations applications need.
+//! - [`wire`]: the XIP header and XCMP as zero-copy views plus validated
+//!   representations (smoltcp's `Packet`/`Repr` pattern), and a DAG's wire
+//!   form.
+//!
+//! Everything here is deterministic and does no I/O except reading and
+//! writing key files in [`identity`]; randomness is passed in. No parser
+//! panics on any input.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod dag;
+pub mod identity;
+pub mod wire;
+pub mod xid;
+
+pub use dag::{Dag, DagError, DagParseError};
+pub use identity::{Identity, PublicKey};
+pub use xid::{Principal, Xid};
