@@ -1,1 +1,53 @@
-fn main() {}
+//! `xia`: the command-line front end of xia-rs.
+//!
+//! Each subcommand is a thin shell over the library crates: it parses
+//! arguments, calls the library, and prints. Errors are printed as one line
+//! on stderr with a non-zero exit status.
+
+mod cmd;
+mod input;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// xia-rs: the eXpressive Internet Architecture in Rust.
+#[derive(Parser)]
+#[command(name = "xia", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// DAG addresses: parse, check and convert between text forms.
+    #[command(subcommand)]
+    Dag(cmd::dag::DagCmd),
+    /// Self-certifying identities: make and inspect key files.
+    #[command(subcommand)]
+    Key(cmd::key::KeyCmd),
+    /// XIP packets: encode to hex, decode hex to a readable dump.
+    #[command(subcommand)]
+    Xip(cmd::xip::XipCmd),
+    /// A short tour of what xia-rs does.
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Dag(c) => cmd::dag::run(c),
+        Command::Key(c) => cmd::key::run(c),
+        Command::Xip(c) => cmd::xip::run(c),
+        Command::Demo => cmd::demo::run(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // `{:#}` joins anyhow's context chain with ": " on one line.
+            eprintln!("xia: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

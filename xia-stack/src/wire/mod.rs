@@ -6,5 +6,6 @@
 
 pub mod checksum;
 pub mod dag;
+pub mod dump;
 pub mod xcmp;
 pub mod xip;

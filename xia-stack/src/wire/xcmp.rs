@@ -655,7 +655,7 @@ mod tests {
                 actual: 3
             })
         ));
-        let mut unknown = vec![42u8, 0, 0, 0, 0, 0, 0, 0];
+        let mut unknown = [42u8, 0, 0, 0, 0, 0, 0, 0];
         Packet::new_unchecked(&mut unknown[..]).fill_checksum();
         assert_eq!(
             XcmpRepr::parse(&Packet::new_unchecked(&unknown[..])).unwrap_err(),

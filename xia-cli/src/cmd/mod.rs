@@ -1,0 +1,6 @@
+//! One module per subcommand.
+
+pub mod dag;
+pub mod demo;
+pub mod key;
+pub mod xip;
