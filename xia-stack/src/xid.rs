@@ -185,7 +185,7 @@ impl FromStr for Principal {
         let hex = s
             .strip_prefix("0x")
             .or_else(|| s.strip_prefix("0X"))
-            .filter(|h| !h.is_empty() && h.len() <= 8);
+            .filter(|h| !h.is_empty() && h.len() <= 8 && h.bytes().all(|b| b.is_ascii_hexdigit()));
         match hex.and_then(|h| u32::from_str_radix(h, 16).ok()) {
             Some(v) if v != Principal::UNDEFINED.0 && v != Principal::DUMMY.0 => Ok(Principal(v)),
             _ => Err(XidError::UnknownType(s.to_string())),
@@ -486,6 +486,7 @@ mod tests {
             }
         );
         assert_eq!(e("0xff:00"), XidError::UnknownType("0xff".into()));
+        assert_eq!(e("0x+10:00"), XidError::UnknownType("0x+10".into()));
     }
 
     #[test]
