@@ -12,6 +12,9 @@
 //! - [`wire`]: the XIP header and XCMP as zero-copy views plus validated
 //!   representations (smoltcp's `Packet`/`Repr` pattern), and a DAG's wire
 //!   form.
+//! - [`forward`]: route tables and the DAG walk — the forwarding semantics
+//!   hosts and routers share.
+//! - [`time`]: the caller-supplied clock of the sans-IO cores.
 //!
 //! Everything here is deterministic and does no I/O except reading and
 //! writing key files in [`identity`]; randomness is passed in. No parser
@@ -21,7 +24,9 @@
 #![warn(missing_docs)]
 
 pub mod dag;
+pub mod forward;
 pub mod identity;
+pub mod time;
 pub mod wire;
 pub mod xid;
 
