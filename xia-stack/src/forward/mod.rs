@@ -9,6 +9,7 @@
 
 pub mod table;
 pub mod walk;
+pub mod xcmp;
 
 pub use table::{Action, Lookup, PortId, Route, RouteTable, RouteTables, TableFull};
 pub use walk::{check, route, Checked, Verdict};

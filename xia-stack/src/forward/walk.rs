@@ -198,6 +198,48 @@ impl<'a> Checked<'a> {
         }
     }
 
+    /// The visited bits of the destination DAG's edges, bit `4·node + slot`
+    /// (what a cache records before and after a walk).
+    pub fn visited_bits(&self) -> u128 {
+        let mut bits = 0u128;
+        for node in 0..self.dnode {
+            for slot in 0..MAX_EDGES {
+                let e = self.buf[FIXED_LEN + node * NODE_LEN + NODE_LEN - MAX_EDGES + slot];
+                if e & EDGE_VISITED != 0 && e != EDGE_UNUSED | EDGE_VISITED {
+                    bits |= 1 << (node * MAX_EDGES + slot);
+                }
+            }
+        }
+        bits
+    }
+
+    /// Replays a walk recorded earlier on an identical DAG: sets the
+    /// visited bits in `bits` and moves `last` to `last` (ignored unless it
+    /// is the entry value or a destination node).
+    pub fn replay(&mut self, bits: u128, last: u8) {
+        for node in 0..self.dnode {
+            for slot in 0..MAX_EDGES {
+                if bits >> (node * MAX_EDGES + slot) & 1 == 1 {
+                    self.buf[FIXED_LEN + node * NODE_LEN + NODE_LEN - MAX_EDGES + slot] |=
+                        EDGE_VISITED;
+                }
+            }
+        }
+        if last == LAST_ENTRY || (last as usize) < self.dnode {
+            self.buf[OFF_LAST] = last;
+        }
+    }
+
+    /// The raw `last` byte.
+    pub fn last_raw(&self) -> u8 {
+        self.buf[OFF_LAST]
+    }
+
+    /// The destination node array (for cache keys).
+    pub fn dst_wire(&self) -> &[u8] {
+        &self.buf[FIXED_LEN..FIXED_LEN + self.dnode * NODE_LEN]
+    }
+
     /// Step 5: whether the intent has been reached.
     #[inline]
     pub fn at_destination(&self) -> bool {

@@ -1,0 +1,281 @@
+//! The router node: the shared DAG walk plus what a router adds — ports,
+//! a fast path, broadcast with neighbour learning, XCMP errors and echo,
+//! and a counter for every drop reason.
+//!
+//! Sans-IO in quinn-proto's manner: feed packets with
+//! [`Router::handle_packet`], then drain [`Router::poll_transmit`] (packets
+//! to send, in order) and [`Router::poll_event`] (packets for the router's
+//! own services). The router holds no clock; `now` is passed in.
+
+use std::collections::VecDeque;
+
+use xia_stack::dag::Dag;
+use xia_stack::forward::walk::{self, Verdict};
+use xia_stack::forward::xcmp::{echo_reply, error_reply, ErrorKind};
+use xia_stack::forward::{Action, PortId, Route, RouteTables};
+use xia_stack::time::Instant;
+use xia_stack::wire::xcmp::Unreachable;
+use xia_stack::wire::xip::{Packet, XipRepr};
+use xia_stack::xid::{Principal, Xid};
+
+use crate::counters::{Counters, Drop};
+use crate::fastpath::FastPath;
+
+/// A packet to send.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Transmit {
+    /// Out this port.
+    pub port: PortId,
+    /// To this neighbour, if the route named one.
+    pub next_hop: Option<Xid>,
+    /// The whole XIP packet.
+    pub packet: Vec<u8>,
+}
+
+/// A packet for the router itself (not XCMP echo, which it answers).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Delivered {
+    /// When it arrived.
+    pub at: Instant,
+    /// On which port.
+    pub port: PortId,
+    /// The packet.
+    pub packet: Vec<u8>,
+}
+
+/// How to build a router.
+#[derive(Clone, Debug)]
+pub struct RouterConfig {
+    /// The AD the router belongs to.
+    pub ad: Xid,
+    /// The router's own HID.
+    pub hid: Xid,
+    /// Number of ports (0..ports).
+    pub ports: PortId,
+    /// Use the per-destination fast-path cache.
+    pub fast_path: bool,
+    /// Most packets queued for [`Router::poll_transmit`] before new ones
+    /// are dropped (counted as [`Drop::QueueFull`]).
+    pub queue_limit: usize,
+}
+
+impl RouterConfig {
+    /// A router of AD `ad` with HID `hid` and `ports` ports, fast path on.
+    pub fn new(ad: Xid, hid: Xid, ports: PortId) -> RouterConfig {
+        RouterConfig {
+            ad,
+            hid,
+            ports,
+            fast_path: true,
+            queue_limit: 4096,
+        }
+    }
+}
+
+/// Route flag set on HID routes learnt from broadcasts.
+pub const FLAG_LEARNED: u32 = 1;
+
+/// An XIA router.
+#[derive(Debug)]
+pub struct Router {
+    config: RouterConfig,
+    own: Dag,
+    tables: RouteTables,
+    fast: Option<FastPath>,
+    counters: Counters,
+    transmits: VecDeque<Transmit>,
+    delivered: VecDeque<Delivered>,
+}
+
+impl Router {
+    /// A router with tables for AD, HID, SID, CID and IP, where its own AD
+    /// and HID are local and the broadcast HID broadcasts.
+    pub fn new(config: RouterConfig) -> Router {
+        let mut tables = RouteTables::with_principals(&[
+            Principal::AD,
+            Principal::HID,
+            Principal::SID,
+            Principal::CID,
+            Principal::IP,
+        ]);
+        let own = Dag::path(&[config.ad, config.hid]).expect("two nodes make a DAG");
+        // Fresh tables have room: these cannot fail.
+        let _ = tables.insert(config.ad, Route::LOCAL);
+        let _ = tables.insert(config.hid, Route::LOCAL);
+        let _ = tables.insert(Xid::BROADCAST_HID, Route::special(Action::Broadcast));
+        Router {
+            fast: config.fast_path.then(FastPath::default),
+            config,
+            own,
+            tables,
+            counters: Counters::default(),
+            transmits: VecDeque::new(),
+            delivered: VecDeque::new(),
+        }
+    }
+
+    /// The router's own DAG (`AD HID`), the source of its XCMP messages.
+    pub fn own_dag(&self) -> &Dag {
+        &self.own
+    }
+
+    /// Its configuration.
+    pub fn config(&self) -> &RouterConfig {
+        &self.config
+    }
+
+    /// Its route tables.
+    pub fn tables(&self) -> &RouteTables {
+        &self.tables
+    }
+
+    /// Its route tables, for changes (the fast path notices them).
+    pub fn tables_mut(&mut self) -> &mut RouteTables {
+        &mut self.tables
+    }
+
+    /// Its counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Fast-path hits and misses so far.
+    pub fn fast_path_stats(&self) -> Option<(u64, u64)> {
+        self.fast.as_ref().map(|f| (f.hits(), f.misses()))
+    }
+
+    /// Handles a packet that arrived on `port`.
+    pub fn handle_packet(&mut self, now: Instant, port: PortId, mut packet: Vec<u8>) {
+        self.counters.received += 1;
+        let mut checked = match walk::check(&mut packet) {
+            Ok(c) => c,
+            Err(_) => return self.counters.drop(Drop::Malformed),
+        };
+        if port >= self.config.ports {
+            return self.counters.drop(Drop::NoSuchPort);
+        }
+        let verdict = match self.fast.as_mut() {
+            Some(fast) => fast.route(&self.tables, &mut checked),
+            None => walk::route(&self.tables, &mut checked),
+        };
+        match verdict {
+            Verdict::Forward {
+                port: out,
+                next_hop,
+            } => {
+                if out >= self.config.ports {
+                    return self.counters.drop(Drop::NoSuchPort);
+                }
+                self.counters.forwarded += 1;
+                self.push(out, next_hop, packet);
+            }
+            Verdict::Broadcast => {
+                self.learn_neighbour(port, &packet);
+                self.counters.broadcast += 1;
+                for out in (0..self.config.ports).filter(|&p| p != port) {
+                    self.push(out, None, packet.clone());
+                }
+            }
+            Verdict::Deliver { .. } => self.deliver(now, port, packet),
+            Verdict::Unreachable => {
+                self.counters.drop(Drop::Unreachable);
+                self.send_error(&packet, ErrorKind::Unreachable(Unreachable::Host));
+            }
+            Verdict::TimeExceeded => {
+                self.counters.drop(Drop::HopLimit);
+                self.send_error(&packet, ErrorKind::TimeExceeded);
+            }
+            Verdict::Discard => self.counters.drop(Drop::Discarded),
+        }
+    }
+
+    /// The next packet to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next packet delivered to the router's own services.
+    pub fn poll_delivered(&mut self) -> Option<Delivered> {
+        self.delivered.pop_front()
+    }
+
+    /// Sends a packet the router originates (e.g. from a routing daemon),
+    /// routed like any other; `false` if it had nowhere to go.
+    pub fn send(&mut self, mut packet: Vec<u8>) -> bool {
+        let Ok(mut checked) = walk::check(&mut packet) else {
+            self.counters.drop(Drop::Malformed);
+            return false;
+        };
+        match walk::route(&self.tables, &mut checked) {
+            Verdict::Forward { port, next_hop } if port < self.config.ports => {
+                self.push(port, next_hop, packet);
+                true
+            }
+            _ => {
+                self.counters.drop(Drop::Unreachable);
+                false
+            }
+        }
+    }
+
+    fn deliver(&mut self, now: Instant, port: PortId, packet: Vec<u8>) {
+        self.counters.delivered += 1;
+        if let Some(reply) = echo_reply(&packet, &self.own) {
+            self.counters.echo_replies += 1;
+            self.send(reply);
+            return;
+        }
+        if self.delivered.len() >= self.config.queue_limit {
+            return self.counters.drop(Drop::QueueFull);
+        }
+        self.delivered.push_back(Delivered {
+            at: now,
+            port,
+            packet,
+        });
+    }
+
+    fn send_error(&mut self, offending: &[u8], kind: ErrorKind) {
+        if let Some(err) = error_reply(offending, kind, &self.own) {
+            self.counters.xcmp_errors_sent += 1;
+            self.send(err);
+        }
+    }
+
+    fn push(&mut self, port: PortId, next_hop: Option<Xid>, packet: Vec<u8>) {
+        if self.transmits.len() >= self.config.queue_limit {
+            return self.counters.drop(Drop::QueueFull);
+        }
+        self.transmits.push_back(Transmit {
+            port,
+            next_hop,
+            packet,
+        });
+    }
+
+    /// A broadcast's source HID is a neighbour on the port it came in on:
+    /// remember it unless a configured route says otherwise.
+    fn learn_neighbour(&mut self, port: PortId, packet: &[u8]) {
+        let Ok(repr) = XipRepr::parse_header(&Packet::new_unchecked(packet)) else {
+            return;
+        };
+        let Some(hid) = repr.src.nodes_of_type(Principal::HID).last().copied() else {
+            return;
+        };
+        let learned = self
+            .tables
+            .table(Principal::HID)
+            .and_then(|t| t.get(hid.id()));
+        if learned.is_none_or(|r| r.flags & FLAG_LEARNED != 0 && r.action != Action::Forward(port))
+        {
+            let route = Route {
+                action: Action::Forward(port),
+                next_hop: Some(hid),
+                flags: FLAG_LEARNED,
+            };
+            if self.tables.insert(hid, route).is_ok() {
+                self.counters.neighbours_learned += 1;
+            }
+        }
+    }
+}
