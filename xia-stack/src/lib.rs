@@ -14,6 +14,8 @@
 //!   form.
 //! - [`forward`]: route tables and the DAG walk — the forwarding semantics
 //!   hosts and routers share.
+//! - [`host`]: the sans-IO end host: datagram sockets bound to SIDs, ping,
+//!   XCMP errors reported to sockets.
 //! - [`time`]: the caller-supplied clock of the sans-IO cores.
 //!
 //! Everything here is deterministic and does no I/O except reading and
@@ -25,6 +27,7 @@
 
 pub mod dag;
 pub mod forward;
+pub mod host;
 pub mod identity;
 pub mod time;
 pub mod wire;

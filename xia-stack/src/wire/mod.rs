@@ -8,4 +8,5 @@ pub mod checksum;
 pub mod dag;
 pub mod dump;
 pub mod xcmp;
+pub mod xdgram;
 pub mod xip;
