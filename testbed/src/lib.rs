@@ -1,7 +1,28 @@
 //! # testbed: XIA networks to experiment on
 //!
-//! Will hold topologies of ADs, routers, hosts and VMs, run either in a
-//! deterministic virtual-time simulator (seeded, byte-identical results and
-//! pcaps) or as real processes over UDP tunnels and network namespaces, and
-//! the experiment runner that turns runs into tables, plots and pcaps,
-//! including comparisons against TCP/IP. Nothing is implemented yet.
+//! Topologies of ADs, routers and hosts ([`topology`], read from TOML), run
+//! in a deterministic discrete-event simulator ([`sim`]) in virtual time:
+//! the nodes are the real sans-IO cores (`xia-router`'s router,
+//! `xia-stack`'s host), the links are modelled ([`link`]: bandwidth,
+//! drop-tail queue, delay, seeded loss, jitter, reordering), static
+//! shortest-path routes are installed at start ([`routes`]), scenario
+//! applications ping and send datagrams ([`apps`]), and any link can be
+//! captured to a pcap Wireshark decodes ([`pcap`]).
+//!
+//! The same topology, seed and options give byte-identical reports and
+//! pcaps. Real-process testbeds and the experiment runner come later.
+
+#![forbid(unsafe_code)]
+
+pub mod apps;
+pub mod link;
+pub mod pcap;
+pub mod routes;
+pub mod sim;
+pub mod topology;
+
+pub use sim::{run, Report, SimConfig, Simulation};
+
+/// The topology `xia demo` runs (`testbed/topologies/demo.toml`).
+pub const DEMO_TOPOLOGY: &str = include_str!("../topologies/demo.toml");
+pub use topology::{Topology, TopologyError};

@@ -30,6 +30,9 @@ enum Command {
     /// XIP packets: encode to hex, decode hex to a readable dump.
     #[command(subcommand)]
     Xip(cmd::xip::XipCmd),
+    /// Simulated and (later) real XIA networks.
+    #[command(subcommand)]
+    Testbed(cmd::testbed::TestbedCmd),
     /// A short tour of what xia-rs does.
     Demo,
 }
@@ -40,6 +43,7 @@ fn main() -> ExitCode {
         Command::Dag(c) => cmd::dag::run(c),
         Command::Key(c) => cmd::key::run(c),
         Command::Xip(c) => cmd::xip::run(c),
+        Command::Testbed(c) => cmd::testbed::run(c),
         Command::Demo => cmd::demo::run(),
     };
     match result {

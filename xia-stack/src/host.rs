@@ -136,8 +136,9 @@ pub enum HostEvent {
     Error {
         /// The socket whose packet it was about.
         socket: Option<SocketHandle>,
-        /// Identifier of an echo request it was about, if any.
-        echo_ident: Option<u16>,
+        /// Identifier and sequence number of the echo request it was
+        /// about, if any.
+        echo: Option<(u16, u16)>,
         /// What happened.
         error: NetError,
     },
@@ -533,18 +534,23 @@ impl Host {
         // Which of our sockets (or pings) sent the packet it is about?
         let about = XipRepr::parse_header(&Packet::new_unchecked(quoted)).ok();
         let socket = about.as_ref().and_then(|q| self.sid_socket(q.src.intent()));
-        let echo_ident = about.as_ref().and_then(|q| {
+        let echo = about.as_ref().and_then(|q| {
             if q.next_header != NextHeader::Xcmp {
                 return None;
             }
             let body = quoted.get(q.header_len()..)?;
             // Only 8 bytes are quoted, so no checksum check is possible:
             // read the echo header fields directly.
-            (body.len() >= 6 && body[0] == 8).then(|| u16::from_be_bytes([body[4], body[5]]))
+            (body.len() >= 8 && body[0] == 8).then(|| {
+                (
+                    u16::from_be_bytes([body[4], body[5]]),
+                    u16::from_be_bytes([body[6], body[7]]),
+                )
+            })
         });
         self.push_event(HostEvent::Error {
             socket,
-            echo_ident,
+            echo,
             error,
         });
     }

@@ -3,4 +3,5 @@
 pub mod dag;
 pub mod demo;
 pub mod key;
+pub mod testbed;
 pub mod xip;

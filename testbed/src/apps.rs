@@ -1,0 +1,341 @@
+//! Applications that run on simulated hosts: a pinger with ping(8)'s output
+//! and a datagram flow (sender and sink). They drive the host stack's
+//! commands and react to its events; the simulator wakes them at the times
+//! they ask for.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::time::Duration;
+
+use xia_stack::dag::Dag;
+use xia_stack::host::{Host, HostEvent, NetError, SocketHandle};
+use xia_stack::time::Instant;
+
+/// A pinger: `count` echo requests every `interval`, then statistics after
+/// `timeout`.
+#[derive(Debug)]
+pub struct Pinger {
+    /// Destination.
+    pub dst: Dag,
+    /// A name for the destination in the output.
+    pub label: String,
+    count: u32,
+    interval: Duration,
+    size: usize,
+    timeout: Duration,
+    ident: u16,
+    next_seq: u16,
+    started: Option<Instant>,
+    last_activity: Instant,
+    sent: BTreeMap<u16, Instant>,
+    /// Round-trip times of the replies, in order of arrival.
+    pub rtts: Vec<Duration>,
+    /// XCMP errors received about our requests.
+    pub errors: u32,
+    /// ping(8)-style output lines.
+    pub lines: Vec<String>,
+    /// Whether the statistics were printed.
+    pub done: bool,
+    /// Names to print for known HIDs (the topology's nodes).
+    pub names: Vec<(xia_stack::xid::Xid, String)>,
+}
+
+/// How a pinger's destination is printed: RE form when it has one.
+fn show(d: &Dag) -> String {
+    d.to_re_string()
+        .unwrap_or_else(|| d.to_string().replace(" \n", " "))
+}
+
+impl Pinger {
+    /// A pinger (not started).
+    pub fn new(
+        dst: Dag,
+        label: String,
+        count: u32,
+        interval: Duration,
+        size: usize,
+        timeout: Duration,
+        ident: u16,
+    ) -> Pinger {
+        Pinger {
+            dst,
+            label,
+            count,
+            interval,
+            size,
+            timeout,
+            ident,
+            next_seq: 0,
+            started: None,
+            last_activity: Instant::ZERO,
+            sent: BTreeMap::new(),
+            rtts: Vec::new(),
+            errors: 0,
+            lines: Vec::new(),
+            done: false,
+            names: Vec::new(),
+        }
+    }
+
+    /// A node's name for a reply's source, else its DAG.
+    fn who(&self, d: &Dag) -> String {
+        match self.names.iter().find(|(x, _)| x == d.intent()) {
+            Some((_, n)) => n.clone(),
+            None => show(d),
+        }
+    }
+
+    /// Requests sent.
+    pub fn transmitted(&self) -> u32 {
+        self.sent.len() as u32
+    }
+
+    /// Woken at `now`: send the next request or finish. Returns when to wake
+    /// next.
+    pub fn wake(&mut self, now: Instant, host: &mut Host) -> Option<Instant> {
+        if self.done {
+            return None;
+        }
+        if self.started.is_none() {
+            self.started = Some(now);
+            self.lines.push(format!(
+                "PING {} ({}): {} data bytes",
+                show(&self.dst),
+                self.label,
+                self.size
+            ));
+        }
+        if (self.next_seq as u32) < self.count {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            // The payload carries nothing the pinger needs: send times are
+            // kept here, so the data is a fixed pattern like ping's.
+            let data: Vec<u8> = (0..self.size).map(|i| i as u8).collect();
+            match host.ping(&self.dst, self.ident, seq, &data) {
+                Ok(()) => {
+                    self.sent.insert(seq, now);
+                    self.last_activity = now;
+                }
+                Err(e) => self.lines.push(format!("ping: sendmsg: {e}")),
+            }
+            if (self.next_seq as u32) < self.count {
+                return Some(now + self.interval);
+            }
+            return Some(now + self.timeout);
+        }
+        self.finish(now);
+        None
+    }
+
+    fn finish(&mut self, now: Instant) {
+        self.done = true;
+        let tx = self.transmitted();
+        let rx = self.rtts.len() as u32;
+        let loss = if tx == 0 {
+            0.0
+        } else {
+            100.0 * (tx - rx.min(tx)) as f64 / tx as f64
+        };
+        // Like ping(8): from the first request to the last thing seen.
+        let elapsed =
+            self.last_activity.max(self.started.unwrap_or(now)) - self.started.unwrap_or(now);
+        let _ = now;
+        self.lines
+            .push(format!("--- {} ping statistics ---", self.label));
+        let mut stat = format!("{tx} packets transmitted, {rx} received");
+        if self.errors > 0 {
+            let _ = write!(stat, ", +{} errors", self.errors);
+        }
+        let _ = write!(
+            stat,
+            ", {loss:.0}% packet loss, time {}ms",
+            elapsed.as_millis()
+        );
+        self.lines.push(stat);
+        if rx > 0 {
+            let ms: Vec<f64> = self.rtts.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+            let min = ms.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = ms.iter().copied().fold(0.0, f64::max);
+            let avg = ms.iter().sum::<f64>() / ms.len() as f64;
+            let mdev = (ms.iter().map(|m| (m - avg).powi(2)).sum::<f64>() / ms.len() as f64).sqrt();
+            self.lines.push(format!(
+                "rtt min/avg/max/mdev = {min:.3}/{avg:.3}/{max:.3}/{mdev:.3} ms"
+            ));
+        }
+    }
+
+    /// Offers a host event; `true` if it was this pinger's.
+    pub fn on_event(&mut self, e: &HostEvent) -> bool {
+        match e {
+            HostEvent::EchoReply {
+                from,
+                ident,
+                seq_no,
+                hop_limit,
+                len,
+                at,
+            } if *ident == self.ident => {
+                if let Some(sent) = self.sent.get(seq_no) {
+                    let rtt = *at - *sent;
+                    self.rtts.push(rtt);
+                    self.last_activity = self.last_activity.max(*at);
+                    self.lines.push(format!(
+                        "{} bytes from {}: xcmp_seq={seq_no} hlim={hop_limit} time={:.3} ms",
+                        len + 8,
+                        self.who(from),
+                        rtt.as_secs_f64() * 1e3
+                    ));
+                }
+                true
+            }
+            HostEvent::Error {
+                echo: Some((ident, seq)),
+                error,
+                ..
+            } if *ident == self.ident => {
+                self.errors += 1;
+                let (from, what) = match error {
+                    NetError::Unreachable { reason, from } => {
+                        (from, format!("Destination Unreachable ({reason})"))
+                    }
+                    NetError::TimeExceeded { from } => (from, "Time to live exceeded".to_string()),
+                    NetError::Redirect { to, from } => (from, format!("Redirect to {}", show(to))),
+                };
+                let who = self.who(from);
+                self.lines
+                    .push(format!("From {who}: xcmp_seq={seq} {what}"));
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The sending end of a datagram flow: `count` datagrams of `size` bytes
+/// every `interval`, each starting with its sequence number.
+#[derive(Debug)]
+pub struct FlowSender {
+    /// The socket.
+    pub socket: SocketHandle,
+    /// Where to.
+    pub dst: Dag,
+    count: u32,
+    interval: Duration,
+    size: usize,
+    /// Datagrams sent.
+    pub sent: u32,
+    /// Datagrams the host refused to send.
+    pub send_errors: u32,
+    /// XCMP errors about our datagrams.
+    pub net_errors: u32,
+}
+
+impl FlowSender {
+    /// A sender on `socket`.
+    pub fn new(
+        socket: SocketHandle,
+        dst: Dag,
+        count: u32,
+        interval: Duration,
+        size: usize,
+    ) -> FlowSender {
+        FlowSender {
+            socket,
+            dst,
+            count,
+            interval,
+            size,
+            sent: 0,
+            send_errors: 0,
+            net_errors: 0,
+        }
+    }
+
+    /// Sends the next datagram; returns when to wake next.
+    pub fn wake(&mut self, now: Instant, host: &mut Host) -> Option<Instant> {
+        let attempted = self.sent + self.send_errors;
+        if attempted >= self.count {
+            return None;
+        }
+        let mut payload = vec![0u8; self.size];
+        payload[..8].copy_from_slice(&(attempted as u64).to_be_bytes());
+        match host.send_to(self.socket, &self.dst, &payload) {
+            Ok(()) => self.sent += 1,
+            Err(_) => self.send_errors += 1,
+        }
+        (attempted + 1 < self.count).then(|| now + self.interval)
+    }
+
+    /// Offers a host event; `true` if it was this sender's.
+    pub fn on_event(&mut self, e: &HostEvent) -> bool {
+        match e {
+            HostEvent::Error {
+                socket: Some(s), ..
+            } if *s == self.socket => {
+                self.net_errors += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The receiving end of a datagram flow.
+#[derive(Debug)]
+pub struct FlowSink {
+    /// The socket.
+    pub socket: SocketHandle,
+    seen: Vec<bool>,
+    /// Distinct datagrams received.
+    pub received: u32,
+    /// Copies of datagrams already received.
+    pub duplicates: u32,
+    /// Datagrams that arrived after a higher sequence number.
+    pub reordered: u32,
+    highest: Option<u64>,
+}
+
+impl FlowSink {
+    /// A sink for up to `count` datagrams on `socket`.
+    pub fn new(socket: SocketHandle, count: u32) -> FlowSink {
+        FlowSink {
+            socket,
+            seen: vec![false; count as usize],
+            received: 0,
+            duplicates: 0,
+            reordered: 0,
+            highest: None,
+        }
+    }
+
+    /// Offers a host event; reads the socket if it was this sink's.
+    pub fn on_event(&mut self, e: &HostEvent, host: &mut Host) -> bool {
+        let HostEvent::Readable(s) = e else {
+            return false;
+        };
+        if *s != self.socket {
+            return false;
+        }
+        while let Some((_, data)) = host.recv_from(self.socket) {
+            let Some(seq) = data
+                .get(..8)
+                .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
+            else {
+                continue;
+            };
+            match self.seen.get_mut(seq as usize) {
+                Some(true) => self.duplicates += 1,
+                Some(slot) => {
+                    *slot = true;
+                    self.received += 1;
+                    if self.highest.is_some_and(|h| seq < h) {
+                        self.reordered += 1;
+                    }
+                    self.highest = Some(self.highest.map_or(seq, |h| h.max(seq)));
+                }
+                None => {}
+            }
+        }
+        true
+    }
+}

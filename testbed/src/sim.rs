@@ -1,0 +1,651 @@
+//! The discrete-event simulator: routers and hosts running the sans-IO
+//! cores, joined by modelled links, in virtual time.
+//!
+//! The loop pops the earliest event (ties broken by insertion order), sets
+//! `now` to its time, and hands it to a node; whatever the node sends goes
+//! through the link model and becomes a future arrival. Nothing reads a
+//! clock and every random draw comes from a per-link RNG derived from the
+//! seed, so the same topology and seed give byte-identical reports and
+//! pcaps.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::fmt;
+use std::fs;
+use std::io::BufWriter;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use xia_router::{Counters, Router, RouterConfig};
+use xia_stack::host::{Host, HostConfig, HostEvent};
+use xia_stack::time::Instant;
+use xia_stack::xid::Principal;
+
+use crate::apps::{FlowSender, FlowSink, Pinger};
+use crate::link::{DirStats, Direction, Fate};
+use crate::pcap::{frame, mac, Capture};
+use crate::routes;
+use crate::topology::{derived_identity, Command, NodeKind, Topology};
+
+/// How to run.
+#[derive(Clone, Debug, Default)]
+pub struct SimConfig {
+    /// Seed for every random draw.
+    pub seed: u64,
+    /// Stop at this virtual time (default: when no events are left).
+    pub until: Option<Duration>,
+    /// Write one pcap per link into this directory.
+    pub pcap_dir: Option<PathBuf>,
+    /// Turn the routers' fast path off.
+    pub no_fast_path: bool,
+}
+
+#[derive(Debug)]
+enum App {
+    Ping(Pinger, usize),
+    Sender(FlowSender, usize),
+    Sink(FlowSink, usize),
+}
+
+#[derive(Debug)]
+enum NodeState {
+    Router(Box<Router>),
+    Host(Box<Host>, Vec<App>),
+}
+
+#[derive(Debug)]
+enum Event {
+    Arrive {
+        node: usize,
+        port: usize,
+        packet: Vec<u8>,
+    },
+    Wake {
+        node: usize,
+        app: usize,
+    },
+}
+
+struct Queued {
+    at: Instant,
+    seq: u64,
+    event: Event,
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for Queued {}
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Queued {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(o.at, o.seq))
+    }
+}
+
+/// A simulation, ready to [`run`](Simulation::run).
+pub struct Simulation {
+    topo: Topology,
+    ports: Vec<Vec<(usize, usize)>>,
+    // For link l and direction d (0: a→b), the port at the receiving end.
+    peer_port: Vec<[usize; 2]>,
+    nodes: Vec<NodeState>,
+    dirs: Vec<[Direction; 2]>,
+    queue: BinaryHeap<Reverse<Queued>>,
+    seq: u64,
+    now: Instant,
+    events: u64,
+    captures: Vec<Option<Capture<BufWriter<fs::File>>>>,
+    until: Option<Instant>,
+}
+
+/// A ping's outcome.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PingReport {
+    /// The host it ran on.
+    pub node: String,
+    /// The command.
+    pub command: String,
+    /// Requests sent.
+    pub transmitted: u32,
+    /// Replies received.
+    pub received: u32,
+    /// XCMP errors received.
+    pub errors: u32,
+    /// Round-trip times.
+    pub rtts: Vec<Duration>,
+    /// ping(8)-style output.
+    pub lines: Vec<String>,
+}
+
+/// A flow's outcome.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlowReport {
+    /// Sender.
+    pub from: String,
+    /// Receiver.
+    pub to: String,
+    /// Datagrams sent.
+    pub sent: u32,
+    /// Distinct datagrams received.
+    pub delivered: u32,
+    /// Sent but never received.
+    pub lost: u32,
+    /// Duplicates received.
+    pub duplicates: u32,
+    /// Received after a later one.
+    pub reordered: u32,
+    /// XCMP errors the sender got.
+    pub net_errors: u32,
+}
+
+/// A link's outcome, per direction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkReport {
+    /// Its ends.
+    pub a: String,
+    /// Its ends.
+    pub b: String,
+    /// a→b and b→a.
+    pub dirs: [DirStats; 2],
+}
+
+/// What a run produced.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Report {
+    /// The seed.
+    pub seed: u64,
+    /// Events processed.
+    pub events: u64,
+    /// Virtual time at the end.
+    pub end: Instant,
+    /// Pings, in scenario order.
+    pub pings: Vec<PingReport>,
+    /// Flows, in scenario order.
+    pub flows: Vec<FlowReport>,
+    /// Router counters, by name (node order).
+    pub routers: Vec<(String, Counters)>,
+    /// Links.
+    pub links: Vec<LinkReport>,
+}
+
+/// The simulation could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// The pcap directory or a file in it.
+    #[error("pcap {path}: {source}")]
+    Pcap {
+        /// The path.
+        path: PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// A host could not bind a socket or the like.
+    #[error("{0}")]
+    Setup(String),
+}
+
+impl Simulation {
+    /// Builds every node and link of `topo`.
+    pub fn new(topo: Topology, config: &SimConfig) -> Result<Simulation, SimError> {
+        let ports = routes::ports(&topo);
+        let mut nodes = Vec::with_capacity(topo.nodes.len());
+        for (i, n) in topo.nodes.iter().enumerate() {
+            let ad = topo.ads[n.ad].xid;
+            match &n.kind {
+                NodeKind::Router { .. } => {
+                    let mut cfg = RouterConfig::new(ad, n.hid(), ports[i].len() as u16);
+                    cfg.fast_path = !config.no_fast_path;
+                    let mut r = Router::new(cfg);
+                    routes::install(&topo, &ports, i, r.tables_mut());
+                    nodes.push(NodeState::Router(Box::new(r)));
+                }
+                NodeKind::Host => {
+                    let gateway = ports[i].first().map(|&(_, peer)| topo.nodes[peer].hid());
+                    let mut cfg = HostConfig::new(n.identity.clone(), ad, gateway);
+                    cfg.seed = config.seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                    nodes.push(NodeState::Host(Box::new(Host::new(cfg)), Vec::new()));
+                }
+            }
+        }
+        let dirs = topo
+            .links
+            .iter()
+            .enumerate()
+            .map(|(li, l)| {
+                let s = config.seed.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ ((li as u64) << 1);
+                [
+                    Direction::new(l.clone(), s),
+                    Direction::new(l.clone(), s ^ 1),
+                ]
+            })
+            .collect();
+        let peer_port = topo
+            .links
+            .iter()
+            .enumerate()
+            .map(|(li, l)| {
+                let at = |node: usize| {
+                    ports[node]
+                        .iter()
+                        .position(|&(pl, _)| pl == li)
+                        .expect("link is a port")
+                };
+                [at(l.b), at(l.a)]
+            })
+            .collect();
+        let mut captures = Vec::new();
+        if let Some(dir) = &config.pcap_dir {
+            fs::create_dir_all(dir).map_err(|source| SimError::Pcap {
+                path: dir.clone(),
+                source,
+            })?;
+            for l in &topo.links {
+                let path = dir.join(format!(
+                    "{}-{}.pcap",
+                    topo.nodes[l.a].name, topo.nodes[l.b].name
+                ));
+                let cap = Capture::create(&path).map_err(|source| SimError::Pcap {
+                    path: path.clone(),
+                    source,
+                })?;
+                captures.push(Some(cap));
+            }
+        }
+        let mut sim = Simulation {
+            ports,
+            peer_port,
+            nodes,
+            dirs,
+            queue: BinaryHeap::new(),
+            seq: 0,
+            now: Instant::ZERO,
+            events: 0,
+            captures,
+            until: config.until.map(|d| Instant::ZERO + d),
+            topo,
+        };
+        sim.install_scenario()?;
+        Ok(sim)
+    }
+
+    fn install_scenario(&mut self) -> Result<(), SimError> {
+        for (k, run) in self.topo.runs.clone().into_iter().enumerate() {
+            let Command::Ping {
+                dst,
+                count,
+                interval,
+                size,
+                timeout,
+            } = run.command;
+            let label = self
+                .topo
+                .name_of(dst.intent())
+                .unwrap_or_else(|| dst.intent().to_string());
+            let mut pinger = Pinger::new(
+                dst,
+                label,
+                count,
+                interval,
+                size,
+                timeout,
+                0x1000 + k as u16,
+            );
+            pinger.names = self
+                .topo
+                .nodes
+                .iter()
+                .map(|n| (n.hid(), n.name.clone()))
+                .collect();
+            let app = self.add_app(run.node, App::Ping(pinger, k));
+            self.schedule(
+                Instant::ZERO + run.at,
+                Event::Wake {
+                    node: run.node,
+                    app,
+                },
+            );
+        }
+        for (k, flow) in self.topo.flows.clone().into_iter().enumerate() {
+            let sink_sid = derived_identity(Principal::SID, &format!("flow {k} sink")).xid();
+            let NodeState::Host(sink_host, _) = &mut self.nodes[flow.to] else {
+                return Err(SimError::Setup(format!("flow {k}: receiver is not a host")));
+            };
+            let sink_sock = sink_host
+                .bind(Some(sink_sid))
+                .map_err(|e| SimError::Setup(format!("flow {k}: {e}")))?;
+            let dst = match &flow.dag {
+                Some(d) => d
+                    .append_xid(sink_sid)
+                    .map_err(|e| SimError::Setup(format!("flow {k}: {e}")))?,
+                None => sink_host.socket_dag(sink_sock).expect("just bound"),
+            };
+            self.add_app(flow.to, App::Sink(FlowSink::new(sink_sock, flow.count), k));
+            let NodeState::Host(src_host, _) = &mut self.nodes[flow.from] else {
+                return Err(SimError::Setup(format!("flow {k}: sender is not a host")));
+            };
+            let sock = src_host
+                .bind(None)
+                .map_err(|e| SimError::Setup(format!("flow {k}: {e}")))?;
+            let sender = FlowSender::new(sock, dst, flow.count, flow.interval, flow.size);
+            let app = self.add_app(flow.from, App::Sender(sender, k));
+            self.schedule(
+                Instant::ZERO + flow.at,
+                Event::Wake {
+                    node: flow.from,
+                    app,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    fn add_app(&mut self, node: usize, app: App) -> usize {
+        match &mut self.nodes[node] {
+            NodeState::Host(_, apps) => {
+                apps.push(app);
+                apps.len() - 1
+            }
+            NodeState::Router(_) => unreachable!("topology checks that apps run on hosts"),
+        }
+    }
+
+    fn schedule(&mut self, at: Instant, event: Event) {
+        self.seq += 1;
+        self.queue.push(Reverse(Queued {
+            at,
+            seq: self.seq,
+            event,
+        }));
+    }
+
+    /// Runs until no events are left or the time limit; returns the report
+    /// and finishes the pcaps.
+    pub fn run(mut self) -> Result<Report, SimError> {
+        while let Some(Reverse(q)) = self.queue.pop() {
+            if self.until.is_some_and(|u| q.at > u) {
+                break;
+            }
+            self.now = q.at;
+            self.events += 1;
+            match q.event {
+                Event::Arrive { node, port, packet } => self.arrive(node, port, packet),
+                Event::Wake { node, app } => self.wake(node, app),
+            }
+        }
+        // Pingers still waiting when time ran out print their statistics.
+        let now = self.now;
+        for n in &mut self.nodes {
+            if let NodeState::Host(host, apps) = n {
+                for a in apps.iter_mut() {
+                    if let App::Ping(p, _) = a {
+                        while !p.done {
+                            p.wake(now, host);
+                        }
+                    }
+                }
+            }
+        }
+        for (li, cap) in self.captures.iter_mut().enumerate() {
+            if let Some(c) = cap.take() {
+                let l = &self.topo.links[li];
+                let path = PathBuf::from(format!(
+                    "{}-{}.pcap",
+                    self.topo.nodes[l.a].name, self.topo.nodes[l.b].name
+                ));
+                c.finish()
+                    .map_err(|source| SimError::Pcap { path, source })?;
+            }
+        }
+        Ok(self.report())
+    }
+
+    fn arrive(&mut self, node: usize, port: usize, packet: Vec<u8>) {
+        let now = self.now;
+        match &mut self.nodes[node] {
+            NodeState::Router(r) => {
+                r.handle_packet(now, port as u16, packet);
+                while r.poll_delivered().is_some() {}
+            }
+            NodeState::Host(h, _) => h.handle_packet(now, port as u16, packet),
+        }
+        self.flush(node);
+    }
+
+    fn wake(&mut self, node: usize, app: usize) {
+        let now = self.now;
+        let next = match &mut self.nodes[node] {
+            NodeState::Host(host, apps) => match &mut apps[app] {
+                App::Ping(p, _) => p.wake(now, host),
+                App::Sender(s, _) => s.wake(now, host),
+                App::Sink(..) => None,
+            },
+            NodeState::Router(_) => None,
+        };
+        if let Some(at) = next {
+            self.schedule(at, Event::Wake { node, app });
+        }
+        self.flush(node);
+    }
+
+    /// Moves what a node wants to send onto its links, and its events to
+    /// its apps.
+    fn flush(&mut self, node: usize) {
+        let mut out = Vec::new();
+        match &mut self.nodes[node] {
+            NodeState::Router(r) => {
+                while let Some(t) = r.poll_transmit() {
+                    out.push((t.port as usize, t.packet));
+                }
+            }
+            NodeState::Host(host, apps) => {
+                while let Some(e) = host.poll_event() {
+                    dispatch(&e, host, apps);
+                }
+                while let Some(t) = host.poll_transmit() {
+                    out.push((t.port as usize, t.packet));
+                }
+            }
+        }
+        for (port, packet) in out {
+            self.transmit(node, port, packet);
+        }
+    }
+
+    fn transmit(&mut self, node: usize, port: usize, packet: Vec<u8>) {
+        let Some(&(li, peer)) = self.ports[node].get(port) else {
+            return;
+        };
+        let d = if self.topo.links[li].a == node { 0 } else { 1 };
+        let frame_len = packet.len() + 14;
+        if let Some(Some(cap)) = self.captures.get_mut(li) {
+            let peer_port = self.peer_port[li][d];
+            // A capture error (disk full) must not change the simulation;
+            // it drops the capture.
+            if cap
+                .write(
+                    self.now,
+                    &frame(mac(peer, peer_port), mac(node, port), &packet),
+                )
+                .is_err()
+            {
+                self.captures[li] = None;
+            }
+        }
+        if let Fate::Arrives(at) = self.dirs[li][d].send(self.now, frame_len) {
+            let port = self.peer_port[li][d];
+            self.schedule(
+                at,
+                Event::Arrive {
+                    node: peer,
+                    port,
+                    packet,
+                },
+            );
+        }
+    }
+
+    fn report(&self) -> Report {
+        let mut pings = Vec::new();
+        let mut flows: Vec<(usize, FlowReport)> = Vec::new();
+        let mut sinks: Vec<(usize, &FlowSink)> = Vec::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            let NodeState::Host(_, apps) = n else {
+                continue;
+            };
+            for a in apps {
+                match a {
+                    App::Ping(p, k) => pings.push((
+                        *k,
+                        PingReport {
+                            node: self.topo.nodes[i].name.clone(),
+                            command: self.topo.runs[*k].text.clone(),
+                            transmitted: p.transmitted(),
+                            received: p.rtts.len() as u32,
+                            errors: p.errors,
+                            rtts: p.rtts.clone(),
+                            lines: p.lines.clone(),
+                        },
+                    )),
+                    App::Sender(s, k) => {
+                        let f = &self.topo.flows[*k];
+                        flows.push((
+                            *k,
+                            FlowReport {
+                                from: self.topo.nodes[f.from].name.clone(),
+                                to: self.topo.nodes[f.to].name.clone(),
+                                sent: s.sent,
+                                delivered: 0,
+                                lost: 0,
+                                duplicates: 0,
+                                reordered: 0,
+                                net_errors: s.net_errors,
+                            },
+                        ))
+                    }
+                    App::Sink(s, k) => sinks.push((*k, s)),
+                }
+            }
+        }
+        for (k, f) in &mut flows {
+            if let Some((_, s)) = sinks.iter().find(|(sk, _)| sk == k) {
+                f.delivered = s.received;
+                f.duplicates = s.duplicates;
+                f.reordered = s.reordered;
+            }
+            f.lost = f.sent.saturating_sub(f.delivered);
+        }
+        flows.sort_by_key(|(k, _)| *k);
+        pings.sort_by_key(|(k, _)| *k);
+        let routers = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| match n {
+                NodeState::Router(r) => {
+                    Some((self.topo.nodes[i].name.clone(), r.counters().clone()))
+                }
+                NodeState::Host(..) => None,
+            })
+            .collect();
+        let links = self
+            .topo
+            .links
+            .iter()
+            .zip(&self.dirs)
+            .map(|(l, d)| LinkReport {
+                a: self.topo.nodes[l.a].name.clone(),
+                b: self.topo.nodes[l.b].name.clone(),
+                dirs: [d[0].stats, d[1].stats],
+            })
+            .collect();
+        Report {
+            seed: 0,
+            events: self.events,
+            end: self.now,
+            pings: pings.into_iter().map(|(_, p)| p).collect(),
+            flows: flows.into_iter().map(|(_, f)| f).collect(),
+            routers,
+            links,
+        }
+    }
+}
+
+fn dispatch(e: &HostEvent, host: &mut Host, apps: &mut [App]) {
+    for a in apps.iter_mut() {
+        let taken = match a {
+            App::Ping(p, _) => p.on_event(e),
+            App::Sender(s, _) => s.on_event(e),
+            App::Sink(s, _) => s.on_event(e, host),
+        };
+        if taken {
+            return;
+        }
+    }
+}
+
+/// Runs `topo` with `config`.
+pub fn run(topo: Topology, config: &SimConfig) -> Result<Report, SimError> {
+    let mut report = Simulation::new(topo, config)?.run()?;
+    report.seed = config.seed;
+    Ok(report)
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for p in &self.pings {
+            writeln!(f, "[{}] {}", p.node, p.command)?;
+            for l in &p.lines {
+                writeln!(f, "  {l}")?;
+            }
+            writeln!(f)?;
+        }
+        if !self.flows.is_empty() {
+            writeln!(f, "flows:")?;
+            writeln!(
+                f,
+                "  {:<10} {:<10} {:>8} {:>9} {:>7} {:>5} {:>9} {:>10}",
+                "from", "to", "sent", "delivered", "lost", "dup", "reordered", "xcmp-errs"
+            )?;
+            for fl in &self.flows {
+                writeln!(
+                    f,
+                    "  {:<10} {:<10} {:>8} {:>9} {:>7} {:>5} {:>9} {:>10}",
+                    fl.from,
+                    fl.to,
+                    fl.sent,
+                    fl.delivered,
+                    fl.lost,
+                    fl.duplicates,
+                    fl.reordered,
+                    fl.net_errors
+                )?;
+            }
+            writeln!(f)?;
+        }
+        writeln!(f, "routers:")?;
+        for (name, c) in &self.routers {
+            writeln!(f, "  {name:<10} {c}")?;
+        }
+        writeln!(f, "\nlinks (a->b | b->a: delivered / queue drops / lost):")?;
+        for l in &self.links {
+            let [x, y] = &l.dirs;
+            writeln!(
+                f,
+                "  {:<10} {:<10} {} / {} / {} | {} / {} / {}",
+                l.a, l.b, x.delivered, x.queue_drops, x.lost, y.delivered, y.queue_drops, y.lost
+            )?;
+        }
+        writeln!(
+            f,
+            "\nseed {}, {} events, ended at {}",
+            self.seed, self.events, self.end
+        )
+    }
+}

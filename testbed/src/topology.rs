@@ -1,0 +1,886 @@
+//! Topology files: ADs, routers, hosts, links and a scenario, in TOML.
+//!
+//! ```toml
+//! [[ad]]
+//! name = "A"
+//!
+//! [[router]]
+//! name = "rA"
+//! ad = "A"
+//! ipv4 = "10.0.0.1"      # optional: the router is a 4ID gateway
+//! unknown_ads = ["C"]    # optional: ADs this router pretends not to know
+//!
+//! [[host]]
+//! name = "h1"
+//! ad = "A"
+//!
+//! [[link]]
+//! a = "h1"
+//! b = "rA"
+//! bandwidth = "100Mbps"  # default 1Gbps
+//! delay = "2ms"          # one way, default 1ms
+//! queue = 100            # packets per direction, default 1000
+//! loss = 0.01            # per packet, default 0
+//! jitter = "1ms"         # uniform extra delay, default 0
+//! reorder = 0.0          # chance a packet is held back, default 0
+//!
+//! [[run]]                # the scenario: commands run on nodes
+//! at = "1s"
+//! node = "h1"
+//! command = "ping -c 3 @h2"
+//!
+//! [[flow]]               # datagrams from one host's socket to another's
+//! from = "h1"
+//! to = "h2"
+//! at = "0.5s"
+//! count = 100
+//! interval = "10ms"
+//! size = 64
+//! dag = "RE ( IP:10.0.0.3 ) @D @h2"   # optional: the receiver's DAG
+//! ```
+//!
+//! In DAG text inside a scenario, `@name` stands for a node or AD: `@A` is
+//! AD A's XID, `@h2` a host's or router's HID. Identities are derived from
+//! names, so the same file gives the same XIDs everywhere.
+//!
+//! Every error names the file, the line, and what is wrong.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+use xia_stack::dag::Dag;
+use xia_stack::identity::Identity;
+use xia_stack::xid::{sha1, Principal, Xid};
+
+/// A topology file that could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}: {message}")]
+pub struct TopologyError {
+    /// The file (or `<embedded>`).
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTopology {
+    #[serde(default)]
+    ad: Vec<RawAd>,
+    #[serde(default)]
+    router: Vec<RawRouter>,
+    #[serde(default)]
+    host: Vec<RawHost>,
+    #[serde(default)]
+    link: Vec<RawLink>,
+    #[serde(default)]
+    run: Vec<RawRun>,
+    #[serde(default)]
+    flow: Vec<RawFlow>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAd {
+    name: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRouter {
+    name: Spanned<String>,
+    ad: Spanned<String>,
+    ipv4: Option<Spanned<String>>,
+    #[serde(default)]
+    unknown_ads: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHost {
+    name: Spanned<String>,
+    ad: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLink {
+    a: Spanned<String>,
+    b: Spanned<String>,
+    bandwidth: Option<Spanned<String>>,
+    delay: Option<Spanned<String>>,
+    queue: Option<Spanned<i64>>,
+    loss: Option<Spanned<f64>>,
+    jitter: Option<Spanned<String>>,
+    reorder: Option<Spanned<f64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRun {
+    at: Spanned<String>,
+    node: Spanned<String>,
+    command: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFlow {
+    from: Spanned<String>,
+    to: Spanned<String>,
+    at: Spanned<String>,
+    count: Spanned<i64>,
+    interval: Spanned<String>,
+    size: Option<Spanned<i64>>,
+    dag: Option<Spanned<String>>,
+}
+
+/// What a node is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeKind {
+    /// A router.
+    Router {
+        /// Its 4ID, if it is a gateway to an IPv4 island.
+        ipv4: Option<Ipv4Addr>,
+        /// ADs it is configured not to know (to exercise fallbacks).
+        unknown_ads: Vec<usize>,
+    },
+    /// An end host.
+    Host,
+}
+
+/// A router or host.
+#[derive(Clone, Debug)]
+pub struct NodeSpec {
+    /// Its name.
+    pub name: String,
+    /// Index into [`Topology::ads`].
+    pub ad: usize,
+    /// What it is.
+    pub kind: NodeKind,
+    /// Its HID identity (derived from the name).
+    pub identity: Identity,
+}
+
+impl NodeSpec {
+    /// Its HID.
+    pub fn hid(&self) -> Xid {
+        self.identity.xid()
+    }
+}
+
+/// An AD.
+#[derive(Clone, Debug)]
+pub struct AdSpec {
+    /// Its name.
+    pub name: String,
+    /// Its XID (derived from the name).
+    pub xid: Xid,
+}
+
+/// A bidirectional link's properties (each direction has its own queue).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LinkSpec {
+    /// One end (node index).
+    pub a: usize,
+    /// The other end.
+    pub b: usize,
+    /// Bits per second.
+    pub bandwidth_bps: u64,
+    /// One-way propagation delay.
+    pub delay: Duration,
+    /// Packets each direction may queue.
+    pub queue: usize,
+    /// Chance each packet is lost.
+    pub loss: f64,
+    /// Most extra delay, drawn uniformly per packet.
+    pub jitter: Duration,
+    /// Chance a packet is held back by one extra delay (so later packets
+    /// overtake it).
+    pub reorder: f64,
+}
+
+/// One scenario command.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    /// `ping [-c COUNT] [-i SECONDS] [-s SIZE] [-W SECONDS] DAG`.
+    Ping {
+        /// The destination.
+        dst: Dag,
+        /// How many echo requests.
+        count: u32,
+        /// Between requests.
+        interval: Duration,
+        /// Payload bytes.
+        size: usize,
+        /// How long to wait for the last reply.
+        timeout: Duration,
+    },
+}
+
+/// A command to run at a time on a node.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunSpec {
+    /// When.
+    pub at: Duration,
+    /// Where (node index).
+    pub node: usize,
+    /// The command as written.
+    pub text: String,
+    /// What it does.
+    pub command: Command,
+}
+
+/// A datagram flow.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FlowSpec {
+    /// Sending host.
+    pub from: usize,
+    /// Receiving host.
+    pub to: usize,
+    /// Start.
+    pub at: Duration,
+    /// Datagrams.
+    pub count: u32,
+    /// Between datagrams.
+    pub interval: Duration,
+    /// Payload bytes (at least 8: a sequence number is carried).
+    pub size: usize,
+    /// The receiver's DAG to use instead of its plain `AD HID` (e.g. with a
+    /// fallback); the sink's SID is appended as the intent.
+    pub dag: Option<Dag>,
+}
+
+/// A checked topology.
+#[derive(Clone, Debug)]
+pub struct Topology {
+    /// ADs.
+    pub ads: Vec<AdSpec>,
+    /// Routers and hosts.
+    pub nodes: Vec<NodeSpec>,
+    /// Links.
+    pub links: Vec<LinkSpec>,
+    /// Commands.
+    pub runs: Vec<RunSpec>,
+    /// Datagram flows.
+    pub flows: Vec<FlowSpec>,
+}
+
+/// An identity derived from a label, so names give the same XIDs on every
+/// run and machine.
+pub fn derived_identity(principal: Principal, label: &str) -> Identity {
+    let a = sha1(format!("xia-rs testbed key 1 {label}").as_bytes());
+    let b = sha1(format!("xia-rs testbed key 2 {label}").as_bytes());
+    let mut secret = [0u8; 32];
+    secret[..20].copy_from_slice(&a);
+    secret[20..].copy_from_slice(&b[..12]);
+    Identity::from_secret_bytes(principal, &secret)
+}
+
+struct Ctx<'a> {
+    file: &'a str,
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())]
+            .matches('\n')
+            .count()
+            + 1
+    }
+
+    fn err<T>(
+        &self,
+        span: std::ops::Range<usize>,
+        message: impl Into<String>,
+    ) -> Result<T, TopologyError> {
+        Err(TopologyError {
+            file: self.file.to_string(),
+            line: self.line_of(span.start),
+            message: message.into(),
+        })
+    }
+}
+
+/// Parses a duration: a number with `s`, `ms`, `us` or `ns` (`1.5s`,
+/// `20ms`); a bare number is seconds.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let t = text.trim();
+    let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = t.strip_suffix("us") {
+        (n, 1e-6)
+    } else if let Some(n) = t.strip_suffix("ns") {
+        (n, 1e-9)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1.0)
+    } else {
+        (t, 1.0)
+    };
+    let v: f64 = num.trim().parse().ok()?;
+    (v.is_finite() && v >= 0.0 && v * scale < 1e9)
+        .then(|| Duration::from_nanos((v * scale * 1e9).round() as u64))
+}
+
+/// Parses a bandwidth: a number with `bps`, `kbps`, `Mbps` or `Gbps`.
+pub fn parse_bandwidth(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let (num, scale) = [("Gbps", 1e9), ("Mbps", 1e6), ("kbps", 1e3), ("bps", 1.0)]
+        .iter()
+        .find_map(|(suf, s)| t.strip_suffix(suf).map(|n| (n, *s)))?;
+    let v: f64 = num.trim().parse().ok()?;
+    let bps = v * scale;
+    (bps.is_finite() && bps >= 1.0 && bps <= 1e13).then_some(bps as u64)
+}
+
+impl Topology {
+    /// Reads a topology file.
+    pub fn load(path: &Path) -> Result<Topology, TopologyError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| TopologyError {
+            file: file.clone(),
+            line: 0,
+            message: e.to_string(),
+        })?;
+        Topology::parse(&file, &text)
+    }
+
+    /// Parses topology text; `file` names it in errors.
+    pub fn parse(file: &str, text: &str) -> Result<Topology, TopologyError> {
+        let cx = Ctx { file, text };
+        let raw: RawTopology = toml::from_str(text).map_err(|e| TopologyError {
+            file: file.to_string(),
+            line: e.span().map_or(0, |s| cx.line_of(s.start)),
+            message: e.message().to_string(),
+        })?;
+        let mut ads: Vec<AdSpec> = Vec::new();
+        let mut ad_index: BTreeMap<String, usize> = BTreeMap::new();
+        for ad in &raw.ad {
+            let name = ad.name.get_ref();
+            check_name(&cx, &ad.name)?;
+            if ad_index.insert(name.clone(), ads.len()).is_some() {
+                return cx.err(ad.name.span(), format!("AD {name:?} is defined twice"));
+            }
+            ads.push(AdSpec {
+                name: name.clone(),
+                xid: derived_identity(Principal::AD, &format!("ad {name}")).xid(),
+            });
+        }
+        let find_ad = |s: &Spanned<String>| -> Result<usize, TopologyError> {
+            match ad_index.get(s.get_ref()) {
+                Some(&i) => Ok(i),
+                None => cx.err(
+                    s.span(),
+                    format!("unknown AD {:?} (define it with [[ad]])", s.get_ref()),
+                ),
+            }
+        };
+        let mut nodes: Vec<NodeSpec> = Vec::new();
+        let mut node_index: BTreeMap<String, usize> = BTreeMap::new();
+        let mut add_node =
+            |name: &Spanned<String>, ad: usize, kind: NodeKind| -> Result<(), TopologyError> {
+                check_name(&cx, name)?;
+                let n = name.get_ref();
+                if node_index.contains_key(n) || ad_index.contains_key(n) {
+                    return cx.err(name.span(), format!("name {n:?} is already used"));
+                }
+                node_index.insert(n.clone(), nodes.len());
+                nodes.push(NodeSpec {
+                    name: n.clone(),
+                    ad,
+                    kind,
+                    identity: derived_identity(Principal::HID, &format!("node {n}")),
+                });
+                Ok(())
+            };
+        for r in &raw.router {
+            let ad = find_ad(&r.ad)?;
+            let ipv4 = match &r.ipv4 {
+                None => None,
+                Some(s) => match s.get_ref().parse::<Ipv4Addr>() {
+                    Ok(a) => Some(a),
+                    Err(_) => {
+                        return cx.err(
+                            s.span(),
+                            format!("ipv4 {:?} is not a dotted-quad address", s.get_ref()),
+                        )
+                    }
+                },
+            };
+            let unknown_ads = r
+                .unknown_ads
+                .iter()
+                .map(&find_ad)
+                .collect::<Result<Vec<_>, _>>()?;
+            add_node(&r.name, ad, NodeKind::Router { ipv4, unknown_ads })?;
+        }
+        for h in &raw.host {
+            let ad = find_ad(&h.ad)?;
+            add_node(&h.name, ad, NodeKind::Host)?;
+        }
+        let find_node = |s: &Spanned<String>| -> Result<usize, TopologyError> {
+            match node_index.get(s.get_ref()) {
+                Some(&i) => Ok(i),
+                None => cx.err(s.span(), format!("unknown node {:?}", s.get_ref())),
+            }
+        };
+        let mut links = Vec::new();
+        for l in &raw.link {
+            let (a, b) = (find_node(&l.a)?, find_node(&l.b)?);
+            if a == b {
+                return cx.err(l.b.span(), "a link needs two different nodes");
+            }
+            let dur = |f: &Option<Spanned<String>>, default: Duration, what: &str| match f {
+                None => Ok(default),
+                Some(s) => match parse_duration(s.get_ref()) {
+                    Some(d) => Ok(d),
+                    None => cx.err(
+                        s.span(),
+                        format!("{what} {:?} is not a duration like \"5ms\"", s.get_ref()),
+                    ),
+                },
+            };
+            let prob = |f: &Option<Spanned<f64>>, what: &str| match f {
+                None => Ok(0.0),
+                Some(s) if (0.0..=1.0).contains(s.get_ref()) => Ok(*s.get_ref()),
+                Some(s) => cx.err(
+                    s.span(),
+                    format!("{what} {} must be between 0 and 1", s.get_ref()),
+                ),
+            };
+            let bandwidth_bps = match &l.bandwidth {
+                None => 1_000_000_000,
+                Some(s) => match parse_bandwidth(s.get_ref()) {
+                    Some(b) => b,
+                    None => {
+                        return cx.err(
+                            s.span(),
+                            format!("bandwidth {:?} is not like \"100Mbps\"", s.get_ref()),
+                        )
+                    }
+                },
+            };
+            let queue = match &l.queue {
+                None => 1000,
+                Some(q) if (1..=1_000_000).contains(q.get_ref()) => *q.get_ref() as usize,
+                Some(q) => {
+                    return cx.err(
+                        q.span(),
+                        format!("queue {} must be 1 to 1000000 packets", q.get_ref()),
+                    )
+                }
+            };
+            let hosts_on_link = [a, b]
+                .iter()
+                .filter(|&&n| nodes[n].kind == NodeKind::Host)
+                .count();
+            if hosts_on_link == 2 {
+                return cx.err(
+                    l.a.span(),
+                    "a link between two hosts: hosts attach to routers",
+                );
+            }
+            links.push(LinkSpec {
+                a,
+                b,
+                bandwidth_bps,
+                delay: dur(&l.delay, Duration::from_millis(1), "delay")?,
+                queue,
+                loss: prob(&l.loss, "loss")?,
+                jitter: dur(&l.jitter, Duration::ZERO, "jitter")?,
+                reorder: prob(&l.reorder, "reorder")?,
+            });
+        }
+        for (i, n) in nodes.iter().enumerate() {
+            if n.kind == NodeKind::Host {
+                let attached: Vec<usize> = links
+                    .iter()
+                    .filter(|l| l.a == i || l.b == i)
+                    .map(|l| if l.a == i { l.b } else { l.a })
+                    .collect();
+                let decl = raw
+                    .host
+                    .iter()
+                    .find(|h| h.name.get_ref() == &n.name)
+                    .expect("declared");
+                match attached.as_slice() {
+                    [] => {
+                        return cx.err(decl.name.span(), format!("host {:?} has no link", n.name))
+                    }
+                    [r] if nodes[*r].ad != n.ad => {
+                        return cx.err(
+                            decl.name.span(),
+                            format!(
+                                "host {:?} is in AD {} but its router {:?} is in AD {}",
+                                n.name, ads[n.ad].name, nodes[*r].name, ads[nodes[*r].ad].name
+                            ),
+                        )
+                    }
+                    [_] => {}
+                    _ => {
+                        return cx.err(
+                            decl.name.span(),
+                            format!(
+                                "host {:?} has more than one link (one interface per host for now)",
+                                n.name
+                            ),
+                        )
+                    }
+                }
+            }
+        }
+        let names = Names {
+            ads: &ads,
+            nodes: &nodes,
+        };
+        let mut runs = Vec::new();
+        for r in &raw.run {
+            let node = find_node(&r.node)?;
+            if nodes[node].kind != NodeKind::Host {
+                return cx.err(
+                    r.node.span(),
+                    format!("commands run on hosts; {:?} is a router", r.node.get_ref()),
+                );
+            }
+            let at = match parse_duration(r.at.get_ref()) {
+                Some(d) => d,
+                None => {
+                    return cx.err(
+                        r.at.span(),
+                        format!("at {:?} is not a time like \"1.5s\"", r.at.get_ref()),
+                    )
+                }
+            };
+            let command = match parse_command(r.command.get_ref(), &names) {
+                Ok(c) => c,
+                Err(m) => return cx.err(r.command.span(), m),
+            };
+            runs.push(RunSpec {
+                at,
+                node,
+                text: r.command.get_ref().clone(),
+                command,
+            });
+        }
+        let mut flows = Vec::new();
+        for f in &raw.flow {
+            let (from, to) = (find_node(&f.from)?, find_node(&f.to)?);
+            for (s, n) in [(&f.from, from), (&f.to, to)] {
+                if nodes[n].kind != NodeKind::Host {
+                    return cx.err(
+                        s.span(),
+                        format!("flows run between hosts; {:?} is a router", s.get_ref()),
+                    );
+                }
+            }
+            let at = parse_duration(f.at.get_ref())
+                .map_or_else(|| cx.err(f.at.span(), "at is not a time like \"1s\""), Ok)?;
+            let interval = parse_duration(f.interval.get_ref()).map_or_else(
+                || {
+                    cx.err(
+                        f.interval.span(),
+                        "interval is not a duration like \"10ms\"",
+                    )
+                },
+                Ok,
+            )?;
+            let count = match *f.count.get_ref() {
+                c @ 1..=10_000_000 => c as u32,
+                c => return cx.err(f.count.span(), format!("count {c} must be 1 to 10000000")),
+            };
+            let size = match &f.size {
+                None => 64,
+                Some(s) if (8..=60_000).contains(s.get_ref()) => *s.get_ref() as usize,
+                Some(s) => {
+                    return cx.err(
+                        s.span(),
+                        format!("size {} must be 8 to 60000 bytes", s.get_ref()),
+                    )
+                }
+            };
+            let dag = match &f.dag {
+                None => None,
+                Some(d) => match names
+                    .expand(d.get_ref())
+                    .and_then(|t| Dag::parse(&t).map_err(|e| e.to_string()))
+                {
+                    Ok(dag) => Some(dag),
+                    Err(m) => return cx.err(d.span(), format!("dag: {m}")),
+                },
+            };
+            flows.push(FlowSpec {
+                from,
+                to,
+                at,
+                count,
+                interval,
+                size,
+                dag,
+            });
+        }
+        Ok(Topology {
+            ads,
+            nodes,
+            links,
+            runs,
+            flows,
+        })
+    }
+
+    /// A node's index by name.
+    pub fn node(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.name == name)
+    }
+
+    /// The name of the node or AD an XID belongs to.
+    pub fn name_of(&self, xid: &Xid) -> Option<String> {
+        let node = self
+            .nodes
+            .iter()
+            .find(|n| n.hid() == *xid)
+            .map(|n| n.name.clone());
+        node.or_else(|| {
+            self.ads
+                .iter()
+                .find(|a| a.xid == *xid)
+                .map(|a| a.name.clone())
+        })
+    }
+
+    /// A node's DAG: `AD HID`.
+    pub fn node_dag(&self, i: usize) -> Dag {
+        let n = &self.nodes[i];
+        Dag::path(&[self.ads[n.ad].xid, n.hid()]).expect("two nodes")
+    }
+
+    /// Replaces `@name` tokens in DAG text with XIDs.
+    pub fn expand(&self, text: &str) -> Result<String, String> {
+        Names {
+            ads: &self.ads,
+            nodes: &self.nodes,
+        }
+        .expand(text)
+    }
+}
+
+struct Names<'a> {
+    ads: &'a [AdSpec],
+    nodes: &'a [NodeSpec],
+}
+
+impl Names<'_> {
+    fn expand(&self, text: &str) -> Result<String, String> {
+        let mut out = Vec::new();
+        for word in text.split_whitespace() {
+            match word.strip_prefix('@') {
+                None => out.push(word.to_string()),
+                Some(name) => {
+                    if let Some(ad) = self.ads.iter().find(|a| a.name == name) {
+                        out.push(ad.xid.to_string());
+                    } else if let Some(n) = self.nodes.iter().find(|n| n.name == name) {
+                        out.push(n.hid().to_string());
+                    } else {
+                        return Err(format!("@{name}: no AD or node has that name"));
+                    }
+                }
+            }
+        }
+        Ok(out.join(" "))
+    }
+}
+
+fn check_name(cx: &Ctx, name: &Spanned<String>) -> Result<(), TopologyError> {
+    let n = name.get_ref();
+    let ok = !n.is_empty()
+        && n.len() <= 32
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        cx.err(
+            name.span(),
+            format!("name {n:?} must be 1-32 letters, digits, '_' or '-'"),
+        )
+    }
+}
+
+/// Parses a scenario command. A DAG argument is the rest of the line; a
+/// lone `@host` means that host's `AD HID`.
+fn parse_command(text: &str, names: &Names) -> Result<Command, String> {
+    let mut words = text.split_whitespace().peekable();
+    match words.next() {
+        Some("ping") => {
+            let (mut count, mut interval, mut size, mut timeout) = (
+                4u32,
+                Duration::from_secs(1),
+                56usize,
+                Duration::from_secs(2),
+            );
+            while let Some(&w) = words.peek() {
+                fn value<'a>(flag: &str, v: Option<&'a str>) -> Result<&'a str, String> {
+                    v.ok_or_else(|| format!("{flag} needs a value"))
+                }
+                match w {
+                    "-c" => {
+                        words.next();
+                        count = value(w, words.next())?
+                            .parse()
+                            .ok()
+                            .filter(|c| (1..=100_000).contains(c))
+                            .ok_or("-c needs 1 to 100000")?;
+                    }
+                    "-i" => {
+                        words.next();
+                        interval =
+                            parse_duration(value(w, words.next())?).ok_or("-i needs a duration")?;
+                    }
+                    "-s" => {
+                        words.next();
+                        size = value(w, words.next())?
+                            .parse()
+                            .ok()
+                            .filter(|s| *s <= 60_000)
+                            .ok_or("-s needs 0 to 60000")?;
+                    }
+                    "-W" => {
+                        words.next();
+                        timeout =
+                            parse_duration(value(w, words.next())?).ok_or("-W needs a duration")?;
+                    }
+                    _ => break,
+                }
+            }
+            let rest: Vec<&str> = words.collect();
+            if rest.is_empty() {
+                return Err("ping needs a destination DAG".into());
+            }
+            let dst = match rest.as_slice() {
+                [one] if one.starts_with('@') => {
+                    let name = &one[1..];
+                    let n = names
+                        .nodes
+                        .iter()
+                        .find(|n| n.name == name)
+                        .ok_or_else(|| format!("@{name}: no node has that name"))?;
+                    Dag::path(&[names.ads[n.ad].xid, n.hid()]).expect("two nodes")
+                }
+                _ => {
+                    let text = names.expand(&rest.join(" "))?;
+                    Dag::parse(&text).map_err(|e| format!("destination: {e}"))?
+                }
+            };
+            Ok(Command::Ping {
+                dst,
+                count,
+                interval,
+                size,
+                timeout,
+            })
+        }
+        Some(other) => Err(format!("unknown command {other:?} (known: ping)")),
+        None => Err("empty command".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[[ad]]
+name = "A"
+[[ad]]
+name = "B"
+[[router]]
+name = "rA"
+ad = "A"
+[[router]]
+name = "rB"
+ad = "B"
+[[host]]
+name = "h1"
+ad = "A"
+[[host]]
+name = "h2"
+ad = "B"
+[[link]]
+a = "h1"
+b = "rA"
+[[link]]
+a = "rA"
+b = "rB"
+delay = "10ms"
+bandwidth = "100Mbps"
+[[link]]
+a = "rB"
+b = "h2"
+[[run]]
+at = "1s"
+node = "h1"
+command = "ping -c 2 @h2"
+"#;
+
+    fn err(text: &str) -> TopologyError {
+        Topology::parse("t.toml", text).unwrap_err()
+    }
+
+    #[test]
+    fn parses_and_derives_stable_xids() {
+        let t = Topology::parse("t.toml", GOOD).unwrap();
+        assert_eq!(t.nodes.len(), 4);
+        assert_eq!(t.links[1].delay, Duration::from_millis(10));
+        assert_eq!(t.links[1].bandwidth_bps, 100_000_000);
+        let t2 = Topology::parse("t.toml", GOOD).unwrap();
+        assert_eq!(t.ads[0].xid, t2.ads[0].xid);
+        match &t.runs[0].command {
+            Command::Ping { dst, count, .. } => {
+                assert_eq!(*count, 2);
+                assert_eq!(*dst, t.node_dag(t.node("h2").unwrap()));
+            }
+        }
+    }
+
+    #[test]
+    fn errors_name_file_and_line() {
+        let e = err(&GOOD.replace("b = \"rB\"\ndelay", "b = \"rX\"\ndelay"));
+        assert_eq!(e.line, 22);
+        assert!(e.message.contains("unknown node \"rX\""), "{e}");
+        assert!(e.to_string().starts_with("t.toml:22: "));
+        let e = err(&GOOD.replace("delay = \"10ms\"", "delay = \"ten\""));
+        assert_eq!(e.line, 23);
+        let e = err(&GOOD.replace(
+            "command = \"ping -c 2 @h2\"",
+            "command = \"ping -c 2 @nobody\"",
+        ));
+        assert!(e.message.contains("@nobody"), "{e}");
+        let e = err("[[ad]]\nname = \"A\"\nsize = 3\n");
+        assert_eq!(e.line, 3);
+        assert!(e.message.contains("unknown field"), "{e}");
+        let e = err("[[ad]\nname = 1");
+        assert_eq!(e.line, 1);
+        let e = err(&GOOD.replace(
+            "[[host]]\nname = \"h2\"\nad = \"B\"",
+            "[[host]]\nname = \"h2\"\nad = \"A\"",
+        ));
+        assert!(e.message.contains("its router"), "{e}");
+    }
+
+    #[test]
+    fn units() {
+        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("20ms"), Some(Duration::from_millis(20)));
+        assert_eq!(parse_duration("3"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_duration("-1s"), None);
+        assert_eq!(parse_bandwidth("1Gbps"), Some(1_000_000_000));
+        assert_eq!(parse_bandwidth("2.5Mbps"), Some(2_500_000));
+        assert_eq!(parse_bandwidth("fast"), None);
+    }
+}
