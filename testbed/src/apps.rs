@@ -24,6 +24,8 @@ pub struct Pinger {
     size: usize,
     timeout: Duration,
     ident: u16,
+    /// Hop limit of the requests (`None`: the default).
+    pub hop_limit: Option<u8>,
     next_seq: u16,
     started: Option<Instant>,
     last_activity: Instant,
@@ -65,6 +67,7 @@ impl Pinger {
             size,
             timeout,
             ident,
+            hop_limit: None,
             next_seq: 0,
             started: None,
             last_activity: Instant::ZERO,
@@ -111,7 +114,7 @@ impl Pinger {
             // The payload carries nothing the pinger needs: send times are
             // kept here, so the data is a fixed pattern like ping's.
             let data: Vec<u8> = (0..self.size).map(|i| i as u8).collect();
-            match host.ping(&self.dst, self.ident, seq, &data) {
+            match host.ping(&self.dst, self.ident, seq, &data, self.hop_limit) {
                 Ok(()) => {
                     self.sent.insert(seq, now);
                     self.last_activity = now;

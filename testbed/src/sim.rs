@@ -283,6 +283,7 @@ impl Simulation {
                 interval,
                 size,
                 timeout,
+                hop_limit,
             } = run.command;
             let label = self
                 .topo
@@ -297,6 +298,7 @@ impl Simulation {
                 timeout,
                 0x1000 + k as u16,
             );
+            pinger.hop_limit = hop_limit;
             pinger.names = self
                 .topo
                 .nodes

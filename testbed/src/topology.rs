@@ -209,7 +209,7 @@ pub struct LinkSpec {
 /// One scenario command.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command {
-    /// `ping [-c COUNT] [-i SECONDS] [-s SIZE] [-W SECONDS] DAG`.
+    /// `ping [-c COUNT] [-i SECONDS] [-s SIZE] [-t HOPS] [-W SECONDS] DAG`.
     Ping {
         /// The destination.
         dst: Dag,
@@ -221,6 +221,8 @@ pub enum Command {
         size: usize,
         /// How long to wait for the last reply.
         timeout: Duration,
+        /// Hop limit of the requests (default 250).
+        hop_limit: Option<u8>,
     },
 }
 
@@ -337,7 +339,7 @@ pub fn parse_bandwidth(text: &str) -> Option<u64> {
         .find_map(|(suf, s)| t.strip_suffix(suf).map(|n| (n, *s)))?;
     let v: f64 = num.trim().parse().ok()?;
     let bps = v * scale;
-    (bps.is_finite() && bps >= 1.0 && bps <= 1e13).then_some(bps as u64)
+    (1.0..=1e13).contains(&bps).then_some(bps as u64)
 }
 
 impl Topology {
@@ -724,6 +726,7 @@ fn parse_command(text: &str, names: &Names) -> Result<Command, String> {
                 56usize,
                 Duration::from_secs(2),
             );
+            let mut hop_limit = None;
             while let Some(&w) = words.peek() {
                 fn value<'a>(flag: &str, v: Option<&'a str>) -> Result<&'a str, String> {
                     v.ok_or_else(|| format!("{flag} needs a value"))
@@ -749,6 +752,16 @@ fn parse_command(text: &str, names: &Names) -> Result<Command, String> {
                             .ok()
                             .filter(|s| *s <= 60_000)
                             .ok_or("-s needs 0 to 60000")?;
+                    }
+                    "-t" => {
+                        words.next();
+                        hop_limit = Some(
+                            value(w, words.next())?
+                                .parse()
+                                .ok()
+                                .filter(|h| *h >= 1)
+                                .ok_or("-t needs 1 to 255")?,
+                        );
                     }
                     "-W" => {
                         words.next();
@@ -783,6 +796,7 @@ fn parse_command(text: &str, names: &Names) -> Result<Command, String> {
                 interval,
                 size,
                 timeout,
+                hop_limit,
             })
         }
         Some(other) => Err(format!("unknown command {other:?} (known: ping)")),
@@ -851,11 +865,11 @@ command = "ping -c 2 @h2"
     #[test]
     fn errors_name_file_and_line() {
         let e = err(&GOOD.replace("b = \"rB\"\ndelay", "b = \"rX\"\ndelay"));
-        assert_eq!(e.line, 22);
-        assert!(e.message.contains("unknown node \"rX\""), "{e}");
-        assert!(e.to_string().starts_with("t.toml:22: "));
-        let e = err(&GOOD.replace("delay = \"10ms\"", "delay = \"ten\""));
         assert_eq!(e.line, 23);
+        assert!(e.message.contains("unknown node \"rX\""), "{e}");
+        assert!(e.to_string().starts_with("t.toml:23: "));
+        let e = err(&GOOD.replace("delay = \"10ms\"", "delay = \"ten\""));
+        assert_eq!(e.line, 24);
         let e = err(&GOOD.replace(
             "command = \"ping -c 2 @h2\"",
             "command = \"ping -c 2 @nobody\"",

@@ -376,13 +376,15 @@ impl Host {
         self.send_packet(pkt, dst)
     }
 
-    /// Sends an XCMP echo request to `dst`.
+    /// Sends an XCMP echo request to `dst`, with the default hop limit or
+    /// `hop_limit`.
     pub fn ping(
         &mut self,
         dst: &Dag,
         ident: u16,
         seq_no: u16,
         data: &[u8],
+        hop_limit: Option<u8>,
     ) -> Result<(), HostError> {
         let msg = XcmpRepr::EchoRequest {
             ident,
@@ -390,7 +392,11 @@ impl Host {
             data,
         }
         .to_bytes();
-        let pkt = XipRepr::new(dst.clone(), self.dag(), NextHeader::Xcmp, 0)
+        let mut repr = XipRepr::new(dst.clone(), self.dag(), NextHeader::Xcmp, 0);
+        if let Some(h) = hop_limit {
+            repr.hop_limit = h;
+        }
+        let pkt = repr
             .to_bytes(&msg)
             .map_err(|_| HostError::TooLarge(data.len()))?;
         self.send_packet(pkt, dst)
@@ -677,7 +683,7 @@ mod tests {
     #[test]
     fn ping_is_answered() {
         let (mut a, mut b) = (host(1, 7), host(2, 7));
-        a.ping(&b.dag(), 42, 1, b"abcdefgh").unwrap();
+        a.ping(&b.dag(), 42, 1, b"abcdefgh", None).unwrap();
         pump(&mut a, &mut b);
         match a.poll_event() {
             Some(HostEvent::EchoReply {
