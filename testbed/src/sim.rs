@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use xia_router::{Counters, Router, RouterConfig};
-use xia_stack::host::{Host, HostConfig, HostEvent};
+use xia_stack::host::{Host, HostConfig, HostEvent, SocketHandle};
 use xia_stack::time::Instant;
 use xia_stack::xid::Principal;
 
@@ -45,6 +45,7 @@ enum App {
     Ping(Pinger, usize),
     Sender(FlowSender, usize),
     Sink(FlowSink, usize),
+    Service(SocketHandle, u64, usize),
 }
 
 #[derive(Debug)]
@@ -145,6 +146,17 @@ pub struct FlowReport {
     pub net_errors: u32,
 }
 
+/// A service's outcome.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceReport {
+    /// Its name.
+    pub name: String,
+    /// Its host.
+    pub host: String,
+    /// Datagrams it received.
+    pub received: u64,
+}
+
 /// A link's outcome, per direction.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LinkReport {
@@ -169,6 +181,8 @@ pub struct Report {
     pub pings: Vec<PingReport>,
     /// Flows, in scenario order.
     pub flows: Vec<FlowReport>,
+    /// Services and the datagrams they received.
+    pub services: Vec<ServiceReport>,
     /// Router counters, by name (node order).
     pub routers: Vec<(String, Counters)>,
     /// Links.
@@ -276,6 +290,18 @@ impl Simulation {
     }
 
     fn install_scenario(&mut self) -> Result<(), SimError> {
+        for (k, sv) in self.topo.services.clone().into_iter().enumerate() {
+            let NodeState::Host(host, _) = &mut self.nodes[sv.host] else {
+                return Err(SimError::Setup(format!(
+                    "service {}: not on a host",
+                    sv.name
+                )));
+            };
+            let sock = host
+                .bind(Some(sv.sid))
+                .map_err(|e| SimError::Setup(format!("service {}: {e}", sv.name)))?;
+            self.add_app(sv.host, App::Service(sock, 0, k));
+        }
         for (k, run) in self.topo.runs.clone().into_iter().enumerate() {
             let Command::Ping {
                 dst,
@@ -426,7 +452,7 @@ impl Simulation {
             NodeState::Host(host, apps) => match &mut apps[app] {
                 App::Ping(p, _) => p.wake(now, host),
                 App::Sender(s, _) => s.wake(now, host),
-                App::Sink(..) => None,
+                App::Sink(..) | App::Service(..) => None,
             },
             NodeState::Router(_) => None,
         };
@@ -497,6 +523,7 @@ impl Simulation {
         let mut pings = Vec::new();
         let mut flows: Vec<(usize, FlowReport)> = Vec::new();
         let mut sinks: Vec<(usize, &FlowSink)> = Vec::new();
+        let mut services = Vec::new();
         for (i, n) in self.nodes.iter().enumerate() {
             let NodeState::Host(_, apps) = n else {
                 continue;
@@ -532,6 +559,11 @@ impl Simulation {
                         ))
                     }
                     App::Sink(s, k) => sinks.push((*k, s)),
+                    App::Service(_, count, k) => services.push(ServiceReport {
+                        name: self.topo.services[*k].name.clone(),
+                        host: self.topo.nodes[i].name.clone(),
+                        received: *count,
+                    }),
                 }
             }
         }
@@ -573,6 +605,7 @@ impl Simulation {
             end: self.now,
             pings: pings.into_iter().map(|(_, p)| p).collect(),
             flows: flows.into_iter().map(|(_, f)| f).collect(),
+            services,
             routers,
             links,
         }
@@ -585,6 +618,15 @@ fn dispatch(e: &HostEvent, host: &mut Host, apps: &mut [App]) {
             App::Ping(p, _) => p.on_event(e),
             App::Sender(s, _) => s.on_event(e),
             App::Sink(s, _) => s.on_event(e, host),
+            App::Service(sock, count, _) => match e {
+                HostEvent::Readable(s) if s == sock => {
+                    while host.recv_from(*sock).is_some() {
+                        *count += 1;
+                    }
+                    true
+                }
+                _ => false,
+            },
         };
         if taken {
             return;
@@ -627,6 +669,17 @@ impl fmt::Display for Report {
                     fl.duplicates,
                     fl.reordered,
                     fl.net_errors
+                )?;
+            }
+            writeln!(f)?;
+        }
+        if !self.services.is_empty() {
+            writeln!(f, "services:")?;
+            for s in &self.services {
+                writeln!(
+                    f,
+                    "  {:<10} on {:<10} {} datagrams received",
+                    s.name, s.host, s.received
                 )?;
             }
             writeln!(f)?;

@@ -83,6 +83,15 @@ struct RawTopology {
     run: Vec<RawRun>,
     #[serde(default)]
     flow: Vec<RawFlow>,
+    #[serde(default)]
+    service: Vec<RawService>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    name: Spanned<String>,
+    host: Spanned<String>,
 }
 
 #[derive(Deserialize)]
@@ -272,6 +281,20 @@ pub struct Topology {
     pub runs: Vec<RunSpec>,
     /// Datagram flows.
     pub flows: Vec<FlowSpec>,
+    /// Services bound on hosts.
+    pub services: Vec<ServiceSpec>,
+}
+
+/// A service: a datagram socket bound to a SID on a host from the start,
+/// answering pings sent to its SID and counting datagrams sent to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceSpec {
+    /// Its name (`@name` in DAG text is its SID).
+    pub name: String,
+    /// The host (node index).
+    pub host: usize,
+    /// Its SID (derived from the name).
+    pub sid: Xid,
 }
 
 /// An identity derived from a label, so names give the same XIDs on every
@@ -538,9 +561,33 @@ impl Topology {
                 }
             }
         }
+        let mut services: Vec<ServiceSpec> = Vec::new();
+        for sv in &raw.service {
+            check_name(&cx, &sv.name)?;
+            let n = sv.name.get_ref();
+            if node_index.contains_key(n)
+                || ad_index.contains_key(n)
+                || services.iter().any(|s| &s.name == n)
+            {
+                return cx.err(sv.name.span(), format!("name {n:?} is already used"));
+            }
+            let host = find_node(&sv.host)?;
+            if nodes[host].kind != NodeKind::Host {
+                return cx.err(
+                    sv.host.span(),
+                    format!("services run on hosts; {:?} is a router", sv.host.get_ref()),
+                );
+            }
+            services.push(ServiceSpec {
+                name: n.clone(),
+                host,
+                sid: derived_identity(Principal::SID, &format!("service {n}")).xid(),
+            });
+        }
         let names = Names {
             ads: &ads,
             nodes: &nodes,
+            services: &services,
         };
         let mut runs = Vec::new();
         for r in &raw.run {
@@ -628,6 +675,7 @@ impl Topology {
             });
         }
         Ok(Topology {
+            services,
             ads,
             nodes,
             links,
@@ -643,17 +691,14 @@ impl Topology {
 
     /// The name of the node or AD an XID belongs to.
     pub fn name_of(&self, xid: &Xid) -> Option<String> {
-        let node = self
-            .nodes
-            .iter()
-            .find(|n| n.hid() == *xid)
-            .map(|n| n.name.clone());
-        node.or_else(|| {
-            self.ads
-                .iter()
-                .find(|a| a.xid == *xid)
-                .map(|a| a.name.clone())
-        })
+        let nodes = self.nodes.iter().map(|n| (n.hid(), &n.name));
+        let ads = self.ads.iter().map(|a| (a.xid, &a.name));
+        let services = self.services.iter().map(|s| (s.sid, &s.name));
+        nodes
+            .chain(ads)
+            .chain(services)
+            .find(|(x, _)| x == xid)
+            .map(|(_, n)| n.clone())
     }
 
     /// A node's DAG: `AD HID`.
@@ -667,6 +712,7 @@ impl Topology {
         Names {
             ads: &self.ads,
             nodes: &self.nodes,
+            services: &self.services,
         }
         .expand(text)
     }
@@ -675,6 +721,7 @@ impl Topology {
 struct Names<'a> {
     ads: &'a [AdSpec],
     nodes: &'a [NodeSpec],
+    services: &'a [ServiceSpec],
 }
 
 impl Names<'_> {
@@ -688,8 +735,10 @@ impl Names<'_> {
                         out.push(ad.xid.to_string());
                     } else if let Some(n) = self.nodes.iter().find(|n| n.name == name) {
                         out.push(n.hid().to_string());
+                    } else if let Some(sv) = self.services.iter().find(|s| s.name == name) {
+                        out.push(sv.sid.to_string());
                     } else {
-                        return Err(format!("@{name}: no AD or node has that name"));
+                        return Err(format!("@{name}: no AD, node or service has that name"));
                     }
                 }
             }
@@ -776,7 +825,7 @@ fn parse_command(text: &str, names: &Names) -> Result<Command, String> {
                 return Err("ping needs a destination DAG".into());
             }
             let dst = match rest.as_slice() {
-                [one] if one.starts_with('@') => {
+                [one] if one.starts_with('@') && names.nodes.iter().any(|n| n.name == one[1..]) => {
                     let name = &one[1..];
                     let n = names
                         .nodes

@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 
 use xia_stack::dag::Dag;
 use xia_stack::forward::walk::{self, Verdict};
-use xia_stack::forward::xcmp::{echo_reply, error_reply, ErrorKind};
+use xia_stack::forward::xcmp::{echo_reply, error_reply, unreachable_reason, ErrorKind};
 use xia_stack::forward::{Action, PortId, Route, RouteTables};
 use xia_stack::time::Instant;
 use xia_stack::wire::xcmp::Unreachable;
@@ -179,7 +179,9 @@ impl Router {
             Verdict::Deliver { .. } => self.deliver(now, port, packet),
             Verdict::Unreachable => {
                 self.counters.drop(Drop::Unreachable);
-                self.send_error(&packet, ErrorKind::Unreachable(Unreachable::Host));
+                let reason =
+                    walk::check(&mut packet).map_or(Unreachable::Host, |c| unreachable_reason(&c));
+                self.send_error(&packet, ErrorKind::Unreachable(reason));
             }
             Verdict::TimeExceeded => {
                 self.counters.drop(Drop::HopLimit);

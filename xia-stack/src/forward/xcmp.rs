@@ -3,7 +3,7 @@
 //! payload bytes, and is never sent about an XCMP error or a broadcast.
 
 use crate::dag::Dag;
-use crate::wire::xcmp::{quote, Packet as XcmpPacket, XcmpRepr};
+use crate::wire::xcmp::{quote, Packet as XcmpPacket, Unreachable, XcmpRepr};
 use crate::wire::xip::{NextHeader, Packet, XipRepr};
 use crate::xid::Xid;
 
@@ -11,11 +11,28 @@ use crate::xid::Xid;
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum ErrorKind {
     /// Destination unreachable with this code.
-    Unreachable(crate::wire::xcmp::Unreachable),
+    Unreachable(Unreachable),
     /// Hop limit exhausted in transit.
     TimeExceeded,
     /// Use this DAG instead.
     Redirect(Dag),
+}
+
+/// The unreachable code for a packet whose walk got stuck: it names what
+/// the highest-priority edge from where the packet stands pointed at — the
+/// network (an AD), the host (a HID), or the intent when that was next.
+pub fn unreachable_reason(pkt: &crate::forward::walk::Checked<'_>) -> Unreachable {
+    let node = pkt.current_node();
+    let Some(target) = pkt.edge(node, 0) else {
+        return Unreachable::Host;
+    };
+    if target == pkt.dnode() - 1 {
+        return Unreachable::Intent;
+    }
+    match pkt.dst_xid(target).principal() {
+        crate::xid::Principal::AD => Unreachable::Network,
+        _ => Unreachable::Host,
+    }
 }
 
 /// Whether `packet` is one no error may be sent about: an XCMP error
@@ -91,7 +108,6 @@ pub fn echo_reply(request: &[u8], own: &Dag) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::xcmp::Unreachable;
 
     fn dag(s: &str) -> Dag {
         Dag::parse(s).unwrap()
