@@ -19,6 +19,7 @@ pub mod link;
 pub mod pcap;
 pub mod routes;
 pub mod sim;
+pub mod synthetic;
 pub mod topology;
 
 pub use sim::{run, Report, SimConfig, Simulation};
