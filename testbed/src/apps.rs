@@ -130,7 +130,11 @@ impl Pinger {
         None
     }
 
-    fn finish(&mut self, now: Instant) {
+    /// Stops now (the run's time limit came) and prints the statistics.
+    pub fn finish(&mut self, now: Instant) {
+        if self.done {
+            return;
+        }
         self.done = true;
         let tx = self.transmitted();
         let rx = self.rtts.len() as u32;

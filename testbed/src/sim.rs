@@ -410,12 +410,10 @@ impl Simulation {
         // Pingers still waiting when time ran out print their statistics.
         let now = self.now;
         for n in &mut self.nodes {
-            if let NodeState::Host(host, apps) = n {
+            if let NodeState::Host(_, apps) = n {
                 for a in apps.iter_mut() {
                     if let App::Ping(p, _) = a {
-                        while !p.done {
-                            p.wake(now, host);
-                        }
+                        p.finish(now);
                     }
                 }
             }

@@ -767,6 +767,10 @@ fn check_name(cx: &Ctx, name: &Spanned<String>) -> Result<(), TopologyError> {
 /// lone `@host` means that host's `AD HID`.
 fn parse_command(text: &str, names: &Names) -> Result<Command, String> {
     let mut words = text.split_whitespace().peekable();
+    // `xia ping …` reads like the command line it mirrors.
+    if words.peek() == Some(&"xia") {
+        words.next();
+    }
     match words.next() {
         Some("ping") => {
             let (mut count, mut interval, mut size, mut timeout) = (

@@ -49,8 +49,17 @@ pub fn run(cmd: TestbedCmd) -> Result<()> {
                 pcap_dir: pcap.clone(),
                 no_fast_path,
             };
+            let wall = std::time::Instant::now();
             let report = testbed::run(topo, &config).context("simulation")?;
+            let secs = wall.elapsed().as_secs_f64();
             print!("{report}");
+            // Wall-clock figures go to stderr: stdout stays byte-identical
+            // for a given topology and seed.
+            eprintln!(
+                "simulated {} in {secs:.3} s of wall time ({:.2} M events/s)",
+                report.end,
+                report.events as f64 / secs.max(1e-9) / 1e6
+            );
             if let Some(dir) = pcap {
                 println!("pcaps in {}", dir.display());
             }
