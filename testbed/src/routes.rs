@@ -51,7 +51,7 @@ fn shortest(topo: &Topology, ports: &[Vec<(usize, usize)>], src: usize) -> Vec<O
 
 /// Installs router `r`'s static routes into `tables`.
 pub fn install(topo: &Topology, ports: &[Vec<(usize, usize)>], r: usize, tables: &mut RouteTables) {
-    let NodeKind::Router { ipv4, unknown_ads } = &topo.nodes[r].kind else {
+    let NodeKind::Router { unknown_ads, .. } = &topo.nodes[r].kind else {
         return;
     };
     let my_ad = topo.nodes[r].ad;
@@ -100,5 +100,4 @@ pub fn install(topo: &Topology, ports: &[Vec<(usize, usize)>], r: usize, tables:
             }
         }
     }
-    let _ = ipv4;
 }

@@ -21,4 +21,5 @@ pub mod router;
 pub use xia_stack::forward;
 
 pub use counters::{Counters, Drop};
-pub use router::{Delivered, Router, RouterConfig, Transmit};
+pub use router::{Delivered, Router, RouterConfig};
+pub use xia_stack::forward::Transmit;

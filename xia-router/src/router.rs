@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use xia_stack::dag::Dag;
 use xia_stack::forward::walk::{self, Verdict};
 use xia_stack::forward::xcmp::{echo_reply, error_reply, unreachable_reason, ErrorKind};
-use xia_stack::forward::{Action, PortId, Route, RouteTables};
+use xia_stack::forward::{Action, PortId, Route, RouteTables, Transmit};
 use xia_stack::time::Instant;
 use xia_stack::wire::xcmp::Unreachable;
 use xia_stack::wire::xip::{Packet, XipRepr};
@@ -20,17 +20,6 @@ use xia_stack::xid::{Principal, Xid};
 
 use crate::counters::{Counters, Drop};
 use crate::fastpath::FastPath;
-
-/// A packet to send.
-#[derive(Clone, PartialEq, Eq, Debug)]
-pub struct Transmit {
-    /// Out this port.
-    pub port: PortId,
-    /// To this neighbour, if the route named one.
-    pub next_hop: Option<Xid>,
-    /// The whole XIP packet.
-    pub packet: Vec<u8>,
-}
 
 /// A packet for the router itself (not XCMP echo, which it answers).
 #[derive(Clone, PartialEq, Eq, Debug)]

@@ -26,7 +26,7 @@ use rand_chacha::ChaCha20Rng;
 use crate::dag::Dag;
 use crate::forward::walk::{self, Verdict};
 use crate::forward::xcmp::{echo_reply, error_reply, ErrorKind};
-use crate::forward::{PortId, Route, RouteTables};
+use crate::forward::{PortId, Route, RouteTables, Transmit};
 use crate::identity::Identity;
 use crate::time::Instant;
 use crate::wire::xcmp::{Packet as XcmpPacket, Unreachable, XcmpRepr};
@@ -75,17 +75,6 @@ impl HostConfig {
 /// A socket's handle.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
 pub struct SocketHandle(pub usize);
-
-/// A packet to send.
-#[derive(Clone, PartialEq, Eq, Debug)]
-pub struct Transmit {
-    /// The interface.
-    pub port: PortId,
-    /// The gateway to hand it to, if known.
-    pub next_hop: Option<Xid>,
-    /// The XIP packet.
-    pub packet: Vec<u8>,
-}
 
 /// An XCMP error reported to the application.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -205,6 +194,28 @@ pub struct Host {
     counters: HostCounters,
 }
 
+/// The principal types a host has tables for.
+const HOST_PRINCIPALS: [Principal; 5] = [
+    Principal::AD,
+    Principal::HID,
+    Principal::SID,
+    Principal::CID,
+    Principal::IP,
+];
+
+/// Points every table's default at interface 0's gateway: a host sends
+/// whatever is not its own to its first-hop router.
+fn set_gateway(tables: &mut RouteTables, gateway: Option<Xid>) {
+    let route = Route {
+        action: crate::forward::Action::Forward(0),
+        next_hop: gateway,
+        flags: 0,
+    };
+    for p in HOST_PRINCIPALS {
+        tables.set_default(p, Some(route));
+    }
+}
+
 /// Most payload one datagram may carry: plen is 16 bits.
 pub const MAX_DATAGRAM: usize = u16::MAX as usize - crate::wire::xdgram::HEADER_LEN;
 
@@ -216,27 +227,8 @@ impl Host {
     pub fn new(config: HostConfig) -> Host {
         assert!(!config.interfaces.is_empty(), "a host needs an interface");
         let hid = config.identity.xid().with_principal(Principal::HID);
-        let mut tables = RouteTables::with_principals(&[
-            Principal::AD,
-            Principal::HID,
-            Principal::SID,
-            Principal::CID,
-            Principal::IP,
-        ]);
-        let gateway = Route {
-            action: crate::forward::Action::Forward(0),
-            next_hop: config.interfaces[0].gateway,
-            flags: 0,
-        };
-        for p in [
-            Principal::AD,
-            Principal::HID,
-            Principal::SID,
-            Principal::CID,
-            Principal::IP,
-        ] {
-            tables.set_default(p, Some(gateway));
-        }
+        let mut tables = RouteTables::with_principals(&HOST_PRINCIPALS);
+        set_gateway(&mut tables, config.interfaces[0].gateway);
         for iface in &config.interfaces {
             let _ = tables.insert(iface.ad, Route::LOCAL);
         }
@@ -275,20 +267,7 @@ impl Host {
             self.tables.remove(&old.ad);
             let _ = self.tables.insert(iface.ad, Route::LOCAL);
             if i == 0 {
-                let gw = Route {
-                    action: crate::forward::Action::Forward(0),
-                    next_hop: iface.gateway,
-                    flags: 0,
-                };
-                for p in [
-                    Principal::AD,
-                    Principal::HID,
-                    Principal::SID,
-                    Principal::CID,
-                    Principal::IP,
-                ] {
-                    self.tables.set_default(p, Some(gw));
-                }
+                set_gateway(&mut self.tables, iface.gateway);
             }
             self.config.interfaces[i] = iface;
         }

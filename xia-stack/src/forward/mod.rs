@@ -12,4 +12,16 @@ pub mod walk;
 pub mod xcmp;
 
 pub use table::{Action, Lookup, PortId, Route, RouteTable, RouteTables, TableFull};
+
+/// A packet a node wants sent: out `port`, to neighbour `next_hop` when the
+/// route names one. What hosts and routers hand their drivers.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Transmit {
+    /// The port (interface).
+    pub port: PortId,
+    /// The neighbour to hand it to, if known.
+    pub next_hop: Option<crate::xid::Xid>,
+    /// The whole XIP packet.
+    pub packet: Vec<u8>,
+}
 pub use walk::{check, route, Checked, Verdict};
