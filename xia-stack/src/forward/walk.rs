@@ -217,12 +217,13 @@ impl<'a> Checked<'a> {
     /// visited bits in `bits` and moves `last` to `last` (ignored unless it
     /// is the entry value or a destination node).
     pub fn replay(&mut self, bits: u128, last: u8) {
-        for node in 0..self.dnode {
-            for slot in 0..MAX_EDGES {
-                if bits >> (node * MAX_EDGES + slot) & 1 == 1 {
-                    self.buf[FIXED_LEN + node * NODE_LEN + NODE_LEN - MAX_EDGES + slot] |=
-                        EDGE_VISITED;
-                }
+        let mut rest = bits;
+        while rest != 0 {
+            let bit = rest.trailing_zeros() as usize;
+            rest &= rest - 1;
+            let (node, slot) = (bit / MAX_EDGES, bit % MAX_EDGES);
+            if node < self.dnode {
+                self.buf[FIXED_LEN + node * NODE_LEN + NODE_LEN - MAX_EDGES + slot] |= EDGE_VISITED;
             }
         }
         if last == LAST_ENTRY || (last as usize) < self.dnode {

@@ -10,3 +10,4 @@ pub mod dump;
 pub mod xcmp;
 pub mod xdgram;
 pub mod xip;
+pub mod xstream;
