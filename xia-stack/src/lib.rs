@@ -16,6 +16,8 @@
 //!   hosts and routers share.
 //! - [`host`]: the sans-IO end host: datagram sockets bound to SIDs, ping,
 //!   XCMP errors reported to sockets.
+//! - [`content`]: CIDs, chunking and verification, a byte-bounded LRU
+//!   chunk cache.
 //! - [`time`]: the caller-supplied clock of the sans-IO cores.
 //!
 //! Everything here is deterministic and does no I/O except reading and
@@ -25,6 +27,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod content;
 pub mod dag;
 pub mod forward;
 pub mod host;
