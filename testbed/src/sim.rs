@@ -65,6 +65,9 @@ enum Event {
         node: usize,
         app: usize,
     },
+    Timer {
+        node: usize,
+    },
 }
 
 struct Queued {
@@ -104,6 +107,8 @@ pub struct Simulation {
     events: u64,
     captures: Vec<Option<Capture<BufWriter<fs::File>>>>,
     until: Option<Instant>,
+    // The timer each router has scheduled, so stale ones are ignored.
+    timers: Vec<Option<Instant>>,
 }
 
 /// A ping's outcome.
@@ -209,6 +214,7 @@ impl Simulation {
     /// Builds every node and link of `topo`.
     pub fn new(topo: Topology, config: &SimConfig) -> Result<Simulation, SimError> {
         let ports = routes::ports(&topo);
+        let n_nodes = topo.nodes.len();
         let mut nodes = Vec::with_capacity(topo.nodes.len());
         for (i, n) in topo.nodes.iter().enumerate() {
             let ad = topo.ads[n.ad].xid;
@@ -283,6 +289,7 @@ impl Simulation {
             events: 0,
             captures,
             until: config.until.map(|d| Instant::ZERO + d),
+            timers: vec![None; n_nodes],
             topo,
         };
         sim.install_scenario()?;
@@ -405,6 +412,7 @@ impl Simulation {
             match q.event {
                 Event::Arrive { node, port, packet } => self.arrive(node, port, packet),
                 Event::Wake { node, app } => self.wake(node, app),
+                Event::Timer { node } => self.timer(node, q.at),
             }
         }
         // Pingers still waiting when time ran out print their statistics.
@@ -460,14 +468,38 @@ impl Simulation {
         self.flush(node);
     }
 
+    fn timer(&mut self, node: usize, at: Instant) {
+        if self.timers[node] != Some(at) {
+            return; // superseded
+        }
+        self.timers[node] = None;
+        if let NodeState::Router(r) = &mut self.nodes[node] {
+            r.handle_timeout(self.now);
+        }
+        self.flush(node);
+    }
+
     /// Moves what a node wants to send onto its links, and its events to
-    /// its apps.
+    /// its apps, and keeps its timer scheduled.
     fn flush(&mut self, node: usize) {
         let mut out = Vec::new();
         match &mut self.nodes[node] {
             NodeState::Router(r) => {
                 while let Some(t) = r.poll_transmit() {
                     out.push((t.port as usize, t.packet));
+                }
+                let next = r.poll_timeout();
+                if next != self.timers[node] {
+                    self.timers[node] = next;
+                    if let Some(at) = next {
+                        self.seq += 1;
+                        let q = Queued {
+                            at,
+                            seq: self.seq,
+                            event: Event::Timer { node },
+                        };
+                        self.queue.push(Reverse(q));
+                    }
                 }
             }
             NodeState::Host(host, apps) => {

@@ -260,3 +260,25 @@ fn reordering_and_jitter_are_reported() {
     assert_eq!(f.delivered, 1000);
     assert!(f.reordered > 0);
 }
+
+#[test]
+fn broadcast_ping_reaches_every_host_and_learnt_routes_expire() {
+    let cmd = "[[run]]\nat = \"1s\"\nnode = \"h1\"\ncommand = \"ping -c 1 RE HID:ffffffffffffffffffffffffffffffffffffffff\"\n";
+    let r = sim(line("", cmd), 1);
+    let p = &r.pings[0];
+    assert_eq!(p.received, 1, "h2 answers the broadcast: {:?}", p.lines);
+    assert!(p.lines[1].starts_with("64 bytes from h2"), "{:?}", p.lines);
+    for (name, c) in &r.routers {
+        assert_eq!(c.broadcast, 1, "{name}");
+        // rA has a configured route to h1, its own host, so learning leaves
+        // it alone; rB and rC learn h1 and forget it after 300 s.
+        let learnt = u64::from(name != "rA");
+        assert_eq!(c.neighbours_learned, learnt, "{name}");
+        assert_eq!(c.neighbours_expired, learnt, "{name}");
+    }
+    assert!(
+        r.end >= xia_stack::time::Instant::from_secs(301),
+        "{}",
+        r.end
+    );
+}

@@ -62,6 +62,8 @@ pub struct Counters {
     pub xcmp_errors_sent: u64,
     /// HID routes learnt from broadcasts.
     pub neighbours_learned: u64,
+    /// Learnt HID routes that expired.
+    pub neighbours_expired: u64,
     drops: [u64; Drop::ALL.len()],
 }
 

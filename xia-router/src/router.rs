@@ -4,10 +4,13 @@
 //!
 //! Sans-IO in quinn-proto's manner: feed packets with
 //! [`Router::handle_packet`], then drain [`Router::poll_transmit`] (packets
-//! to send, in order) and [`Router::poll_event`] (packets for the router's
-//! own services). The router holds no clock; `now` is passed in.
+//! to send, in order) and [`Router::poll_delivered`] (packets for the
+//! router's own services); call [`Router::handle_timeout`] when
+//! [`Router::poll_timeout`] says (learnt neighbours expire). The router holds
+//! no clock; `now` is passed in.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
 
 use xia_stack::dag::Dag;
 use xia_stack::forward::walk::{self, Verdict};
@@ -46,6 +49,9 @@ pub struct RouterConfig {
     /// Most packets queued for [`Router::poll_transmit`] before new ones
     /// are dropped (counted as [`Drop::QueueFull`]).
     pub queue_limit: usize,
+    /// How long a neighbour learnt from its broadcasts is remembered
+    /// without hearing from it again (bridges use 300 s).
+    pub neighbour_ttl: Duration,
 }
 
 impl RouterConfig {
@@ -57,6 +63,7 @@ impl RouterConfig {
             ports,
             fast_path: true,
             queue_limit: 4096,
+            neighbour_ttl: Duration::from_secs(300),
         }
     }
 }
@@ -74,6 +81,9 @@ pub struct Router {
     counters: Counters,
     transmits: VecDeque<Transmit>,
     delivered: VecDeque<Delivered>,
+    // Learnt neighbours: HID → expiry, and the same ordered by expiry.
+    learned: BTreeMap<Xid, Instant>,
+    expiries: BTreeSet<(Instant, Xid)>,
 }
 
 impl Router {
@@ -100,6 +110,8 @@ impl Router {
             counters: Counters::default(),
             transmits: VecDeque::new(),
             delivered: VecDeque::new(),
+            learned: BTreeMap::new(),
+            expiries: BTreeSet::new(),
         }
     }
 
@@ -159,7 +171,7 @@ impl Router {
                 self.push(out, next_hop, packet);
             }
             Verdict::Broadcast => {
-                self.learn_neighbour(port, &packet);
+                self.learn_neighbour(now, port, &packet);
                 self.counters.broadcast += 1;
                 for out in (0..self.config.ports).filter(|&p| p != port) {
                     self.push(out, None, packet.clone());
@@ -245,27 +257,63 @@ impl Router {
     }
 
     /// A broadcast's source HID is a neighbour on the port it came in on:
-    /// remember it unless a configured route says otherwise.
-    fn learn_neighbour(&mut self, port: PortId, packet: &[u8]) {
+    /// remember it (for [`RouterConfig::neighbour_ttl`], refreshed by every
+    /// broadcast it sends) unless a configured route says otherwise.
+    fn learn_neighbour(&mut self, now: Instant, port: PortId, packet: &[u8]) {
         let Ok(repr) = XipRepr::parse_header(&Packet::new_unchecked(packet)) else {
             return;
         };
         let Some(hid) = repr.src.nodes_of_type(Principal::HID).last().copied() else {
             return;
         };
-        let learned = self
+        let existing = self
             .tables
             .table(Principal::HID)
-            .and_then(|t| t.get(hid.id()));
-        if learned.is_none_or(|r| r.flags & FLAG_LEARNED != 0 && r.action != Action::Forward(port))
-        {
+            .and_then(|t| t.get(hid.id()))
+            .copied();
+        if existing.is_some_and(|r| r.flags & FLAG_LEARNED == 0) {
+            return;
+        }
+        if existing.is_none_or(|r| r.action != Action::Forward(port)) {
             let route = Route {
                 action: Action::Forward(port),
                 next_hop: Some(hid),
                 flags: FLAG_LEARNED,
             };
-            if self.tables.insert(hid, route).is_ok() {
-                self.counters.neighbours_learned += 1;
+            if self.tables.insert(hid, route).is_err() {
+                return;
+            }
+            self.counters.neighbours_learned += 1;
+        }
+        if let Some(old) = self.learned.insert(hid, now + self.config.neighbour_ttl) {
+            self.expiries.remove(&(old, hid));
+        }
+        self.expiries.insert((now + self.config.neighbour_ttl, hid));
+    }
+
+    /// When the router next needs [`Router::handle_timeout`]: the expiry of
+    /// the oldest learnt neighbour.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.expiries.first().map(|(t, _)| *t)
+    }
+
+    /// Expires learnt neighbours whose time has come.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(t, hid)) = self.expiries.first() {
+            if t > now {
+                break;
+            }
+            self.expiries.pop_first();
+            self.learned.remove(&hid);
+            // Only a route that is still the learnt one goes.
+            let still_learned = self
+                .tables
+                .table(Principal::HID)
+                .and_then(|tb| tb.get(hid.id()))
+                .is_some_and(|r| r.flags & FLAG_LEARNED != 0);
+            if still_learned {
+                self.tables.remove(&hid);
+                self.counters.neighbours_expired += 1;
             }
         }
     }

@@ -146,6 +146,56 @@ fn broadcast_copies_and_learns_the_neighbour() {
 }
 
 #[test]
+fn learnt_neighbours_expire_unless_heard_again() {
+    let mut r = router(false);
+    let bcast = || {
+        packet(
+            Dag::from_xid(Xid::BROADCAST_HID),
+            host_dag(1, 77),
+            NextHeader::Data,
+            b"hi",
+        )
+    };
+    r.handle_packet(Instant::from_secs(10), 2, bcast());
+    while r.poll_transmit().is_some() {}
+    assert_eq!(r.poll_timeout(), Some(Instant::from_secs(310)));
+    // Heard again at 200 s: the expiry moves.
+    r.handle_packet(Instant::from_secs(200), 2, bcast());
+    while r.poll_transmit().is_some() {}
+    assert_eq!(r.poll_timeout(), Some(Instant::from_secs(500)));
+    r.handle_timeout(Instant::from_secs(310));
+    assert!(r
+        .tables()
+        .table(Principal::HID)
+        .unwrap()
+        .get(xid(Principal::HID, 77).id())
+        .is_some());
+    r.handle_timeout(Instant::from_secs(500));
+    assert!(r
+        .tables()
+        .table(Principal::HID)
+        .unwrap()
+        .get(xid(Principal::HID, 77).id())
+        .is_none());
+    assert_eq!(r.counters().neighbours_expired, 1);
+    assert_eq!(r.poll_timeout(), None);
+    // A configured route is never replaced or expired by learning.
+    r.tables_mut()
+        .insert(xid(Principal::HID, 77), Route::port(0))
+        .unwrap();
+    r.handle_packet(Instant::from_secs(600), 2, bcast());
+    while r.poll_transmit().is_some() {}
+    assert_eq!(r.poll_timeout(), None);
+    assert_eq!(
+        r.tables()
+            .table(Principal::HID)
+            .unwrap()
+            .get(xid(Principal::HID, 77).id()),
+        Some(&Route::port(0))
+    );
+}
+
+#[test]
 fn fast_path_hits_and_sees_table_changes() {
     let mut r = router(true);
     // Three fallbacks: IP 5 (no route), CID 6 (no route), AD 9 (a fallback

@@ -233,6 +233,9 @@ impl Host {
             let _ = tables.insert(iface.ad, Route::LOCAL);
         }
         let _ = tables.insert(hid, Route::LOCAL);
+        // Packets to the broadcast HID (a broadcast ping, neighbour
+        // discovery) are for every host that hears them.
+        let _ = tables.insert(Xid::BROADCAST_HID, Route::LOCAL);
         Host {
             rng: ChaCha20Rng::seed_from_u64(config.seed),
             config,
@@ -399,6 +402,19 @@ impl Host {
                 self.transmits.push_back(Transmit {
                     port,
                     next_hop,
+                    packet: pkt,
+                });
+                Ok(())
+            }
+            // A broadcast goes out on the first interface, not back to us.
+            Verdict::Deliver { .. } if *dst.intent() == Xid::BROADCAST_HID => {
+                if self.transmits.len() >= self.config.queue_limit {
+                    return Err(HostError::QueueFull);
+                }
+                self.counters.sent += 1;
+                self.transmits.push_back(Transmit {
+                    port: 0,
+                    next_hop: None,
                     packet: pkt,
                 });
                 Ok(())

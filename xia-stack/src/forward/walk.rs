@@ -64,6 +64,30 @@ const OFF_DNODE: usize = 5;
 const OFF_SNODE: usize = 6;
 const OFF_LAST: usize = 7;
 
+const LOW7: u32 = 0x7f7f_7f7f;
+const HIGH: u32 = 0x8080_8080;
+const ONES: u32 = 0x0101_0101;
+
+/// The top bit of each byte of `x` that is zero. Exact per byte: the 7-bit
+/// sums cannot carry across bytes (unlike the borrow-based zero test).
+#[inline]
+fn zero_bytes(x: u32) -> u32 {
+    !(((x & LOW7) + LOW7) | x) & HIGH
+}
+
+/// Whether any of the four edge bytes in `word` (visited bits ignored) is
+/// used and points at or past `count` (1..=20). Four bytes at once: the
+/// header check runs on every packet a router sees.
+#[inline]
+fn edges_out_of_range(word: u32, count: u32) -> bool {
+    let t = word & LOW7;
+    // Bytes ≥ count: adding 0x80 - count to a 7-bit byte sets its top bit
+    // exactly then, and cannot carry into the next byte.
+    let ge = t.wrapping_add((0x80 - count) * ONES) & HIGH;
+    let unused = zero_bytes(t ^ LOW7);
+    ge & !unused != 0
+}
+
 /// Step 1: the header checks a forwarding node makes before walking: the
 /// exact length, version 1, 1–20 nodes per DAG, a valid `last`, and every
 /// used edge of both DAGs pointing inside its DAG. (The full DAG rules —
@@ -113,24 +137,28 @@ pub fn check(buf: &mut [u8]) -> Result<Checked<'_>, XipError> {
         ),
     ] {
         for node in 0..count {
-            let edges = start + node * NODE_LEN + NODE_LEN - MAX_EDGES;
-            for &e in &buf[edges..edges + MAX_EDGES] {
-                let target = (e & !EDGE_VISITED) as usize;
-                if target != EDGE_UNUSED as usize && target >= count {
-                    let from = if node == count - 1 {
-                        NodeRef::Entry
-                    } else {
-                        NodeRef::Node(node)
-                    };
-                    return Err(XipError::Dag {
-                        side,
-                        error: WireDagError::Structure(DagError::EdgeOutOfRange {
-                            from,
-                            target,
-                            nodes: count,
-                        }),
-                    });
-                }
+            let at = start + node * NODE_LEN + NODE_LEN - MAX_EDGES;
+            let word = u32::from_be_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
+            if edges_out_of_range(word, count as u32) {
+                // Rare: find the offending byte for the error message.
+                let target = buf[at..at + MAX_EDGES]
+                    .iter()
+                    .map(|e| (e & !EDGE_VISITED) as usize)
+                    .find(|&t| t != EDGE_UNUSED as usize && t >= count)
+                    .unwrap_or(EDGE_UNUSED as usize);
+                let from = if node == count - 1 {
+                    NodeRef::Entry
+                } else {
+                    NodeRef::Node(node)
+                };
+                return Err(XipError::Dag {
+                    side,
+                    error: WireDagError::Structure(DagError::EdgeOutOfRange {
+                        from,
+                        target,
+                        nodes: count,
+                    }),
+                });
             }
         }
     }
@@ -203,11 +231,15 @@ impl<'a> Checked<'a> {
     pub fn visited_bits(&self) -> u128 {
         let mut bits = 0u128;
         for node in 0..self.dnode {
-            for slot in 0..MAX_EDGES {
-                let e = self.buf[FIXED_LEN + node * NODE_LEN + NODE_LEN - MAX_EDGES + slot];
-                if e & EDGE_VISITED != 0 && e != EDGE_UNUSED | EDGE_VISITED {
-                    bits |= 1 << (node * MAX_EDGES + slot);
-                }
+            let at = FIXED_LEN + node * NODE_LEN + NODE_LEN - MAX_EDGES;
+            let b = &self.buf[at..at + MAX_EDGES];
+            // Visited bit set, on a used edge (0xff is an unused slot).
+            let word = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            let mut v = word & HIGH & !zero_bytes(word ^ u32::MAX);
+            while v != 0 {
+                let slot = v.trailing_zeros() as usize / 8;
+                v &= v - 1;
+                bits |= 1 << (node * MAX_EDGES + slot);
             }
         }
         bits
@@ -453,6 +485,26 @@ mod tests {
         t.insert(x(A), Route::LOCAL).unwrap();
         t.insert(x(H), Route::LOCAL).unwrap();
         assert_eq!(route(&t, &mut check(&mut b).unwrap()), Verdict::Unreachable);
+    }
+
+    #[test]
+    fn edge_range_check_agrees_with_bytes() {
+        for count in 1..=20u32 {
+            for b0 in 0..=255u8 {
+                for b1 in [0u8, 1, 0x7f, 0xff, 0x80, 19, 20, 0x93] {
+                    let word = u32::from_be_bytes([b0, b1, 0x7f, 0xff]);
+                    let slow = [b0, b1, 0x7f, 0xff].iter().any(|e| {
+                        let t = (e & 0x7f) as u32;
+                        t != 0x7f && t >= count
+                    });
+                    assert_eq!(
+                        edges_out_of_range(word, count),
+                        slow,
+                        "{word:#x} count {count}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
