@@ -94,6 +94,26 @@ pub struct TableFull {
 
 type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
+/// A table key: an XID's 20 bytes, hashed as three words (the derived
+/// `Hash` of `[u8; 20]` adds a length prefix and a byte loop to every
+/// lookup).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Key([u8; ID_LEN]);
+
+impl std::hash::Hash for Key {
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        let b = &self.0;
+        h.write_u64(u64::from_le_bytes([
+            b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7],
+        ]));
+        h.write_u64(u64::from_le_bytes([
+            b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15],
+        ]));
+        h.write_u32(u32::from_le_bytes([b[16], b[17], b[18], b[19]]));
+    }
+}
+
 /// Default most entries one table holds: room for xia-core's 10 M-entry
 /// benchmark, bounded all the same.
 pub const DEFAULT_TABLE_LIMIT: usize = 16 << 20;
@@ -102,7 +122,7 @@ pub const DEFAULT_TABLE_LIMIT: usize = 16 << 20;
 #[derive(Clone, Debug)]
 pub struct RouteTable {
     principal: Principal,
-    routes: FxMap<[u8; ID_LEN], Route>,
+    routes: FxMap<Key, Route>,
     default: Option<Route>,
     limit: usize,
 }
@@ -125,12 +145,12 @@ impl RouteTable {
     /// Exact match, then the default.
     #[inline]
     pub fn lookup(&self, id: &[u8; ID_LEN]) -> Option<&Route> {
-        self.routes.get(id).or(self.default.as_ref())
+        self.routes.get(&Key(*id)).or(self.default.as_ref())
     }
 
     /// Exact match only.
     pub fn get(&self, id: &[u8; ID_LEN]) -> Option<&Route> {
-        self.routes.get(id)
+        self.routes.get(&Key(*id))
     }
 
     /// The default route.
@@ -152,7 +172,7 @@ impl RouteTable {
     pub fn iter(&self) -> impl Iterator<Item = (Xid, &Route)> {
         self.routes
             .iter()
-            .map(move |(id, r)| (Xid::new(self.principal, *id), r))
+            .map(move |(id, r)| (Xid::new(self.principal, id.0), r))
     }
 
     /// The capacity limit.
@@ -253,13 +273,13 @@ impl RouteTables {
     /// table if needed; returns the old route.
     pub fn insert(&mut self, xid: Xid, route: Route) -> Result<Option<Route>, TableFull> {
         let table = self.add_table(xid.principal());
-        if table.routes.len() >= table.limit && !table.routes.contains_key(xid.id()) {
+        if table.routes.len() >= table.limit && !table.routes.contains_key(&Key(*xid.id())) {
             return Err(TableFull {
                 principal: xid.principal(),
                 limit: table.limit,
             });
         }
-        Ok(table.routes.insert(*xid.id(), route))
+        Ok(table.routes.insert(Key(*xid.id()), route))
     }
 
     /// Removes the route for `xid`.
@@ -268,7 +288,7 @@ impl RouteTables {
             .tables
             .iter()
             .position(|t| t.principal == xid.principal())?;
-        let old = self.tables[pos].routes.remove(xid.id());
+        let old = self.tables[pos].routes.remove(&Key(*xid.id()));
         if old.is_some() {
             self.generation += 1;
         }

@@ -90,7 +90,7 @@ fn edges_out_of_range(word: u32, count: u32) -> bool {
 
 /// Step 1: the header checks a forwarding node makes before walking: the
 /// exact length, version 1, 1–20 nodes per DAG, a valid `last`, and every
-/// used edge of both DAGs pointing inside its DAG. (The full DAG rules —
+/// used edge of the destination DAG pointing inside it. (The full DAG rules —
 /// one sink, acyclic — are [`crate::wire::xip::XipRepr::parse`]'s job; the
 /// walk is bounded so a cycle cannot trap it.)
 pub fn check(buf: &mut [u8]) -> Result<Checked<'_>, XipError> {
@@ -128,38 +128,33 @@ pub fn check(buf: &mut [u8]) -> Result<Checked<'_>, XipError> {
     if last != LAST_ENTRY && last >= dnode {
         return Err(XipError::BadLast { last, dnode });
     }
-    for (side, start, count) in [
-        (Side::Destination, FIXED_LEN, dnode as usize),
-        (
-            Side::Source,
-            FIXED_LEN + NODE_LEN * dnode as usize,
-            snode as usize,
-        ),
-    ] {
-        for node in 0..count {
-            let at = start + node * NODE_LEN + NODE_LEN - MAX_EDGES;
-            let word = u32::from_be_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
-            if edges_out_of_range(word, count as u32) {
-                // Rare: find the offending byte for the error message.
-                let target = buf[at..at + MAX_EDGES]
-                    .iter()
-                    .map(|e| (e & !EDGE_VISITED) as usize)
-                    .find(|&t| t != EDGE_UNUSED as usize && t >= count)
-                    .unwrap_or(EDGE_UNUSED as usize);
-                let from = if node == count - 1 {
-                    NodeRef::Entry
-                } else {
-                    NodeRef::Node(node)
-                };
-                return Err(XipError::Dag {
-                    side,
-                    error: WireDagError::Structure(DagError::EdgeOutOfRange {
-                        from,
-                        target,
-                        nodes: count,
-                    }),
-                });
-            }
+    // Only the destination DAG's edges are read by the walk, so only they
+    // are checked here; the source DAG is validated where it is used (an
+    // XCMP reply parses it, the receiving host parses the whole packet).
+    let count = dnode as usize;
+    let dst = &buf[FIXED_LEN..FIXED_LEN + NODE_LEN * count];
+    for (node, n) in dst.chunks_exact(NODE_LEN).enumerate() {
+        let word = u32::from_be_bytes([n[24], n[25], n[26], n[27]]);
+        if edges_out_of_range(word, count as u32) {
+            // Rare: find the offending byte for the error message.
+            let target = n[24..]
+                .iter()
+                .map(|e| (e & !EDGE_VISITED) as usize)
+                .find(|&t| t != EDGE_UNUSED as usize && t >= count)
+                .unwrap_or(EDGE_UNUSED as usize);
+            let from = if node == count - 1 {
+                NodeRef::Entry
+            } else {
+                NodeRef::Node(node)
+            };
+            return Err(XipError::Dag {
+                side: Side::Destination,
+                error: WireDagError::Structure(DagError::EdgeOutOfRange {
+                    from,
+                    target,
+                    nodes: count,
+                }),
+            });
         }
     }
     Ok(Checked {
