@@ -18,6 +18,8 @@
 //!   XCMP errors reported to sockets.
 //! - [`content`]: CIDs, chunking and verification, a byte-bounded LRU
 //!   chunk cache.
+//! - [`naming`]: the name service core: records whose changes are signed
+//!   by the intent's owner, with replay protection.
 //! - [`time`]: the caller-supplied clock of the sans-IO cores.
 //!
 //! Everything here is deterministic and does no I/O except reading and
@@ -32,6 +34,7 @@ pub mod dag;
 pub mod forward;
 pub mod host;
 pub mod identity;
+pub mod naming;
 pub mod time;
 pub mod wire;
 pub mod xid;
