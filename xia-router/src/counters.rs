@@ -64,6 +64,10 @@ pub struct Counters {
     pub neighbours_learned: u64,
     /// Learnt HID routes that expired.
     pub neighbours_expired: u64,
+    /// XHCP beacons sent (one per port per interval).
+    pub beacons_sent: u64,
+    /// XHCP beacons heard from other routers (never forwarded).
+    pub beacons_heard: u64,
     drops: [u64; Drop::ALL.len()],
 }
 

@@ -19,6 +19,7 @@ use xia_stack::forward::{Action, PortId, Route, RouteTables, Transmit};
 use xia_stack::time::Instant;
 use xia_stack::wire::xcmp::Unreachable;
 use xia_stack::wire::xip::{Packet, XipRepr};
+use xia_stack::xhcp::{Beacon, XHCP_SID};
 use xia_stack::xid::{Principal, Xid};
 
 use crate::counters::{Counters, Drop};
@@ -52,6 +53,10 @@ pub struct RouterConfig {
     /// How long a neighbour learnt from its broadcasts is remembered
     /// without hearing from it again (bridges use 300 s).
     pub neighbour_ttl: Duration,
+    /// Send XHCP beacons on every port this often (`None`: no beacons).
+    pub xhcp_interval: Option<Duration>,
+    /// The name server's DAG, announced in beacons.
+    pub name_server: Option<Dag>,
 }
 
 impl RouterConfig {
@@ -64,8 +69,15 @@ impl RouterConfig {
             fast_path: true,
             queue_limit: 4096,
             neighbour_ttl: Duration::from_secs(300),
+            xhcp_interval: None,
+            name_server: None,
         }
     }
+}
+
+/// Whether a packet is an XHCP beacon (to the broadcast HID's XHCP SID).
+fn is_beacon(packet: &[u8]) -> bool {
+    XipRepr::parse_header(&Packet::new_unchecked(packet)).is_ok_and(|r| *r.dst.intent() == XHCP_SID)
 }
 
 /// Route flag set on HID routes learnt from broadcasts.
@@ -84,6 +96,8 @@ pub struct Router {
     // Learnt neighbours: HID → expiry, and the same ordered by expiry.
     learned: BTreeMap<Xid, Instant>,
     expiries: BTreeSet<(Instant, Xid)>,
+    // When the next XHCP beacon is due (the first as soon as asked).
+    next_beacon: Option<Instant>,
 }
 
 impl Router {
@@ -104,7 +118,7 @@ impl Router {
         let _ = tables.insert(Xid::BROADCAST_HID, Route::special(Action::Broadcast));
         Router {
             fast: config.fast_path.then(FastPath::default),
-            config,
+            config: config.clone(),
             own,
             tables,
             counters: Counters::default(),
@@ -112,6 +126,7 @@ impl Router {
             delivered: VecDeque::new(),
             learned: BTreeMap::new(),
             expiries: BTreeSet::new(),
+            next_beacon: config.xhcp_interval.map(|_| Instant::ZERO),
         }
     }
 
@@ -169,6 +184,11 @@ impl Router {
                 }
                 self.counters.forwarded += 1;
                 self.push(out, next_hop, packet);
+            }
+            // XHCP beacons are link-local (hop limit 1): heard, never
+            // flooded on, and not an error.
+            Verdict::Broadcast | Verdict::TimeExceeded if is_beacon(&packet) => {
+                self.counters.beacons_heard += 1;
             }
             Verdict::Broadcast => {
                 self.learn_neighbour(now, port, &packet);
@@ -291,14 +311,34 @@ impl Router {
         self.expiries.insert((now + self.config.neighbour_ttl, hid));
     }
 
-    /// When the router next needs [`Router::handle_timeout`]: the expiry of
-    /// the oldest learnt neighbour.
+    /// When the router next needs [`Router::handle_timeout`]: the next XHCP
+    /// beacon or the expiry of the oldest learnt neighbour.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.expiries.first().map(|(t, _)| *t)
+        let expiry = self.expiries.first().map(|(t, _)| *t);
+        match (self.next_beacon, expiry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// Expires learnt neighbours whose time has come.
+    /// Sends the XHCP beacons that are due and expires learnt neighbours
+    /// whose time has come.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if let (Some(due), Some(interval)) = (self.next_beacon, self.config.xhcp_interval) {
+            if due <= now {
+                let packet = Beacon {
+                    ad: self.config.ad,
+                    gateway: self.config.hid,
+                    name_server: self.config.name_server.clone(),
+                }
+                .packet();
+                for port in 0..self.config.ports {
+                    self.push(port, None, packet.clone());
+                }
+                self.counters.beacons_sent += u64::from(self.config.ports);
+                self.next_beacon = Some(now + interval);
+            }
+        }
         while let Some(&(t, hid)) = self.expiries.first() {
             if t > now {
                 break;

@@ -196,6 +196,37 @@ fn learnt_neighbours_expire_unless_heard_again() {
 }
 
 #[test]
+fn xhcp_beacons_go_out_every_port_each_interval() {
+    let mut cfg = RouterConfig::new(xid(Principal::AD, 1), xid(Principal::HID, 1), 3);
+    cfg.xhcp_interval = Some(std::time::Duration::from_secs(1));
+    let mut r = Router::new(cfg);
+    assert_eq!(r.poll_timeout(), Some(Instant::ZERO));
+    r.handle_timeout(Instant::from_millis(100));
+    let sent: Vec<_> = std::iter::from_fn(|| r.poll_transmit()).collect();
+    assert_eq!(sent.iter().map(|t| t.port).collect::<Vec<_>>(), [0, 1, 2]);
+    assert_eq!(r.poll_timeout(), Some(Instant::from_millis(1100)));
+    r.handle_timeout(Instant::from_millis(500));
+    assert!(r.poll_transmit().is_none(), "not due yet");
+    // Another router hears it and does not flood it on.
+    let mut other = router(false);
+    other.handle_packet(Instant::ZERO, 0, sent[0].packet.clone());
+    assert!(other.poll_transmit().is_none());
+    assert_eq!(other.counters().beacons_heard, 1);
+    // A host hearing it learns the router's AD.
+    let id = xia_stack::Identity::from_secret_bytes(Principal::HID, &[3; 32]);
+    let mut h = xia_stack::host::Host::new(xia_stack::host::HostConfig::new(
+        id,
+        xid(Principal::AD, 9),
+        None,
+    ));
+    h.handle_packet(Instant::from_millis(100), 0, sent[0].packet.clone());
+    assert!(matches!(
+        h.poll_event(),
+        Some(xia_stack::host::HostEvent::NetworkChanged { new_ad, .. }) if new_ad == xid(Principal::AD, 1)
+    ));
+}
+
+#[test]
 fn fast_path_hits_and_sees_table_changes() {
     let mut r = router(true);
     // Three fallbacks: IP 5 (no route), CID 6 (no route), AD 9 (a fallback

@@ -14,6 +14,10 @@
 //!   [`Host::poll_event`] (datagrams ready, echo replies, XCMP errors);
 //!   read datagrams with [`Host::recv_from`].
 //!
+//! With XHCP on (the default) the host follows routers' beacons: a beacon
+//! for a new AD moves the interface and raises
+//! [`HostEvent::NetworkChanged`].
+//!
 //! The host has no timers of its own yet: datagrams and echo need none
 //! (a pinger's interval and timeout belong to the application).
 
@@ -32,6 +36,7 @@ use crate::time::Instant;
 use crate::wire::xcmp::{Packet as XcmpPacket, Unreachable, XcmpRepr};
 use crate::wire::xdgram::XdgramRepr;
 use crate::wire::xip::{NextHeader, Packet, XipRepr};
+use crate::xhcp::{Beacon, XHCP_SID};
 use crate::xid::{Principal, Xid};
 
 /// One network attachment.
@@ -57,6 +62,8 @@ pub struct HostConfig {
     /// Most packets queued for [`Host::poll_transmit`] and events queued
     /// for [`Host::poll_event`].
     pub queue_limit: usize,
+    /// Listen to XHCP beacons and follow the network they announce.
+    pub xhcp: bool,
 }
 
 impl HostConfig {
@@ -68,6 +75,7 @@ impl HostConfig {
             seed: 0,
             socket_queue: 256,
             queue_limit: 4096,
+            xhcp: true,
         }
     }
 }
@@ -103,6 +111,18 @@ pub enum NetError {
 /// Something the application should know.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum HostEvent {
+    /// XHCP moved an interface to another AD (or gateway): the host's DAG
+    /// changed, its HID and SIDs did not.
+    NetworkChanged {
+        /// The interface.
+        interface: PortId,
+        /// The AD it was in.
+        old_ad: Xid,
+        /// The AD it is in now.
+        new_ad: Xid,
+        /// The new gateway router.
+        gateway: Xid,
+    },
     /// A datagram is waiting on this socket.
     Readable(SocketHandle),
     /// An XCMP echo reply arrived.
@@ -173,6 +193,8 @@ pub struct HostCounters {
     pub no_socket: u64,
     /// Received packets dropped: a socket or event queue was full.
     pub queue_full: u64,
+    /// XHCP beacons heard.
+    pub beacons: u64,
 }
 
 #[derive(Debug)]
@@ -192,6 +214,7 @@ pub struct Host {
     transmits: VecDeque<Transmit>,
     events: VecDeque<HostEvent>,
     counters: HostCounters,
+    name_server: Option<Dag>,
 }
 
 /// The principal types a host has tables for.
@@ -236,6 +259,9 @@ impl Host {
         // Packets to the broadcast HID (a broadcast ping, neighbour
         // discovery) are for every host that hears them.
         let _ = tables.insert(Xid::BROADCAST_HID, Route::LOCAL);
+        if config.xhcp {
+            let _ = tables.insert(XHCP_SID, Route::LOCAL);
+        }
         Host {
             rng: ChaCha20Rng::seed_from_u64(config.seed),
             config,
@@ -245,6 +271,7 @@ impl Host {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             counters: HostCounters::default(),
+            name_server: None,
         }
     }
 
@@ -422,7 +449,7 @@ impl Host {
             // To ourselves: loop back.
             Verdict::Deliver { .. } => {
                 self.counters.sent += 1;
-                self.deliver(Instant::ZERO, pkt);
+                self.deliver(Instant::ZERO, 0, pkt);
                 Ok(())
             }
             _ => Err(HostError::NoRoute(*dst.intent())),
@@ -430,14 +457,14 @@ impl Host {
     }
 
     /// Handles a packet received on interface `port` at `now`.
-    pub fn handle_packet(&mut self, now: Instant, _port: PortId, mut pkt: Vec<u8>) {
+    pub fn handle_packet(&mut self, now: Instant, port: PortId, mut pkt: Vec<u8>) {
         self.counters.received += 1;
         let Ok(mut checked) = walk::check(&mut pkt) else {
             self.counters.malformed += 1;
             return;
         };
         match walk::route(&self.tables, &mut checked) {
-            Verdict::Deliver { .. } => self.deliver(now, pkt),
+            Verdict::Deliver { .. } => self.deliver(now, port, pkt),
             // The walk reached this host but found nothing bound after it
             // (the SID table's default points back out): the intent is not
             // served here.
@@ -452,7 +479,7 @@ impl Host {
         }
     }
 
-    fn deliver(&mut self, now: Instant, pkt: Vec<u8>) {
+    fn deliver(&mut self, now: Instant, port: PortId, pkt: Vec<u8>) {
         let p = Packet::new_unchecked(&pkt[..]);
         let Ok(repr) = XipRepr::parse(&p) else {
             self.counters.malformed += 1;
@@ -465,6 +492,9 @@ impl Host {
                     self.counters.malformed += 1;
                     return;
                 };
+                if self.config.xhcp && *repr.dst.intent() == XHCP_SID {
+                    return self.handle_beacon(port, seg.payload);
+                }
                 // The socket is the first local SID on the walk: the
                 // intent, or a bound SID before it.
                 let target = repr
@@ -554,6 +584,44 @@ impl Host {
             echo,
             error,
         });
+    }
+
+    /// A router's XHCP beacon heard on interface `port`: move the interface
+    /// to the AD and gateway it names if they are new.
+    fn handle_beacon(&mut self, port: PortId, body: &[u8]) {
+        let Ok(beacon) = Beacon::parse(body) else {
+            self.counters.malformed += 1;
+            return;
+        };
+        self.counters.beacons += 1;
+        if beacon.name_server.is_some() {
+            self.name_server = beacon.name_server.clone();
+        }
+        let i = port as usize;
+        let Some(old) = self.config.interfaces.get(i).cloned() else {
+            return;
+        };
+        if old.ad == beacon.ad && old.gateway == Some(beacon.gateway) {
+            return;
+        }
+        self.set_interface(
+            i,
+            InterfaceConfig {
+                ad: beacon.ad,
+                gateway: Some(beacon.gateway),
+            },
+        );
+        self.push_event(HostEvent::NetworkChanged {
+            interface: port,
+            old_ad: old.ad,
+            new_ad: beacon.ad,
+            gateway: beacon.gateway,
+        });
+    }
+
+    /// The name server's DAG, as the last XHCP beacon told it.
+    pub fn name_server(&self) -> Option<&Dag> {
+        self.name_server.as_ref()
     }
 
     fn sid_socket(&self, sid: &Xid) -> Option<SocketHandle> {
@@ -688,6 +756,44 @@ mod tests {
             }
             other => panic!("expected an echo reply, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_beacon_for_a_new_ad_moves_the_interface() {
+        let mut a = host(1, 7);
+        let sa = a.bind(Some(Xid::new(Principal::SID, [0x5a; 20]))).unwrap();
+        let new_ad = Xid::new(Principal::AD, [8; 20]);
+        let gw = Xid::new(Principal::HID, [0xab; 20]);
+        let ns = Dag::path(&[new_ad, crate::naming::NAME_SERVER_SID]).unwrap();
+        let beacon = Beacon {
+            ad: new_ad,
+            gateway: gw,
+            name_server: Some(ns.clone()),
+        };
+        a.handle_packet(Instant::ZERO, 0, beacon.packet());
+        assert_eq!(
+            a.poll_event(),
+            Some(HostEvent::NetworkChanged {
+                interface: 0,
+                old_ad: Xid::new(Principal::AD, [7; 20]),
+                new_ad,
+                gateway: gw
+            })
+        );
+        assert_eq!(a.name_server(), Some(&ns));
+        assert_eq!(a.dag(), Dag::path(&[new_ad, a.hid()]).unwrap());
+        assert_eq!(
+            *a.socket_dag(sa).unwrap().intent(),
+            Xid::new(Principal::SID, [0x5a; 20])
+        );
+        // Hearing it again changes nothing.
+        a.handle_packet(Instant::ZERO, 0, beacon.packet());
+        assert_eq!(a.poll_event(), None);
+        assert_eq!(a.counters().beacons, 2);
+        // Packets now leave through the new gateway.
+        a.send_to(sa, &Dag::from_xid(Xid::new(Principal::SID, [1; 20])), b"x")
+            .unwrap();
+        assert_eq!(a.poll_transmit().unwrap().next_hop, Some(gw));
     }
 
     #[test]

@@ -20,6 +20,8 @@
 //!   chunk cache.
 //! - [`naming`]: the name service core: records whose changes are signed
 //!   by the intent's owner, with replay protection.
+//! - [`xhcp`]: router beacons that tell hosts their AD, gateway and name
+//!   server.
 //! - [`time`]: the caller-supplied clock of the sans-IO cores.
 //!
 //! Everything here is deterministic and does no I/O except reading and
@@ -37,6 +39,7 @@ pub mod identity;
 pub mod naming;
 pub mod time;
 pub mod wire;
+pub mod xhcp;
 pub mod xid;
 
 pub use dag::{Dag, DagError, DagParseError};
