@@ -74,6 +74,10 @@ struct Queued {
     at: Instant,
     seq: u64,
     event: Event,
+    // Background events (router timers — beacons, expiries — and the
+    // packets they cause) do not keep a run going: it ends when only they
+    // are left.
+    background: bool,
 }
 
 impl PartialEq for Queued {
@@ -109,6 +113,10 @@ pub struct Simulation {
     until: Option<Instant>,
     // The timer each router has scheduled, so stale ones are ignored.
     timers: Vec<Option<Instant>>,
+    // Foreground events queued, and whether the event being handled is
+    // background (what it causes is background too).
+    foreground: usize,
+    background: bool,
 }
 
 /// A ping's outcome.
@@ -222,6 +230,7 @@ impl Simulation {
                 NodeKind::Router { .. } => {
                     let mut cfg = RouterConfig::new(ad, n.hid(), ports[i].len() as u16);
                     cfg.fast_path = !config.no_fast_path;
+                    cfg.xhcp_interval = topo.xhcp_interval;
                     let mut r = Router::new(cfg);
                     routes::install(&topo, &ports, i, r.tables_mut());
                     nodes.push(NodeState::Router(Box::new(r)));
@@ -290,6 +299,8 @@ impl Simulation {
             captures,
             until: config.until.map(|d| Instant::ZERO + d),
             timers: vec![None; n_nodes],
+            foreground: 0,
+            background: false,
             topo,
         };
         sim.install_scenario()?;
@@ -392,11 +403,16 @@ impl Simulation {
     }
 
     fn schedule(&mut self, at: Instant, event: Event) {
+        let background = self.background || matches!(event, Event::Timer { .. });
         self.seq += 1;
+        if !background {
+            self.foreground += 1;
+        }
         self.queue.push(Reverse(Queued {
             at,
             seq: self.seq,
             event,
+            background,
         }));
     }
 
@@ -407,6 +423,15 @@ impl Simulation {
             if self.until.is_some_and(|u| q.at > u) {
                 break;
             }
+            // Without a time limit, a run ends when nothing but background
+            // work (periodic beacons) is left.
+            if self.until.is_none() && self.foreground == 0 {
+                break;
+            }
+            if !q.background {
+                self.foreground -= 1;
+            }
+            self.background = q.background;
             self.now = q.at;
             self.events += 1;
             match q.event {
@@ -492,13 +517,7 @@ impl Simulation {
                 if next != self.timers[node] {
                     self.timers[node] = next;
                     if let Some(at) = next {
-                        self.seq += 1;
-                        let q = Queued {
-                            at,
-                            seq: self.seq,
-                            event: Event::Timer { node },
-                        };
-                        self.queue.push(Reverse(q));
+                        self.schedule(at, Event::Timer { node });
                     }
                 }
             }

@@ -29,6 +29,9 @@
 //! node = "h1"
 //! command = "ping -c 3 @h2"
 //!
+//! [xhcp]                 # optional: routers beacon their AD to hosts
+//! interval = "1s"
+//!
 //! [[flow]]               # datagrams from one host's socket to another's
 //! from = "h1"
 //! to = "h2"
@@ -85,6 +88,13 @@ struct RawTopology {
     flow: Vec<RawFlow>,
     #[serde(default)]
     service: Vec<RawService>,
+    xhcp: Option<RawXhcp>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawXhcp {
+    interval: Spanned<String>,
 }
 
 #[derive(Deserialize)]
@@ -283,6 +293,8 @@ pub struct Topology {
     pub flows: Vec<FlowSpec>,
     /// Services bound on hosts.
     pub services: Vec<ServiceSpec>,
+    /// Routers send XHCP beacons this often (`[xhcp] interval`).
+    pub xhcp_interval: Option<Duration>,
 }
 
 /// A service: a datagram socket bound to a SID on a host from the start,
@@ -674,7 +686,20 @@ impl Topology {
                 dag,
             });
         }
+        let xhcp_interval = match &raw.xhcp {
+            None => None,
+            Some(x) => match parse_duration(x.interval.get_ref()) {
+                Some(d) if d >= Duration::from_millis(1) => Some(d),
+                _ => {
+                    return cx.err(
+                        x.interval.span(),
+                        "xhcp interval must be a duration of at least 1ms",
+                    )
+                }
+            },
+        };
         Ok(Topology {
+            xhcp_interval,
             services,
             ads,
             nodes,

@@ -264,7 +264,12 @@ fn reordering_and_jitter_are_reported() {
 #[test]
 fn broadcast_ping_reaches_every_host_and_learnt_routes_expire() {
     let cmd = "[[run]]\nat = \"1s\"\nnode = \"h1\"\ncommand = \"ping -c 1 RE HID:ffffffffffffffffffffffffffffffffffffffff\"\n";
-    let r = sim(line("", cmd), 1);
+    let cfg = SimConfig {
+        seed: 1,
+        until: Some(Duration::from_secs(400)),
+        ..SimConfig::default()
+    };
+    let r = run(line("", cmd), &cfg).unwrap();
     let p = &r.pings[0];
     assert_eq!(p.received, 1, "h2 answers the broadcast: {:?}", p.lines);
     assert!(p.lines[1].starts_with("64 bytes from h2"), "{:?}", p.lines);
@@ -281,4 +286,20 @@ fn broadcast_ping_reaches_every_host_and_learnt_routes_expire() {
         "{}",
         r.end
     );
+}
+
+#[test]
+fn xhcp_beacons_reach_hosts_and_do_not_keep_the_run_alive() {
+    let text = "[xhcp]\ninterval = \"500ms\"\n[[run]]\nat = \"2s\"\nnode = \"h1\"\ncommand = \"ping -c 2 @h2\"\n";
+    let r = sim(line("", text), 1);
+    assert_eq!(r.pings[0].received, 2);
+    // The run ends after the last ping's timeout, not never.
+    assert!(r.end < xia_stack::time::Instant::from_secs(10), "{}", r.end);
+    for (name, c) in &r.routers {
+        assert!(c.beacons_sent >= 2 * 6, "{name}: {c:?}");
+        assert_eq!(c.dropped_total(), 0, "{name}: beacons are not drops");
+    }
+    // Routers hear each other's beacons and never flood them.
+    let rb = &r.routers.iter().find(|(n, _)| n == "rB").unwrap().1;
+    assert!(rb.beacons_heard > 0 && rb.broadcast == 0, "{rb:?}");
 }
