@@ -22,6 +22,7 @@
 //!   by the intent's owner, with replay protection.
 //! - [`xhcp`]: router beacons that tell hosts their AD, gateway and name
 //!   server.
+//! - [`stream`]: XStream, a sans-IO TCP-grade reliable byte stream.
 //! - [`time`]: the caller-supplied clock of the sans-IO cores.
 //!
 //! Everything here is deterministic and does no I/O except reading and
@@ -37,6 +38,7 @@ pub mod forward;
 pub mod host;
 pub mod identity;
 pub mod naming;
+pub mod stream;
 pub mod time;
 pub mod wire;
 pub mod xhcp;

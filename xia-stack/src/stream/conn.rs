@@ -1,0 +1,1132 @@
+//! The connection state machine.
+
+use std::collections::VecDeque;
+
+use super::buffer::Reassembly;
+use super::cc::{CongestionController, NewReno};
+use super::rtt::RttEstimator;
+use super::state::{State, Transition};
+use super::{seq_ge, seq_gt, seq_le, seq_lt};
+use super::{Config, ConnectionError, StreamError, StreamEvent};
+use crate::dag::Dag;
+use crate::time::Instant;
+use crate::wire::xstream::{Flags, XstreamOption, XstreamRepr};
+use crate::xid::Xid;
+
+/// The MSS assumed when the peer's SYN names none (RFC 1122).
+const DEFAULT_PEER_MSS: usize = 536;
+/// Largest window-scale shift (RFC 7323).
+const MAX_WSCALE: u8 = 14;
+/// Most events held; events are deduplicated, so this is never reached by
+/// a well-behaved application, and it bounds a careless one.
+const EVENT_LIMIT: usize = 32;
+
+/// What identifies a connection: the two SIDs, not their locators.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct ConnectionId {
+    /// Our SID (the intent of our DAG).
+    pub local: Xid,
+    /// The peer's SID (the intent of its DAG).
+    pub peer: Xid,
+}
+
+/// Counters for tests and monitoring.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct Stats {
+    /// Segments produced by `poll_transmit`.
+    pub segments_sent: u64,
+    /// Segments handed to `handle_*`.
+    pub segments_received: u64,
+    /// Segments dropped: malformed, out of window or otherwise unusable.
+    pub segments_dropped: u64,
+    /// Segments that repeated sequence space already sent.
+    pub retransmissions: u64,
+    /// Fast retransmits (three duplicate ACKs).
+    pub fast_retransmits: u64,
+    /// Retransmission timer expiries.
+    pub timeouts: u64,
+    /// Payload bytes sent, retransmissions included.
+    pub bytes_sent: u64,
+    /// Payload bytes the peer acknowledged.
+    pub bytes_acked: u64,
+    /// Payload bytes delivered in order to the receive buffer.
+    pub bytes_received: u64,
+}
+
+/// One XStream connection. See the [module docs](super) for the calling
+/// convention.
+#[derive(Debug)]
+pub struct Connection {
+    config: Config,
+    local_dag: Dag,
+    peer_dag: Dag,
+    state: State,
+
+    // Send side (RFC 793 names).
+    iss: u32,
+    snd_una: u32,
+    snd_nxt: u32,
+    /// Highest sequence number sent plus one (`snd_nxt` goes back on RTO).
+    snd_max: u32,
+    snd_wnd: usize,
+    snd_wl1: u32,
+    snd_wl2: u32,
+    /// Shift applied to the peer's window field.
+    snd_wscale: u8,
+    /// Shift we apply to our window field.
+    rcv_wscale: u8,
+    /// Effective send MSS.
+    mss: usize,
+    send_buf: VecDeque<u8>,
+    /// Sequence number of `send_buf[0]`.
+    buf_seq: u32,
+    /// Sequence number of our FIN, once the application closed.
+    fin_seq: Option<u32>,
+
+    // Receive side.
+    irs: u32,
+    rcv_nxt: u32,
+    recv: Reassembly,
+    /// Where the peer's FIN sits, if seen (possibly ahead of a gap).
+    peer_fin: Option<u32>,
+    /// Right edge of the window we last advertised.
+    adv_edge: u32,
+
+    // Timers.
+    rto_deadline: Option<Instant>,
+    ack_deadline: Option<Instant>,
+    time_wait_deadline: Option<Instant>,
+    rtt: RttEstimator,
+    /// The segment being timed: its end and when it left (Karn: cleared on
+    /// any retransmission).
+    rtt_probe: Option<(u32, Instant)>,
+    retries: u32,
+
+    // Loss recovery.
+    dup_acks: u32,
+    recover: u32,
+    in_recovery: bool,
+    retransmit_now: bool,
+    probe_now: bool,
+    resend_synack: bool,
+    cc: Box<dyn CongestionController>,
+
+    // Pending control output.
+    ack_now: bool,
+    /// One RST to send: sequence number and, if any, acknowledgement.
+    pending_rst: Option<(u32, Option<u32>)>,
+    write_blocked: bool,
+    events: VecDeque<StreamEvent>,
+    error: Option<ConnectionError>,
+    stats: Stats,
+}
+
+impl Connection {
+    fn new(local_dag: Dag, peer_dag: Dag, iss: u32, config: Config) -> Connection {
+        let mss = (config.mss as usize).max(1);
+        Connection {
+            rtt: RttEstimator::new(config.initial_rto, config.min_rto, config.max_rto),
+            cc: Box::new(NewReno::new(config.initial_window, mss)),
+            recv: Reassembly::new(config.recv_buffer, config.max_out_of_order),
+            rcv_wscale: config.window_scale.min(MAX_WSCALE),
+            local_dag,
+            peer_dag,
+            state: State::Closed,
+            iss,
+            snd_una: iss,
+            snd_nxt: iss,
+            snd_max: iss,
+            snd_wnd: 0,
+            snd_wl1: 0,
+            snd_wl2: 0,
+            snd_wscale: 0,
+            mss,
+            send_buf: VecDeque::new(),
+            buf_seq: iss.wrapping_add(1),
+            fin_seq: None,
+            irs: 0,
+            rcv_nxt: 0,
+            peer_fin: None,
+            adv_edge: 0,
+            rto_deadline: None,
+            ack_deadline: None,
+            time_wait_deadline: None,
+            rtt_probe: None,
+            retries: 0,
+            dup_acks: 0,
+            recover: iss,
+            in_recovery: false,
+            retransmit_now: false,
+            probe_now: false,
+            resend_synack: false,
+            ack_now: false,
+            pending_rst: None,
+            write_blocked: false,
+            events: VecDeque::new(),
+            error: None,
+            stats: Stats::default(),
+            config,
+        }
+    }
+
+    /// Opens a connection to `peer_dag`; the SYN comes out of
+    /// [`poll_transmit`](Self::poll_transmit). `iss` is the initial
+    /// sequence number (the caller's randomness).
+    pub fn connect(
+        local_dag: Dag,
+        peer_dag: Dag,
+        iss: u32,
+        _now: Instant,
+        config: Config,
+    ) -> Connection {
+        let mut c = Connection::new(local_dag, peer_dag, iss, config);
+        c.state = State::SynSent;
+        c
+    }
+
+    /// Creates the server side from a received SYN; the SYN|ACK comes out
+    /// of [`poll_transmit`](Self::poll_transmit).
+    pub fn accept(
+        local_dag: Dag,
+        peer_dag: Dag,
+        syn: &XstreamRepr<'_>,
+        iss: u32,
+        _now: Instant,
+        config: Config,
+    ) -> Result<Connection, StreamError> {
+        if !syn.flags.contains(Flags::SYN)
+            || syn.flags.contains(Flags::ACK)
+            || syn.flags.contains(Flags::RST)
+        {
+            return Err(StreamError::NotSyn);
+        }
+        let mut c = Connection::new(local_dag, peer_dag, iss, config);
+        c.state = c.state.next(Transition::RecvSyn)?;
+        c.take_syn(syn);
+        c.stats.segments_received += 1;
+        Ok(c)
+    }
+
+    // ---- getters ----
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// The pair of SIDs identifying this connection.
+    pub fn id(&self) -> ConnectionId {
+        ConnectionId {
+            local: *self.local_dag.intent(),
+            peer: *self.peer_dag.intent(),
+        }
+    }
+
+    /// Our address.
+    pub fn local_dag(&self) -> &Dag {
+        &self.local_dag
+    }
+
+    /// Where segments go.
+    pub fn peer_dag(&self) -> &Dag {
+        &self.peer_dag
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Why the connection failed, if it did.
+    pub fn error(&self) -> Option<ConnectionError> {
+        self.error
+    }
+
+    /// The congestion window in bytes.
+    pub fn congestion_window(&self) -> usize {
+        self.cc.window()
+    }
+
+    /// The smoothed RTT, once measured.
+    pub fn srtt(&self) -> Option<std::time::Duration> {
+        self.rtt.srtt()
+    }
+
+    /// The current retransmission timeout, backoff included.
+    pub fn rto(&self) -> std::time::Duration {
+        self.rtt.rto()
+    }
+
+    /// Bytes ready to [`read`](Self::read).
+    pub fn readable(&self) -> usize {
+        self.recv.readable()
+    }
+
+    /// Free space in the send buffer.
+    pub fn writable(&self) -> usize {
+        self.config.send_buffer.saturating_sub(self.send_buf.len())
+    }
+
+    /// Whether the peer closed and every byte it sent has been read.
+    pub fn is_read_finished(&self) -> bool {
+        self.state.peer_closed() && self.recv.readable() == 0
+    }
+
+    /// Replaces the congestion controller (e.g. with CUBIC, later).
+    pub fn set_congestion_controller(&mut self, cc: Box<dyn CongestionController>) {
+        self.cc = cc;
+    }
+
+    // ---- address changes ----
+
+    /// Moves our end to `dag` (a new locator for the same SID). Segments
+    /// carry no addresses, so nothing else changes here; the XIP layer
+    /// uses the new source address.
+    pub fn rebind_local(&mut self, dag: Dag) -> Result<(), StreamError> {
+        if dag.intent() != self.local_dag.intent() {
+            return Err(StreamError::IntentMismatch);
+        }
+        self.local_dag = dag;
+        Ok(())
+    }
+
+    /// Sends to the peer at `dag` from now on (it moved).
+    pub fn set_peer_dag(&mut self, dag: Dag) -> Result<(), StreamError> {
+        if dag.intent() != self.peer_dag.intent() {
+            return Err(StreamError::IntentMismatch);
+        }
+        self.peer_dag = dag;
+        // Tell the peer promptly where we are and what we have.
+        if self.state.is_synchronized() {
+            self.ack_now = true;
+        }
+        Ok(())
+    }
+
+    // ---- application commands ----
+
+    /// Queues as much of `data` as the send buffer takes; returns how much.
+    pub fn write(&mut self, data: &[u8]) -> Result<usize, StreamError> {
+        if let Some(e) = self.error {
+            return Err(StreamError::Failed(e));
+        }
+        if !self.state.can_write() || self.fin_seq.is_some() {
+            return Err(StreamError::InvalidState {
+                op: "write",
+                state: self.state,
+            });
+        }
+        let n = data.len().min(self.writable());
+        self.send_buf.extend(&data[..n]);
+        if n < data.len() {
+            self.write_blocked = true;
+        }
+        Ok(n)
+    }
+
+    /// Reads in-order bytes; 0 means none are ready (see
+    /// [`is_read_finished`](Self::is_read_finished) for end of stream).
+    pub fn read(&mut self, out: &mut [u8]) -> usize {
+        let n = self.recv.read(out);
+        if n > 0 && self.state.is_synchronized() {
+            // Announce an opened window once it grew enough to matter
+            // (RFC 1122's receiver side silly-window avoidance).
+            let edge = self.rcv_nxt.wrapping_add(self.advertised_window() as u32);
+            let grown = edge.wrapping_sub(self.adv_edge) as usize;
+            let threshold = (2 * self.mss).min(self.config.recv_buffer / 2).max(1);
+            if seq_gt(edge, self.adv_edge) && grown >= threshold {
+                self.ack_now = true;
+            }
+        }
+        n
+    }
+
+    /// Closes our sending direction: a FIN follows the queued data.
+    /// Closing again is a no-op.
+    pub fn close(&mut self) -> Result<(), StreamError> {
+        match self.state {
+            State::FinWait1
+            | State::FinWait2
+            | State::Closing
+            | State::LastAck
+            | State::TimeWait => Ok(()),
+            State::SynReceived => {
+                // The FIN waits for the handshake: see `ack_of_syn`.
+                self.queue_fin();
+                Ok(())
+            }
+            State::SynSent => {
+                self.state = self.state.next(Transition::Close)?;
+                self.clear_timers();
+                self.push_event(StreamEvent::Closed);
+                Ok(())
+            }
+            _ => {
+                self.state = self.state.next(Transition::Close)?;
+                self.queue_fin();
+                Ok(())
+            }
+        }
+    }
+
+    /// Ends the connection at once with a reset.
+    pub fn abort(&mut self) {
+        if self.state == State::Closed {
+            return;
+        }
+        if self.state != State::SynSent {
+            self.pending_rst = Some((self.snd_nxt, Some(self.rcv_nxt)));
+        }
+        self.state = State::Closed;
+        self.clear_timers();
+        self.push_event(StreamEvent::Closed);
+    }
+
+    fn queue_fin(&mut self) {
+        if self.fin_seq.is_none() {
+            self.fin_seq = Some(self.buf_seq.wrapping_add(self.send_buf.len() as u32));
+        }
+    }
+
+    // ---- incoming ----
+
+    /// Parses and handles a segment; malformed bytes are counted and
+    /// returned as an error, never a panic.
+    pub fn handle_bytes(
+        &mut self,
+        now: Instant,
+        bytes: &[u8],
+    ) -> Result<(), crate::wire::xstream::XstreamError> {
+        match XstreamRepr::parse(bytes) {
+            Ok(seg) => {
+                self.handle_segment(now, &seg);
+                Ok(())
+            }
+            Err(e) => {
+                self.stats.segments_received += 1;
+                self.stats.segments_dropped += 1;
+                Err(e)
+            }
+        }
+    }
+
+    /// Handles one segment addressed to this connection (RFC 793 3.9,
+    /// "SEGMENT ARRIVES", with RFC 5961's challenge ACKs).
+    pub fn handle_segment(&mut self, now: Instant, seg: &XstreamRepr<'_>) {
+        self.stats.segments_received += 1;
+        let f = seg.flags;
+        let (syn, ack, rst, fin) = (
+            f.contains(Flags::SYN),
+            f.contains(Flags::ACK),
+            f.contains(Flags::RST),
+            f.contains(Flags::FIN),
+        );
+        match self.state {
+            State::Closed => {
+                self.stats.segments_dropped += 1;
+                self.reply_rst(seg);
+                return;
+            }
+            State::SynSent => {
+                self.handle_syn_sent(now, seg);
+                return;
+            }
+            State::SynReceived if syn && !ack && seg.seq == self.irs => {
+                // The peer did not hear our SYN|ACK.
+                self.resend_synack = true;
+                return;
+            }
+            _ => {}
+        }
+
+        // 1. Is the segment in the window?
+        if !self.acceptable(seg) {
+            self.stats.segments_dropped += 1;
+            if !rst {
+                // Old duplicates still carry a useful cumulative ACK.
+                if ack && self.state.is_synchronized() {
+                    self.process_ack(now, seg, false);
+                }
+                if self.state == State::TimeWait && fin {
+                    self.time_wait_deadline = Some(now + self.config.time_wait);
+                }
+                self.ack_now = true;
+            }
+            return;
+        }
+
+        // 2. RST: exact match resets, anything else in window is challenged.
+        if rst {
+            if self.state == State::TimeWait {
+                // RFC 1337: do not let a reset cut TIME-WAIT short.
+                return;
+            }
+            if seg.seq == self.rcv_nxt {
+                self.fail(ConnectionError::Reset);
+            } else {
+                self.ack_now = true;
+            }
+            return;
+        }
+
+        // 3. A SYN in a synchronized state: challenge ACK (RFC 5961 4).
+        if syn {
+            self.stats.segments_dropped += 1;
+            self.ack_now = true;
+            return;
+        }
+
+        // 4. ACK.
+        if !ack {
+            self.stats.segments_dropped += 1;
+            return;
+        }
+        if self.state == State::SynReceived {
+            if seq_lt(self.snd_una, seg.ack) && seq_le(seg.ack, self.snd_max) {
+                if self.ack_of_syn().is_err() {
+                    return;
+                }
+            } else {
+                self.pending_rst = Some((seg.ack, None));
+                return;
+            }
+        }
+        if seq_gt(seg.ack, self.snd_max) {
+            // Acknowledges something never sent.
+            self.stats.segments_dropped += 1;
+            self.ack_now = true;
+            return;
+        }
+        self.process_ack(now, seg, true);
+        if self.state == State::Closed {
+            return;
+        }
+
+        // 5. Data.
+        if !seg.payload.is_empty() {
+            if self.state.peer_closed() {
+                // Data after the peer's FIN is nonsense; ignore it.
+                self.ack_now = true;
+            } else {
+                self.process_data(now, seg);
+            }
+        }
+
+        // 6. FIN, once everything before it has arrived.
+        if fin && !self.state.peer_closed() {
+            self.peer_fin = Some(seg.seq.wrapping_add(seg.payload.len() as u32));
+        }
+        self.check_peer_fin(now);
+    }
+
+    fn handle_syn_sent(&mut self, now: Instant, seg: &XstreamRepr<'_>) {
+        let f = seg.flags;
+        let ack = f.contains(Flags::ACK);
+        if ack && (seq_le(seg.ack, self.iss) || seq_gt(seg.ack, self.snd_max)) {
+            self.stats.segments_dropped += 1;
+            if !f.contains(Flags::RST) {
+                self.pending_rst = Some((seg.ack, None));
+            }
+            return;
+        }
+        if f.contains(Flags::RST) {
+            if ack {
+                self.fail(ConnectionError::Refused);
+            }
+            return;
+        }
+        if !f.contains(Flags::SYN) {
+            self.stats.segments_dropped += 1;
+            return;
+        }
+        self.take_syn(seg);
+        if ack {
+            let Ok(next) = self.state.next(Transition::RecvSynAck) else {
+                return;
+            };
+            self.state = next;
+            self.snd_una = seg.ack;
+            if seq_lt(self.snd_nxt, self.snd_una) {
+                self.snd_nxt = self.snd_una;
+            }
+            self.sample_rtt(now, seg.ack);
+            self.retries = 0;
+            self.rtt.reset_backoff();
+            self.rto_deadline = None;
+            self.ack_now = true;
+            self.push_event(StreamEvent::Connected);
+        } else if let Ok(next) = self.state.next(Transition::RecvSyn) {
+            // Simultaneous open: answer with SYN|ACK.
+            self.state = next;
+            self.resend_synack = true;
+        }
+    }
+
+    /// Records the peer's SYN: its sequence number, MSS, window scale.
+    fn take_syn(&mut self, seg: &XstreamRepr<'_>) {
+        self.irs = seg.seq;
+        self.rcv_nxt = seg.seq.wrapping_add(1);
+        let mut peer_mss = DEFAULT_PEER_MSS;
+        let mut peer_wscale = None;
+        for o in &seg.options {
+            match o {
+                XstreamOption::Mss(m) if *m > 0 => peer_mss = *m as usize,
+                XstreamOption::WindowScale(s) => peer_wscale = Some((*s).min(MAX_WSCALE)),
+                _ => {}
+            }
+        }
+        self.mss = (self.config.mss as usize).min(peer_mss).max(1);
+        match peer_wscale {
+            Some(s) => self.snd_wscale = s,
+            None => {
+                // Scaling needs both sides' consent (RFC 7323 2.2).
+                self.snd_wscale = 0;
+                self.rcv_wscale = 0;
+            }
+        }
+        // The window in a SYN is never scaled.
+        self.snd_wnd = seg.window as usize;
+        self.snd_wl1 = seg.seq;
+        self.snd_wl2 = seg.ack;
+        self.cc = Box::new(NewReno::new(self.config.initial_window, self.mss));
+    }
+
+    fn ack_of_syn(&mut self) -> Result<(), StreamError> {
+        self.state = self.state.next(Transition::AckOfSyn)?;
+        self.push_event(StreamEvent::Connected);
+        if self.fin_seq.is_some() {
+            // `close` was called during the handshake.
+            self.state = self.state.next(Transition::Close)?;
+        }
+        Ok(())
+    }
+
+    fn acceptable(&self, seg: &XstreamRepr<'_>) -> bool {
+        let len = seg.payload.len() as u32
+            + u32::from(seg.flags.contains(Flags::SYN))
+            + u32::from(seg.flags.contains(Flags::FIN));
+        let wnd = self.recv.free().min(u32::MAX as usize / 2) as u32;
+        let in_wnd = |s: u32| seq_ge(s, self.rcv_nxt) && seq_lt(s, self.rcv_nxt.wrapping_add(wnd));
+        if seg.seq == self.rcv_nxt {
+            // Covers zero-window probes: their ACK still counts.
+            return true;
+        }
+        if len == 0 {
+            return in_wnd(seg.seq);
+        }
+        wnd > 0 && (in_wnd(seg.seq) || in_wnd(seg.seq.wrapping_add(len - 1)))
+    }
+
+    /// Processes the ACK field; `in_window` is false for old duplicates,
+    /// which may advance SND.UNA but never count as duplicate ACKs.
+    fn process_ack(&mut self, now: Instant, seg: &XstreamRepr<'_>, in_window: bool) {
+        let ack = seg.ack;
+        if seq_lt(ack, self.snd_una) || seq_gt(ack, self.snd_max) {
+            return;
+        }
+        let window = ((seg.window as u64) << self.snd_wscale).min(u32::MAX as u64) as usize;
+        let old_wnd = self.snd_wnd;
+        if in_window
+            && (seq_lt(self.snd_wl1, seg.seq)
+                || (self.snd_wl1 == seg.seq && seq_le(self.snd_wl2, ack)))
+        {
+            self.snd_wnd = window;
+            self.snd_wl1 = seg.seq;
+            self.snd_wl2 = ack;
+        }
+        if self.snd_una == self.snd_max {
+            // Nothing outstanding: a live peer answers probes; not a loss.
+            self.retries = 0;
+        }
+        if ack == self.snd_una {
+            let pure = seg.payload.is_empty()
+                && !seg.flags.contains(Flags::SYN)
+                && !seg.flags.contains(Flags::FIN);
+            if in_window && pure && window == old_wnd && self.snd_una != self.snd_max {
+                self.on_dup_ack();
+            }
+            return;
+        }
+
+        // New data acknowledged.
+        let acked = ack.wrapping_sub(self.snd_una) as usize;
+        let fin_acked = self.fin_seq.is_some_and(|f| seq_gt(ack, f));
+        // Bytes of the buffer covered: up to the ACK, not past the FIN.
+        let data_end = if fin_acked {
+            self.fin_seq.unwrap_or(ack)
+        } else {
+            ack
+        };
+        if seq_gt(data_end, self.buf_seq) {
+            let n = (data_end.wrapping_sub(self.buf_seq) as usize).min(self.send_buf.len());
+            self.send_buf.drain(..n);
+            self.buf_seq = self.buf_seq.wrapping_add(n as u32);
+            self.stats.bytes_acked += n as u64;
+        }
+        self.snd_una = ack;
+        if seq_lt(self.snd_nxt, ack) {
+            self.snd_nxt = ack;
+        }
+        self.retries = 0;
+        self.rtt.reset_backoff();
+        self.sample_rtt(now, ack);
+
+        let flight = self.snd_max.wrapping_sub(self.snd_una) as usize;
+        if self.in_recovery {
+            if seq_ge(ack, self.recover) {
+                self.in_recovery = false;
+                self.cc.on_exit_recovery(flight, self.mss);
+            } else {
+                // Partial ACK: the next hole is lost too (RFC 6582 3.2 (5)).
+                self.cc.on_partial_ack(acked, self.mss);
+                self.retransmit_now = true;
+            }
+        } else {
+            self.cc.on_ack(acked, self.mss);
+        }
+        self.dup_acks = 0;
+        self.rto_deadline = if self.snd_una == self.snd_max {
+            None
+        } else {
+            Some(now + self.rtt.rto())
+        };
+        if self.write_blocked && self.writable() > 0 && self.state.can_write() {
+            self.write_blocked = false;
+            self.push_event(StreamEvent::Writable);
+        }
+        if fin_acked {
+            self.on_fin_acked(now);
+        }
+    }
+
+    fn on_dup_ack(&mut self) {
+        self.dup_acks = self.dup_acks.saturating_add(1);
+        if self.in_recovery {
+            self.cc.on_recovery_dup_ack(self.mss);
+        } else if self.dup_acks == 3 && seq_gt(self.snd_una, self.recover) {
+            // RFC 6582 3.2 (2): only when the ACK covers more than
+            // `recover`, so one loss event is not answered twice.
+            let flight = self.snd_max.wrapping_sub(self.snd_una) as usize;
+            self.recover = self.snd_max;
+            self.in_recovery = true;
+            self.cc.on_enter_recovery(flight, self.mss);
+            self.retransmit_now = true;
+            self.stats.fast_retransmits += 1;
+        }
+    }
+
+    fn on_fin_acked(&mut self, now: Instant) {
+        let Ok(next) = self.state.next(Transition::AckOfFin) else {
+            return;
+        };
+        self.state = next;
+        match next {
+            State::TimeWait => self.enter_time_wait(now),
+            State::Closed => {
+                self.clear_timers();
+                self.push_event(StreamEvent::Closed);
+            }
+            _ => {}
+        }
+    }
+
+    fn enter_time_wait(&mut self, now: Instant) {
+        self.rto_deadline = None;
+        self.time_wait_deadline = Some(now + self.config.time_wait);
+    }
+
+    fn sample_rtt(&mut self, now: Instant, ack: u32) {
+        if let Some((end, sent)) = self.rtt_probe {
+            if seq_ge(ack, end) {
+                self.rtt.on_sample(now - sent);
+                self.rtt_probe = None;
+            }
+        }
+    }
+
+    fn process_data(&mut self, now: Instant, seg: &XstreamRepr<'_>) {
+        // Trim what lies before RCV.NXT and beyond the free space.
+        let mut seq = seg.seq;
+        let mut data = seg.payload;
+        if seq_lt(seq, self.rcv_nxt) {
+            let skip = self.rcv_nxt.wrapping_sub(seq) as usize;
+            data = data.get(skip..).unwrap_or(&[]);
+            seq = self.rcv_nxt;
+        }
+        let rel = seq.wrapping_sub(self.rcv_nxt) as usize;
+        let room = self.recv.free().saturating_sub(rel);
+        let data = &data[..data.len().min(room)];
+        if data.is_empty() {
+            self.ack_now = true;
+            return;
+        }
+        let advanced = self.recv.insert(rel, data);
+        if advanced == 0 {
+            // Out of order: ACK at once so the sender sees duplicates.
+            self.ack_now = true;
+            return;
+        }
+        self.rcv_nxt = self.rcv_nxt.wrapping_add(advanced as u32);
+        self.stats.bytes_received += advanced as u64;
+        self.push_event(StreamEvent::Readable);
+        match self.config.delayed_ack {
+            // A gap was filled (rel was 0 but more than the segment came
+            // out), or delayed ACKs are off: ACK now.
+            _ if advanced > data.len() => self.ack_now = true,
+            None => self.ack_now = true,
+            Some(d) => {
+                if self.ack_deadline.is_some() {
+                    // Every second full segment is ACKed at once (RFC 5681).
+                    self.ack_now = true;
+                } else {
+                    self.ack_deadline = Some(now + d);
+                }
+            }
+        }
+    }
+
+    fn check_peer_fin(&mut self, now: Instant) {
+        if self.peer_fin != Some(self.rcv_nxt) || self.state.peer_closed() {
+            return;
+        }
+        let Ok(next) = self.state.next(Transition::RecvFin) else {
+            return;
+        };
+        self.state = next;
+        self.rcv_nxt = self.rcv_nxt.wrapping_add(1);
+        self.peer_fin = None;
+        self.ack_now = true;
+        self.push_event(StreamEvent::PeerClosed);
+        if next == State::TimeWait {
+            self.enter_time_wait(now);
+        }
+    }
+
+    /// The reply to a segment for a closed connection (RFC 793: never to
+    /// a RST; with the segment's ACK as sequence number, if it has one).
+    fn reply_rst(&mut self, seg: &XstreamRepr<'_>) {
+        if seg.flags.contains(Flags::RST) {
+            return;
+        }
+        self.pending_rst = Some(if seg.flags.contains(Flags::ACK) {
+            (seg.ack, None)
+        } else {
+            let len = seg.payload.len() as u32
+                + u32::from(seg.flags.contains(Flags::SYN))
+                + u32::from(seg.flags.contains(Flags::FIN));
+            (0, Some(seg.seq.wrapping_add(len)))
+        });
+    }
+
+    fn fail(&mut self, e: ConnectionError) {
+        if self.state == State::Closed {
+            return;
+        }
+        self.state = State::Closed;
+        self.error = Some(e);
+        self.clear_timers();
+        self.push_event(StreamEvent::Error(e));
+        self.push_event(StreamEvent::Closed);
+    }
+
+    fn clear_timers(&mut self) {
+        self.rto_deadline = None;
+        self.ack_deadline = None;
+        self.time_wait_deadline = None;
+    }
+
+    fn push_event(&mut self, e: StreamEvent) {
+        if !self.events.contains(&e) && self.events.len() < EVENT_LIMIT {
+            self.events.push_back(e);
+        }
+    }
+
+    // ---- timers ----
+
+    /// When [`handle_timeout`](Self::handle_timeout) is next due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [
+            self.rto_deadline,
+            self.ack_deadline,
+            self.time_wait_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Runs the timers due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.time_wait_deadline.is_some_and(|t| t <= now) {
+            self.time_wait_deadline = None;
+            if let Ok(next) = self.state.next(Transition::TimeWaitExpired) {
+                self.state = next;
+                self.clear_timers();
+                self.push_event(StreamEvent::Closed);
+            }
+            return;
+        }
+        if self.ack_deadline.is_some_and(|t| t <= now) {
+            self.ack_deadline = None;
+            self.ack_now = true;
+        }
+        if self.rto_deadline.is_some_and(|t| t <= now) {
+            self.on_rto(now);
+        }
+    }
+
+    fn on_rto(&mut self, now: Instant) {
+        self.rto_deadline = None;
+        self.stats.timeouts += 1;
+        self.retries += 1;
+        if self.retries > self.config.max_retransmissions {
+            self.fail(ConnectionError::TimedOut);
+            return;
+        }
+        self.rtt.on_backoff();
+        self.rtt_probe = None;
+        if self.snd_una == self.snd_max {
+            // Persist timer: the peer's window is closed and nothing is in
+            // flight. Probe with one byte so its window update is repeated.
+            self.probe_now = true;
+        } else {
+            let flight = self.snd_max.wrapping_sub(self.snd_una) as usize;
+            self.cc.on_timeout(flight, self.mss, self.retries == 1);
+            self.in_recovery = false;
+            self.recover = self.snd_max;
+            self.dup_acks = 0;
+            // Go back N: resend from the first unacknowledged byte.
+            self.snd_nxt = self.snd_una;
+            self.retransmit_now = false;
+            if self.state == State::SynReceived {
+                self.resend_synack = true;
+            }
+        }
+        self.rto_deadline = Some(now + self.rtt.rto());
+    }
+
+    // ---- outgoing ----
+
+    /// Takes the next event, if any.
+    pub fn poll_event(&mut self) -> Option<StreamEvent> {
+        self.events.pop_front()
+    }
+
+    /// The next segment to send to [`peer_dag`](Self::peer_dag), as bytes
+    /// for an XIP payload. Call until `None`.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Vec<u8>> {
+        if let Some((seq, ack)) = self.pending_rst.take() {
+            let flags = if ack.is_some() {
+                Flags::RST | Flags::ACK
+            } else {
+                Flags::RST
+            };
+            let repr = XstreamRepr {
+                next_header: 0,
+                flags,
+                seq,
+                ack: ack.unwrap_or(0),
+                window: 0,
+                options: Vec::new(),
+                payload: &[],
+            };
+            self.stats.segments_sent += 1;
+            return repr.to_bytes().ok();
+        }
+        match self.state {
+            State::Closed => return None,
+            State::SynSent => {
+                if seq_lt(self.snd_nxt, self.iss.wrapping_add(1)) {
+                    return Some(self.emit_syn(now, false));
+                }
+                return None;
+            }
+            State::SynReceived => {
+                if self.resend_synack || self.snd_nxt == self.iss {
+                    self.resend_synack = false;
+                    return Some(self.emit_syn(now, true));
+                }
+                if self.ack_now {
+                    return Some(self.emit_ack());
+                }
+                return None;
+            }
+            _ => {}
+        }
+        if self.state.can_send_data() {
+            if self.retransmit_now {
+                self.retransmit_now = false;
+                if let Some(s) = self.emit_data(now, self.snd_una, Mode::Retransmit) {
+                    return Some(s);
+                }
+            }
+            if self.probe_now {
+                self.probe_now = false;
+                if let Some(s) = self.emit_data(now, self.snd_nxt, Mode::Probe) {
+                    return Some(s);
+                }
+            }
+            if let Some(s) = self.emit_data(now, self.snd_nxt, Mode::New) {
+                return Some(s);
+            }
+            // Blocked by a zero window with nothing in flight: arm the
+            // persist timer so a lost window update cannot deadlock us.
+            if self.snd_wnd == 0
+                && self.snd_una == self.snd_max
+                && self.unsent() > 0
+                && self.rto_deadline.is_none()
+            {
+                self.rto_deadline = Some(now + self.rtt.rto());
+            }
+        }
+        if self.ack_now {
+            return Some(self.emit_ack());
+        }
+        None
+    }
+
+    fn unsent(&self) -> usize {
+        let sent = self.snd_nxt.wrapping_sub(self.buf_seq) as usize;
+        self.send_buf.len().saturating_sub(sent)
+    }
+
+    fn advertised_window(&self) -> usize {
+        let scaled = self.recv.free() >> self.rcv_wscale;
+        scaled.min(u16::MAX as usize) << self.rcv_wscale
+    }
+
+    fn emit_syn(&mut self, now: Instant, with_ack: bool) -> Vec<u8> {
+        let mut options = vec![XstreamOption::Mss(self.config.mss)];
+        // A SYN|ACK offers scaling only if the SYN did.
+        if !with_ack || self.rcv_wscale > 0 || self.snd_wscale > 0 {
+            options.push(XstreamOption::WindowScale(self.rcv_wscale));
+        }
+        let flags = if with_ack {
+            Flags::SYN | Flags::ACK
+        } else {
+            Flags::SYN
+        };
+        if seq_lt(self.iss, self.snd_max) {
+            self.stats.retransmissions += 1;
+            self.rtt_probe = None;
+        } else {
+            self.rtt_probe = Some((self.iss.wrapping_add(1), now));
+        }
+        self.snd_nxt = self.iss.wrapping_add(1);
+        self.snd_max = self.snd_nxt;
+        if self.rto_deadline.is_none() {
+            self.rto_deadline = Some(now + self.rtt.rto());
+        }
+        let window = self.recv.free().min(u16::MAX as usize) as u32;
+        self.segment(flags, self.iss, window, options, &[])
+    }
+
+    fn emit_ack(&mut self) -> Vec<u8> {
+        let window = (self.advertised_window() >> self.rcv_wscale) as u32;
+        self.segment(Flags::ACK, self.snd_nxt, window, Vec::new(), &[])
+    }
+
+    fn emit_data(&mut self, now: Instant, seq: u32, mode: Mode) -> Option<Vec<u8>> {
+        if seq_lt(seq, self.buf_seq) {
+            return None;
+        }
+        let off = seq.wrapping_sub(self.buf_seq) as usize;
+        if off > self.send_buf.len() {
+            return None;
+        }
+        let avail = self.send_buf.len() - off;
+        let limit = match mode {
+            Mode::Retransmit => self.snd_max.wrapping_sub(seq) as usize,
+            Mode::Probe => 1,
+            Mode::New => {
+                let wnd = self.cc.window().min(self.snd_wnd);
+                let flight = self.snd_nxt.wrapping_sub(self.snd_una) as usize;
+                wnd.saturating_sub(flight)
+            }
+        };
+        let len = avail.min(self.mss).min(limit);
+        let end_data = seq.wrapping_add(len as u32);
+        let fin = self.fin_seq == Some(end_data)
+            && match mode {
+                // Resend the FIN only if it was sent before.
+                Mode::Retransmit => seq_lt(end_data, self.snd_max),
+                _ => true,
+            };
+        if len == 0 && !fin {
+            return None;
+        }
+        let payload: Vec<u8> = self.send_buf.range(off..off + len).copied().collect();
+        let end = end_data.wrapping_add(u32::from(fin));
+        if seq_lt(seq, self.snd_max) {
+            self.stats.retransmissions += 1;
+            // Karn: an ACK may now be for either copy.
+            self.rtt_probe = None;
+        } else if self.rtt_probe.is_none() {
+            self.rtt_probe = Some((end, now));
+        }
+        if seq_gt(end, self.snd_nxt) {
+            self.snd_nxt = end;
+        }
+        if seq_gt(end, self.snd_max) {
+            self.snd_max = end;
+        }
+        if self.rto_deadline.is_none() {
+            self.rto_deadline = Some(now + self.rtt.rto());
+        }
+        self.stats.bytes_sent += len as u64;
+        let mut flags = Flags::ACK;
+        if fin {
+            flags = flags | Flags::FIN;
+        }
+        if len > 0 && len == avail {
+            flags = flags | Flags::PSH;
+        }
+        let window = (self.advertised_window() >> self.rcv_wscale) as u32;
+        Some(self.segment(flags, seq, window, Vec::new(), &payload))
+    }
+
+    fn segment(
+        &mut self,
+        flags: Flags,
+        seq: u32,
+        window: u32,
+        options: Vec<XstreamOption>,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let ack = if flags.contains(Flags::ACK) {
+            self.rcv_nxt
+        } else {
+            0
+        };
+        if flags.contains(Flags::ACK) {
+            // Any ACK carries everything a pending or delayed one would.
+            self.ack_now = false;
+            self.ack_deadline = None;
+            self.adv_edge = self.rcv_nxt.wrapping_add(self.advertised_window() as u32);
+        }
+        self.stats.segments_sent += 1;
+        let repr = XstreamRepr {
+            next_header: 0,
+            flags,
+            seq,
+            ack,
+            window,
+            options,
+            payload,
+        };
+        // Our options are at most 8 bytes and never SACK, so emitting
+        // cannot fail; an empty vector would be a harmless runt anyway.
+        repr.to_bytes().unwrap_or_default()
+    }
+}
+
+/// Why `emit_data` is called.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    /// New data within the congestion and peer windows.
+    New,
+    /// The first unacknowledged segment, ignoring the windows.
+    Retransmit,
+    /// One byte past a closed peer window.
+    Probe,
+}
