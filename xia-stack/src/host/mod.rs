@@ -21,6 +21,8 @@
 //! The host has no timers of its own yet: datagrams and echo need none
 //! (a pinger's interval and timeout belong to the application).
 
+mod streams;
+
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -32,12 +34,15 @@ use crate::forward::walk::{self, Verdict};
 use crate::forward::xcmp::{echo_reply, error_reply, ErrorKind};
 use crate::forward::{PortId, Route, RouteTables, Transmit};
 use crate::identity::Identity;
+use crate::stream::{Config as StreamConfig, StreamError, StreamEvent};
 use crate::time::Instant;
 use crate::wire::xcmp::{Packet as XcmpPacket, Unreachable, XcmpRepr};
 use crate::wire::xdgram::XdgramRepr;
 use crate::wire::xip::{NextHeader, Packet, XipRepr};
 use crate::xhcp::{Beacon, XHCP_SID};
+
 use crate::xid::{Principal, Xid};
+pub use streams::{ListenerHandle, StreamHandle};
 
 /// One network attachment.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,6 +69,10 @@ pub struct HostConfig {
     pub queue_limit: usize,
     /// Listen to XHCP beacons and follow the network they announce.
     pub xhcp: bool,
+    /// Settings of new stream connections.
+    pub stream: StreamConfig,
+    /// Most stream connections at once.
+    pub max_streams: usize,
 }
 
 impl HostConfig {
@@ -76,6 +85,8 @@ impl HostConfig {
             socket_queue: 256,
             queue_limit: 4096,
             xhcp: true,
+            stream: StreamConfig::default(),
+            max_streams: 1024,
         }
     }
 }
@@ -111,6 +122,20 @@ pub enum NetError {
 /// Something the application should know.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum HostEvent {
+    /// A listener accepted a connection (take it with [`Host::accept`]).
+    Incoming {
+        /// The listener.
+        listener: ListenerHandle,
+        /// The new connection.
+        stream: StreamHandle,
+    },
+    /// Something happened on a stream.
+    Stream {
+        /// The connection.
+        stream: StreamHandle,
+        /// What.
+        event: StreamEvent,
+    },
     /// XHCP moved an interface to another AD (or gateway): the host's DAG
     /// changed, its HID and SIDs did not.
     NetworkChanged {
@@ -174,6 +199,15 @@ pub enum HostError {
     /// The transmit queue is full.
     #[error("transmit queue full")]
     QueueFull,
+    /// No such stream.
+    #[error("no stream {0:?}")]
+    BadStream(StreamHandle),
+    /// The stream limit is reached.
+    #[error("too many streams (at most {0})")]
+    TooManyStreams(usize),
+    /// The connection refused the command.
+    #[error("stream: {0}")]
+    Stream(StreamError),
 }
 
 /// Host counters.
@@ -215,6 +249,8 @@ pub struct Host {
     events: VecDeque<HostEvent>,
     counters: HostCounters,
     name_server: Option<Dag>,
+    listeners: Vec<Option<streams::Listener>>,
+    streams: Vec<Option<streams::Stream>>,
 }
 
 /// The principal types a host has tables for.
@@ -272,6 +308,8 @@ impl Host {
             events: VecDeque::new(),
             counters: HostCounters::default(),
             name_server: None,
+            listeners: Vec::new(),
+            streams: Vec::new(),
         }
     }
 
@@ -487,13 +525,14 @@ impl Host {
         };
         match repr.next_header {
             NextHeader::Xcmp => self.deliver_xcmp(now, &repr, &pkt),
+            NextHeader::Xstream => self.deliver_stream(now, &repr, p.payload()),
             NextHeader::Xdgram => {
                 let Ok(seg) = XdgramRepr::parse(p.payload()) else {
                     self.counters.malformed += 1;
                     return;
                 };
                 if self.config.xhcp && *repr.dst.intent() == XHCP_SID {
-                    return self.handle_beacon(port, seg.payload);
+                    return self.handle_beacon(now, port, seg.payload);
                 }
                 // The socket is the first local SID on the walk: the
                 // intent, or a bound SID before it.
@@ -588,7 +627,7 @@ impl Host {
 
     /// A router's XHCP beacon heard on interface `port`: move the interface
     /// to the AD and gateway it names if they are new.
-    fn handle_beacon(&mut self, port: PortId, body: &[u8]) {
+    fn handle_beacon(&mut self, now: Instant, port: PortId, body: &[u8]) {
         let Ok(beacon) = Beacon::parse(body) else {
             self.counters.malformed += 1;
             return;
@@ -611,6 +650,7 @@ impl Host {
                 gateway: Some(beacon.gateway),
             },
         );
+        self.rebind_streams(now);
         self.push_event(HostEvent::NetworkChanged {
             interface: port,
             old_ad: old.ad,
@@ -794,6 +834,63 @@ mod tests {
         a.send_to(sa, &Dag::from_xid(Xid::new(Principal::SID, [1; 20])), b"x")
             .unwrap();
         assert_eq!(a.poll_transmit().unwrap().next_hop, Some(gw));
+    }
+
+    #[test]
+    fn a_stream_between_two_hosts_is_rebound_by_an_xhcp_move() {
+        let (mut a, mut b) = (host(1, 7), host(2, 7));
+        let web = Xid::new(Principal::SID, [0x77; 20]);
+        let l = b.listen(Some(web)).unwrap();
+        let to_web = b.dag().append_xid(web).unwrap();
+        let now = Instant::ZERO;
+        let s = a.connect(&to_web, now).unwrap();
+        pump(&mut a, &mut b);
+        let server = b.accept(l).expect("accepted");
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 + 3) as u8).collect();
+        let (mut sent, mut got) = (0, Vec::new());
+        let mut buf = vec![0u8; 8192];
+        let mut moved = false;
+        while got.len() < data.len() {
+            sent += a.stream_write(s, &data[sent..], now).unwrap();
+            pump(&mut a, &mut b);
+            loop {
+                let n = b.stream_read(server, &mut buf, now).unwrap();
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            pump(&mut a, &mut b);
+            if !moved && got.len() > 50_000 {
+                // The client's network changes under it: XHCP moves it.
+                let beacon = Beacon {
+                    ad: Xid::new(Principal::AD, [9; 20]),
+                    gateway: Xid::new(Principal::HID, [0xee; 20]),
+                    name_server: None,
+                };
+                a.handle_packet(now, 0, beacon.packet());
+                moved = true;
+            }
+        }
+        assert_eq!(got, data);
+        // The client's end was rebound to its new DAG; the server's view of
+        // its peer changes only through a signed MIGRATE (the migration
+        // work), never because a packet's source says so.
+        let local = a.stream(s).unwrap().local_dag().clone();
+        assert_eq!(local.nodes()[0].xid, Xid::new(Principal::AD, [9; 20]));
+        let peer = b.stream(server).unwrap().peer_dag().clone();
+        assert_eq!(peer.nodes()[0].xid, Xid::new(Principal::AD, [7; 20]));
+        a.stream_close(s, now).unwrap();
+        pump(&mut a, &mut b);
+        assert!(b.stream(server).unwrap().is_read_finished());
+        let events: Vec<_> = std::iter::from_fn(|| a.poll_event()).collect();
+        assert!(
+            events.contains(&HostEvent::Stream {
+                stream: s,
+                event: StreamEvent::Connected
+            }),
+            "{events:?}"
+        );
     }
 
     #[test]
