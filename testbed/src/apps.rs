@@ -8,7 +8,8 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use xia_stack::dag::Dag;
-use xia_stack::host::{Host, HostEvent, NetError, SocketHandle};
+use xia_stack::host::{Host, HostEvent, ListenerHandle, NetError, SocketHandle, StreamHandle};
+use xia_stack::stream::StreamEvent;
 use xia_stack::time::Instant;
 
 /// A pinger: `count` echo requests every `interval`, then statistics after
@@ -344,5 +345,161 @@ impl FlowSink {
             }
         }
         true
+    }
+}
+
+/// The byte at offset `i` of a stream flow's data: a pattern the receiver
+/// can check without keeping a copy.
+pub fn stream_byte(i: u64) -> u8 {
+    (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as u8
+}
+
+/// The sending end of a stream flow: connects, writes `bytes` of the
+/// pattern as the window allows, then closes.
+#[derive(Debug)]
+pub struct StreamClient {
+    /// Where to.
+    pub dst: Dag,
+    bytes: u64,
+    /// Bytes handed to the connection.
+    pub written: u64,
+    /// The connection, once opened.
+    pub stream: Option<StreamHandle>,
+    /// When it connected.
+    pub started: Option<Instant>,
+    /// When the handshake completed.
+    pub connected: Option<Instant>,
+    closed: bool,
+    /// How the connection failed, if it did.
+    pub error: Option<String>,
+}
+
+impl StreamClient {
+    /// A client for `bytes` bytes to `dst`.
+    pub fn new(dst: Dag, bytes: u64) -> StreamClient {
+        StreamClient {
+            dst,
+            bytes,
+            written: 0,
+            stream: None,
+            started: None,
+            connected: None,
+            closed: false,
+            error: None,
+        }
+    }
+
+    /// Woken at the start time: connect.
+    pub fn wake(&mut self, now: Instant, host: &mut Host) -> Option<Instant> {
+        if self.stream.is_none() {
+            self.started = Some(now);
+            match host.connect(&self.dst, now) {
+                Ok(h) => self.stream = Some(h),
+                Err(e) => self.error = Some(e.to_string()),
+            }
+        }
+        None
+    }
+
+    fn pump(&mut self, now: Instant, host: &mut Host) {
+        let Some(h) = self.stream else { return };
+        let mut chunk = [0u8; 16 * 1024];
+        while self.written < self.bytes {
+            let n = (self.bytes - self.written).min(chunk.len() as u64) as usize;
+            for (k, b) in chunk[..n].iter_mut().enumerate() {
+                *b = stream_byte(self.written + k as u64);
+            }
+            match host.stream_write(h, &chunk[..n], now) {
+                Ok(0) | Err(_) => return,
+                Ok(w) => self.written += w as u64,
+            }
+        }
+        if !self.closed {
+            self.closed = host.stream_close(h, now).is_ok();
+        }
+    }
+
+    /// Offers a host event; `true` if it was this client's.
+    pub fn on_event(&mut self, now: Instant, e: &HostEvent, host: &mut Host) -> bool {
+        let HostEvent::Stream { stream, event } = e else {
+            return false;
+        };
+        if Some(*stream) != self.stream {
+            return false;
+        }
+        match event {
+            StreamEvent::Connected => {
+                self.connected = Some(now);
+                self.pump(now, host);
+            }
+            StreamEvent::Writable => self.pump(now, host),
+            StreamEvent::Error(err) => self.error = Some(err.to_string()),
+            _ => {}
+        }
+        true
+    }
+}
+
+/// The receiving end of a stream flow: accepts one connection, reads and
+/// checks every byte, and closes when the sender has.
+#[derive(Debug)]
+pub struct StreamServer {
+    /// The listener.
+    pub listener: ListenerHandle,
+    /// The accepted connection.
+    pub stream: Option<StreamHandle>,
+    /// Bytes received.
+    pub received: u64,
+    /// Bytes that were not the pattern's.
+    pub corrupt: u64,
+    /// When the last byte (the sender's FIN) arrived.
+    pub finished: Option<Instant>,
+}
+
+impl StreamServer {
+    /// A server on `listener`.
+    pub fn new(listener: ListenerHandle) -> StreamServer {
+        StreamServer {
+            listener,
+            stream: None,
+            received: 0,
+            corrupt: 0,
+            finished: None,
+        }
+    }
+
+    fn drain(&mut self, now: Instant, host: &mut Host) {
+        let Some(h) = self.stream else { return };
+        let mut buf = [0u8; 16 * 1024];
+        while let Ok(n @ 1..) = host.stream_read(h, &mut buf, now) {
+            for (k, b) in buf[..n].iter().enumerate() {
+                if *b != stream_byte(self.received + k as u64) {
+                    self.corrupt += 1;
+                }
+            }
+            self.received += n as u64;
+        }
+        let done = host.stream(h).is_some_and(|c| c.is_read_finished());
+        if done && self.finished.is_none() {
+            self.finished = Some(now);
+            let _ = host.stream_close(h, now);
+        }
+    }
+
+    /// Offers a host event; `true` if it was this server's.
+    pub fn on_event(&mut self, now: Instant, e: &HostEvent, host: &mut Host) -> bool {
+        match e {
+            HostEvent::Incoming { listener, .. } if *listener == self.listener => {
+                if self.stream.is_none() {
+                    self.stream = host.accept(self.listener);
+                }
+                true
+            }
+            HostEvent::Stream { stream, .. } if Some(*stream) == self.stream => {
+                self.drain(now, host);
+                true
+            }
+            _ => false,
+        }
     }
 }

@@ -21,7 +21,7 @@ use xia_stack::host::{Host, HostConfig, HostEvent, SocketHandle};
 use xia_stack::time::Instant;
 use xia_stack::xid::Principal;
 
-use crate::apps::{FlowSender, FlowSink, Pinger};
+use crate::apps::{FlowSender, FlowSink, Pinger, StreamClient, StreamServer};
 use crate::link::{DirStats, Direction, Fate};
 use crate::pcap::{frame, mac, Capture};
 use crate::routes;
@@ -46,6 +46,8 @@ enum App {
     Sender(FlowSender, usize),
     Sink(FlowSink, usize),
     Service(SocketHandle, u64, usize),
+    StreamClient(StreamClient, usize),
+    StreamServer(StreamServer, usize),
 }
 
 #[derive(Debug)]
@@ -159,6 +161,35 @@ pub struct FlowReport {
     pub net_errors: u32,
 }
 
+/// A stream transfer's outcome.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamReport {
+    /// Client.
+    pub from: String,
+    /// Server.
+    pub to: String,
+    /// Bytes the client was to send.
+    pub bytes: u64,
+    /// Bytes the server received.
+    pub received: u64,
+    /// Received bytes that were wrong (always 0 unless something is broken).
+    pub corrupt: u64,
+    /// From the client's connect to the server seeing the end of the stream.
+    pub duration: Option<Duration>,
+    /// Segments the client retransmitted.
+    pub retransmissions: u64,
+    /// How the connection failed, if it did.
+    pub error: Option<String>,
+}
+
+impl StreamReport {
+    /// Goodput in Mbit/s, if the transfer finished.
+    pub fn goodput_mbps(&self) -> Option<f64> {
+        let d = self.duration?.as_secs_f64();
+        (d > 0.0).then(|| self.received as f64 * 8.0 / d / 1e6)
+    }
+}
+
 /// A service's outcome.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceReport {
@@ -194,6 +225,8 @@ pub struct Report {
     pub pings: Vec<PingReport>,
     /// Flows, in scenario order.
     pub flows: Vec<FlowReport>,
+    /// Stream transfers, in scenario order.
+    pub streams: Vec<StreamReport>,
     /// Services and the datagrams they received.
     pub services: Vec<ServiceReport>,
     /// Router counters, by name (node order).
@@ -358,6 +391,28 @@ impl Simulation {
                 },
             );
         }
+        for (k, st) in self.topo.streams.clone().into_iter().enumerate() {
+            let sid = derived_identity(Principal::SID, &format!("stream {k} server")).xid();
+            let NodeState::Host(server, _) = &mut self.nodes[st.to] else {
+                return Err(SimError::Setup(format!("stream {k}: server is not a host")));
+            };
+            let l = server
+                .listen(Some(sid))
+                .map_err(|e| SimError::Setup(format!("stream {k}: {e}")))?;
+            let base = match &st.dag {
+                Some(d) => d.clone(),
+                None => server.dag(),
+            };
+            let dst = base
+                .append_xid(sid)
+                .map_err(|e| SimError::Setup(format!("stream {k}: {e}")))?;
+            self.add_app(st.to, App::StreamServer(StreamServer::new(l), k));
+            let app = self.add_app(
+                st.from,
+                App::StreamClient(StreamClient::new(dst, st.bytes), k),
+            );
+            self.schedule(Instant::ZERO + st.at, Event::Wake { node: st.from, app });
+        }
         for (k, flow) in self.topo.flows.clone().into_iter().enumerate() {
             let sink_sid = derived_identity(Principal::SID, &format!("flow {k} sink")).xid();
             let NodeState::Host(sink_host, _) = &mut self.nodes[flow.to] else {
@@ -403,7 +458,10 @@ impl Simulation {
     }
 
     fn schedule(&mut self, at: Instant, event: Event) {
-        let background = self.background || matches!(event, Event::Timer { .. });
+        // Router timers are background; a host's (its connections'
+        // retransmissions) are the scenario's own work.
+        let background = self.background
+            || matches!(event, Event::Timer { node } if matches!(self.nodes[node], NodeState::Router(_)));
         self.seq += 1;
         if !background {
             self.foreground += 1;
@@ -483,7 +541,8 @@ impl Simulation {
             NodeState::Host(host, apps) => match &mut apps[app] {
                 App::Ping(p, _) => p.wake(now, host),
                 App::Sender(s, _) => s.wake(now, host),
-                App::Sink(..) | App::Service(..) => None,
+                App::StreamClient(c, _) => c.wake(now, host),
+                App::Sink(..) | App::Service(..) | App::StreamServer(..) => None,
             },
             NodeState::Router(_) => None,
         };
@@ -498,8 +557,9 @@ impl Simulation {
             return; // superseded
         }
         self.timers[node] = None;
-        if let NodeState::Router(r) = &mut self.nodes[node] {
-            r.handle_timeout(self.now);
+        match &mut self.nodes[node] {
+            NodeState::Router(r) => r.handle_timeout(self.now),
+            NodeState::Host(h, _) => h.handle_timeout(self.now),
         }
         self.flush(node);
     }
@@ -523,10 +583,17 @@ impl Simulation {
             }
             NodeState::Host(host, apps) => {
                 while let Some(e) = host.poll_event() {
-                    dispatch(&e, host, apps);
+                    dispatch(self.now, &e, host, apps);
                 }
                 while let Some(t) = host.poll_transmit() {
                     out.push((t.port as usize, t.packet));
+                }
+                let next = host.poll_timeout();
+                if next != self.timers[node] {
+                    self.timers[node] = next;
+                    if let Some(at) = next {
+                        self.schedule(at, Event::Timer { node });
+                    }
                 }
             }
         }
@@ -573,6 +640,8 @@ impl Simulation {
         let mut flows: Vec<(usize, FlowReport)> = Vec::new();
         let mut sinks: Vec<(usize, &FlowSink)> = Vec::new();
         let mut services = Vec::new();
+        let mut clients: Vec<(usize, &StreamClient)> = Vec::new();
+        let mut servers: Vec<(usize, &StreamServer)> = Vec::new();
         for (i, n) in self.nodes.iter().enumerate() {
             let NodeState::Host(_, apps) = n else {
                 continue;
@@ -608,6 +677,8 @@ impl Simulation {
                         ))
                     }
                     App::Sink(s, k) => sinks.push((*k, s)),
+                    App::StreamClient(c, k) => clients.push((*k, c)),
+                    App::StreamServer(sv, k) => servers.push((*k, sv)),
                     App::Service(_, count, k) => services.push(ServiceReport {
                         name: self.topo.services[*k].name.clone(),
                         host: self.topo.nodes[i].name.clone(),
@@ -626,6 +697,30 @@ impl Simulation {
         }
         flows.sort_by_key(|(k, _)| *k);
         pings.sort_by_key(|(k, _)| *k);
+        clients.sort_by_key(|(k, _)| *k);
+        let streams = clients
+            .iter()
+            .map(|(k, c)| {
+                let spec = &self.topo.streams[*k];
+                let sv = servers.iter().find(|(sk, _)| sk == k).map(|(_, s)| *s);
+                let received = sv.map_or(0, |s| s.received);
+                let duration = match (c.started, sv.and_then(|s| s.finished)) {
+                    (Some(a), Some(b)) => Some(b - a),
+                    _ => None,
+                };
+                let stats = c.stream.and_then(|h| self.host_stream_stats(spec.from, h));
+                StreamReport {
+                    from: self.topo.nodes[spec.from].name.clone(),
+                    to: self.topo.nodes[spec.to].name.clone(),
+                    bytes: spec.bytes,
+                    received,
+                    corrupt: sv.map_or(0, |s| s.corrupt),
+                    duration,
+                    retransmissions: stats.map_or(0, |s| s.retransmissions),
+                    error: c.error.clone(),
+                }
+            })
+            .collect();
         let routers = self
             .nodes
             .iter()
@@ -653,6 +748,7 @@ impl Simulation {
             events: self.events,
             end: self.now,
             pings: pings.into_iter().map(|(_, p)| p).collect(),
+            streams,
             flows: flows.into_iter().map(|(_, f)| f).collect(),
             services,
             routers,
@@ -661,12 +757,27 @@ impl Simulation {
     }
 }
 
-fn dispatch(e: &HostEvent, host: &mut Host, apps: &mut [App]) {
+impl Simulation {
+    fn host_stream_stats(
+        &self,
+        node: usize,
+        h: xia_stack::host::StreamHandle,
+    ) -> Option<xia_stack::stream::Stats> {
+        match &self.nodes[node] {
+            NodeState::Host(host, _) => host.stream(h).map(|c| c.stats()),
+            NodeState::Router(_) => None,
+        }
+    }
+}
+
+fn dispatch(now: Instant, e: &HostEvent, host: &mut Host, apps: &mut [App]) {
     for a in apps.iter_mut() {
         let taken = match a {
             App::Ping(p, _) => p.on_event(e),
             App::Sender(s, _) => s.on_event(e),
             App::Sink(s, _) => s.on_event(e, host),
+            App::StreamClient(c, _) => c.on_event(now, e, host),
+            App::StreamServer(sv, _) => sv.on_event(now, e, host),
             App::Service(sock, count, _) => match e {
                 HostEvent::Readable(s) if s == sock => {
                     while host.recv_from(*sock).is_some() {
@@ -719,6 +830,31 @@ impl fmt::Display for Report {
                     fl.reordered,
                     fl.net_errors
                 )?;
+            }
+            writeln!(f)?;
+        }
+        if !self.streams.is_empty() {
+            writeln!(f, "streams:")?;
+            for s in &self.streams {
+                let time = s.duration.map_or_else(
+                    || "unfinished".to_string(),
+                    |d| format!("{:.3} s", d.as_secs_f64()),
+                );
+                let rate = s
+                    .goodput_mbps()
+                    .map_or_else(String::new, |g| format!(", {g:.2} Mbit/s"));
+                write!(
+                    f,
+                    "  {} -> {}: {} of {} bytes in {time}{rate}, {} retransmissions",
+                    s.from, s.to, s.received, s.bytes, s.retransmissions
+                )?;
+                if s.corrupt > 0 {
+                    write!(f, ", {} CORRUPT bytes", s.corrupt)?;
+                }
+                if let Some(e) = &s.error {
+                    write!(f, ", error: {e}")?;
+                }
+                writeln!(f)?;
             }
             writeln!(f)?;
         }

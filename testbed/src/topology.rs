@@ -32,6 +32,12 @@
 //! [xhcp]                 # optional: routers beacon their AD to hosts
 //! interval = "1s"
 //!
+//! [[stream]]             # a reliable XStream transfer
+//! from = "h1"
+//! to = "h2"
+//! at = "1s"
+//! bytes = 1000000
+//!
 //! [[flow]]               # datagrams from one host's socket to another's
 //! from = "h1"
 //! to = "h2"
@@ -89,6 +95,18 @@ struct RawTopology {
     #[serde(default)]
     service: Vec<RawService>,
     xhcp: Option<RawXhcp>,
+    #[serde(default)]
+    stream: Vec<RawStream>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStream {
+    from: Spanned<String>,
+    to: Spanned<String>,
+    at: Spanned<String>,
+    bytes: Spanned<i64>,
+    dag: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -295,6 +313,25 @@ pub struct Topology {
     pub services: Vec<ServiceSpec>,
     /// Routers send XHCP beacons this often (`[xhcp] interval`).
     pub xhcp_interval: Option<Duration>,
+    /// Stream transfers.
+    pub streams: Vec<StreamSpec>,
+}
+
+/// A stream transfer: a client on `from` connects to a server SID on `to`
+/// and sends `bytes` bytes, then closes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StreamSpec {
+    /// The client host.
+    pub from: usize,
+    /// The server host.
+    pub to: usize,
+    /// When the client connects.
+    pub at: Duration,
+    /// How much it sends.
+    pub bytes: u64,
+    /// The server's DAG to use instead of its `AD HID` (the server SID is
+    /// appended).
+    pub dag: Option<Dag>,
 }
 
 /// A service: a datagram socket bound to a SID on a host from the start,
@@ -686,6 +723,46 @@ impl Topology {
                 dag,
             });
         }
+        let mut streams = Vec::new();
+        for st in &raw.stream {
+            let (from, to) = (find_node(&st.from)?, find_node(&st.to)?);
+            for (sp, n) in [(&st.from, from), (&st.to, to)] {
+                if nodes[n].kind != NodeKind::Host {
+                    return cx.err(
+                        sp.span(),
+                        format!("streams run between hosts; {:?} is a router", sp.get_ref()),
+                    );
+                }
+            }
+            let at = parse_duration(st.at.get_ref())
+                .map_or_else(|| cx.err(st.at.span(), "at is not a time like \"1s\""), Ok)?;
+            let bytes = match *st.bytes.get_ref() {
+                b @ 0..=10_000_000_000 => b as u64,
+                b => {
+                    return cx.err(
+                        st.bytes.span(),
+                        format!("bytes {b} must be 0 to 10000000000"),
+                    )
+                }
+            };
+            let dag = match &st.dag {
+                None => None,
+                Some(d) => match names
+                    .expand(d.get_ref())
+                    .and_then(|t| Dag::parse(&t).map_err(|e| e.to_string()))
+                {
+                    Ok(dag) => Some(dag),
+                    Err(m) => return cx.err(d.span(), format!("dag: {m}")),
+                },
+            };
+            streams.push(StreamSpec {
+                from,
+                to,
+                at,
+                bytes,
+                dag,
+            });
+        }
         let xhcp_interval = match &raw.xhcp {
             None => None,
             Some(x) => match parse_duration(x.interval.get_ref()) {
@@ -699,6 +776,7 @@ impl Topology {
             },
         };
         Ok(Topology {
+            streams,
             xhcp_interval,
             services,
             ads,

@@ -303,3 +303,26 @@ fn xhcp_beacons_reach_hosts_and_do_not_keep_the_run_alive() {
     let rb = &r.routers.iter().find(|(n, _)| n == "rB").unwrap().1;
     assert!(rb.beacons_heard > 0 && rb.broadcast == 0, "{rb:?}");
 }
+
+#[test]
+fn a_stream_crosses_three_ads_over_a_lossy_link() {
+    let text = "[[stream]]\nfrom = \"h1\"\nto = \"h2\"\nat = \"1s\"\nbytes = 500000\n";
+    let r = sim(line("loss = 0.02\nbandwidth = \"10Mbps\"", text), 3);
+    let s = &r.streams[0];
+    assert_eq!(s.error, None);
+    assert_eq!((s.received, s.corrupt), (500_000, 0), "{s:?}");
+    assert!(
+        s.retransmissions > 0,
+        "2 % loss costs retransmissions: {s:?}"
+    );
+    let g = s.goodput_mbps().unwrap();
+    assert!(
+        g > 0.5 && g < 10.0,
+        "goodput {g} Mbit/s on a 10 Mbit/s link"
+    );
+    assert_eq!(
+        sim(line("loss = 0.02\nbandwidth = \"10Mbps\"", text), 3).streams[0],
+        *s,
+        "deterministic"
+    );
+}
