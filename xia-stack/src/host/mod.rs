@@ -24,7 +24,6 @@
 mod streams;
 
 use std::collections::VecDeque;
-use std::time::Duration;
 
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -697,11 +696,6 @@ impl Host {
     pub fn poll_event(&mut self) -> Option<HostEvent> {
         self.events.pop_front()
     }
-}
-
-/// Round-trip time of an echo, for pingers: `at - sent`.
-pub fn rtt(sent: Instant, at: Instant) -> Duration {
-    at - sent
 }
 
 #[cfg(test)]
