@@ -279,6 +279,24 @@ impl NameServer {
     }
 }
 
+/// Wraps an encoded request or response with the request id that pairs
+/// them on the wire (a datagram service may answer out of order).
+pub fn encode_message(id: u32, body: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(4 + body.len());
+    m.extend_from_slice(&id.to_be_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+/// Splits a message into its request id and body.
+pub fn split_message(bytes: &[u8]) -> Result<(u32, &[u8]), NameError> {
+    if bytes.len() < 4 {
+        return Err(NameError::Malformed("truncated"));
+    }
+    let (id, body) = bytes.split_at(4);
+    Ok((u32::from_be_bytes(id.try_into().expect("4 bytes")), body))
+}
+
 // Encoding: a type byte, then fields; strings are u16 length + bytes,
 // DAGs a node count byte + the node array, XIDs their 24-byte wire form.
 

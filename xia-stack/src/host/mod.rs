@@ -21,6 +21,7 @@
 //! The host has no timers of its own yet: datagrams and echo need none
 //! (a pinger's interval and timeout belong to the application).
 
+mod names;
 mod streams;
 
 use std::collections::VecDeque;
@@ -121,6 +122,13 @@ pub enum NetError {
 /// Something the application should know.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum HostEvent {
+    /// A name server answered request `id`; a refusal comes as its text.
+    NameAnswer {
+        /// The request id [`Host::name_request`] returned.
+        id: u32,
+        /// The answer.
+        answer: Result<crate::naming::NameResponse, String>,
+    },
     /// A listener accepted a connection (take it with [`Host::accept`]).
     Incoming {
         /// The listener.
@@ -198,6 +206,9 @@ pub enum HostError {
     /// The transmit queue is full.
     #[error("transmit queue full")]
     QueueFull,
+    /// No name server is known (XHCP has not announced one).
+    #[error("no name server known")]
+    NoNameServer,
     /// No such stream.
     #[error("no stream {0:?}")]
     BadStream(StreamHandle),
@@ -250,6 +261,9 @@ pub struct Host {
     name_server: Option<Dag>,
     listeners: Vec<Option<streams::Listener>>,
     streams: Vec<Option<streams::Stream>>,
+    // The name-server role, and the SID answers to our requests come to.
+    names: Option<crate::naming::NameServer>,
+    resolver: Option<Xid>,
 }
 
 /// The principal types a host has tables for.
@@ -309,6 +323,8 @@ impl Host {
             name_server: None,
             listeners: Vec::new(),
             streams: Vec::new(),
+            names: None,
+            resolver: None,
         }
     }
 
@@ -532,6 +548,9 @@ impl Host {
                 };
                 if self.config.xhcp && *repr.dst.intent() == XHCP_SID {
                     return self.handle_beacon(now, port, seg.payload);
+                }
+                if self.deliver_names(repr.dst.intent(), &repr.src, seg.payload) {
+                    return;
                 }
                 // The socket is the first local SID on the walk: the
                 // intent, or a bound SID before it.
@@ -884,6 +903,66 @@ mod tests {
                 event: StreamEvent::Connected
             }),
             "{events:?}"
+        );
+    }
+
+    #[test]
+    fn register_and_resolve_names_over_the_network() {
+        use crate::naming::{NameRequest, NameResponse, Registration};
+        let (mut client, mut server) = (host(1, 7), host(2, 7));
+        server.serve_names(100);
+        let ns = server.name_server_dag().unwrap();
+        // A service on the client registers itself, signed by its SID's key.
+        let svc = Identity::from_secret_bytes(Principal::SID, &[0x33; 32]);
+        client.bind(Some(svc.xid())).unwrap();
+        let svc_dag = client.dag().append_xid(svc.xid()).unwrap();
+        let reg = Registration::sign(&svc, "echo.example", &svc_dag, 1).unwrap();
+        let id = client
+            .name_request(&ns, &NameRequest::Register(Box::new(reg.clone())))
+            .unwrap();
+        pump(&mut client, &mut server);
+        assert_eq!(
+            client.poll_event(),
+            Some(HostEvent::NameAnswer {
+                id,
+                answer: Ok(NameResponse::Registered { seq: 1 })
+            })
+        );
+        // Replaying it is refused, over the wire too.
+        let id2 = client
+            .name_request(&ns, &NameRequest::Register(Box::new(reg)))
+            .unwrap();
+        pump(&mut client, &mut server);
+        match client.poll_event() {
+            Some(HostEvent::NameAnswer {
+                id,
+                answer: Err(why),
+            }) => {
+                assert_eq!(id, id2);
+                assert!(why.contains("not above"), "{why}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Resolving through the name server XHCP announced.
+        assert_eq!(client.resolve("echo.example"), Err(HostError::NoNameServer));
+        let beacon = Beacon {
+            ad: Xid::new(Principal::AD, [7; 20]),
+            gateway: Xid::new(Principal::HID, [0xee; 20]),
+            name_server: Some(ns),
+        };
+        client.handle_packet(Instant::ZERO, 0, beacon.packet());
+        let id3 = client.resolve("echo.example").unwrap();
+        pump(&mut client, &mut server);
+        assert_eq!(
+            client.poll_event(),
+            Some(HostEvent::NameAnswer {
+                id: id3,
+                answer: Ok(NameResponse::Record {
+                    name: "echo.example".into(),
+                    dag: svc_dag,
+                    seq: 1
+                })
+            })
         );
     }
 
