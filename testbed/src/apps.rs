@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use xia_stack::dag::Dag;
 use xia_stack::host::{Host, HostEvent, ListenerHandle, NetError, SocketHandle, StreamHandle};
+use xia_stack::naming::NameResponse;
 use xia_stack::stream::StreamEvent;
 use xia_stack::time::Instant;
 
@@ -16,8 +17,12 @@ use xia_stack::time::Instant;
 /// `timeout`.
 #[derive(Debug)]
 pub struct Pinger {
-    /// Destination.
-    pub dst: Dag,
+    /// Destination (`None` until a name is resolved).
+    pub dst: Option<Dag>,
+    /// The name to resolve first, for `ping name:…`.
+    pub name: Option<String>,
+    // The outstanding name request.
+    pending: Option<u32>,
     /// A name for the destination in the output.
     pub label: String,
     count: u32,
@@ -61,7 +66,9 @@ impl Pinger {
         ident: u16,
     ) -> Pinger {
         Pinger {
-            dst,
+            dst: Some(dst),
+            name: None,
+            pending: None,
             label,
             count,
             interval,
@@ -94,17 +101,54 @@ impl Pinger {
         self.sent.len() as u32
     }
 
-    /// Woken at `now`: send the next request or finish. Returns when to wake
-    /// next.
+    /// A pinger that resolves `name` first.
+    pub fn by_name(
+        name: String,
+        count: u32,
+        interval: Duration,
+        size: usize,
+        timeout: Duration,
+        ident: u16,
+    ) -> Pinger {
+        let mut p = Pinger::new(
+            Dag::from_xid(xia_stack::xid::Xid::BROADCAST_HID),
+            name.clone(),
+            count,
+            interval,
+            size,
+            timeout,
+            ident,
+        );
+        p.dst = None;
+        p.name = Some(name);
+        p
+    }
+
+    /// Woken at `now`: resolve the name, send the next request or finish.
+    /// Returns when to wake next.
     pub fn wake(&mut self, now: Instant, host: &mut Host) -> Option<Instant> {
         if self.done {
             return None;
         }
-        if self.started.is_none() {
-            self.started = Some(now);
+        let Some(dst) = self.dst.clone() else {
+            // `ping name:…`: ask the name server, and wait for its answer.
+            if self.pending.is_none() {
+                self.started = Some(now);
+                match host.resolve(self.name.as_deref().unwrap_or_default()) {
+                    Ok(id) => self.pending = Some(id),
+                    Err(e) => {
+                        self.lines.push(format!("ping: {}: {e}", self.label));
+                        self.finish(now);
+                    }
+                }
+            }
+            return None;
+        };
+        if self.lines.is_empty() {
+            self.started.get_or_insert(now);
             self.lines.push(format!(
                 "PING {} ({}): {} data bytes",
-                show(&self.dst),
+                show(&dst),
                 self.label,
                 self.size
             ));
@@ -115,7 +159,7 @@ impl Pinger {
             // The payload carries nothing the pinger needs: send times are
             // kept here, so the data is a fixed pattern like ping's.
             let data: Vec<u8> = (0..self.size).map(|i| i as u8).collect();
-            match host.ping(&self.dst, self.ident, seq, &data, self.hop_limit) {
+            match host.ping(&dst, self.ident, seq, &data, self.hop_limit) {
                 Ok(()) => {
                     self.sent.insert(seq, now);
                     self.last_activity = now;
@@ -172,8 +216,36 @@ impl Pinger {
         }
     }
 
-    /// Offers a host event; `true` if it was this pinger's.
-    pub fn on_event(&mut self, e: &HostEvent) -> bool {
+    /// Offers a host event; `Some(wake)` if it was this pinger's, with
+    /// when to wake it (`Some(now)` once a name is resolved).
+    pub fn on_event(&mut self, now: Instant, e: &HostEvent) -> Option<Option<Instant>> {
+        if let HostEvent::NameAnswer { id, answer } = e {
+            if Some(*id) != self.pending {
+                return None;
+            }
+            self.pending = None;
+            return Some(match answer {
+                Ok(NameResponse::Record { dag, .. }) => {
+                    self.dst = Some(dag.clone());
+                    Some(now)
+                }
+                Ok(_) => {
+                    self.lines
+                        .push(format!("ping: {}: Name or service not known", self.label));
+                    self.finish(now);
+                    None
+                }
+                Err(why) => {
+                    self.lines.push(format!("ping: {}: {why}", self.label));
+                    self.finish(now);
+                    None
+                }
+            });
+        }
+        self.on_reply(e).then_some(None)
+    }
+
+    fn on_reply(&mut self, e: &HostEvent) -> bool {
         match e {
             HostEvent::EchoReply {
                 from,
@@ -358,8 +430,11 @@ pub fn stream_byte(i: u64) -> u8 {
 /// pattern as the window allows, then closes.
 #[derive(Debug)]
 pub struct StreamClient {
-    /// Where to.
-    pub dst: Dag,
+    /// Where to (`None` until a name is resolved).
+    pub dst: Option<Dag>,
+    /// The name to resolve first.
+    pub name: Option<String>,
+    pending: Option<u32>,
     bytes: u64,
     /// Bytes handed to the connection.
     pub written: u64,
@@ -378,7 +453,9 @@ impl StreamClient {
     /// A client for `bytes` bytes to `dst`.
     pub fn new(dst: Dag, bytes: u64) -> StreamClient {
         StreamClient {
-            dst,
+            dst: Some(dst),
+            name: None,
+            pending: None,
             bytes,
             written: 0,
             stream: None,
@@ -389,16 +466,37 @@ impl StreamClient {
         }
     }
 
-    /// Woken at the start time: connect.
+    /// A client that resolves `name` and sends `bytes` to what it names.
+    pub fn by_name(name: String, bytes: u64) -> StreamClient {
+        let mut c = StreamClient::new(Dag::from_xid(xia_stack::xid::Xid::BROADCAST_HID), bytes);
+        c.dst = None;
+        c.name = Some(name);
+        c
+    }
+
+    /// Woken at the start time: resolve the name, or connect.
     pub fn wake(&mut self, now: Instant, host: &mut Host) -> Option<Instant> {
-        if self.stream.is_none() {
-            self.started = Some(now);
-            match host.connect(&self.dst, now) {
-                Ok(h) => self.stream = Some(h),
-                Err(e) => self.error = Some(e.to_string()),
-            }
+        if self.stream.is_some() || self.pending.is_some() {
+            return None;
+        }
+        self.started = Some(now);
+        match (&self.dst, &self.name) {
+            (Some(_), _) => self.open(now, host),
+            (None, Some(name)) => match host.resolve(name) {
+                Ok(id) => self.pending = Some(id),
+                Err(e) => self.error = Some(format!("{name}: {e}")),
+            },
+            (None, None) => {}
         }
         None
+    }
+
+    fn open(&mut self, now: Instant, host: &mut Host) {
+        let Some(dst) = &self.dst else { return };
+        match host.connect(dst, now) {
+            Ok(h) => self.stream = Some(h),
+            Err(e) => self.error = Some(e.to_string()),
+        }
     }
 
     fn pump(&mut self, now: Instant, host: &mut Host) {
@@ -421,6 +519,26 @@ impl StreamClient {
 
     /// Offers a host event; `true` if it was this client's.
     pub fn on_event(&mut self, now: Instant, e: &HostEvent, host: &mut Host) -> bool {
+        if let HostEvent::NameAnswer { id, answer } = e {
+            if Some(*id) != self.pending {
+                return false;
+            }
+            self.pending = None;
+            match answer {
+                Ok(NameResponse::Record { dag, .. }) => {
+                    self.dst = Some(dag.clone());
+                    self.open(now, host);
+                }
+                Ok(_) => {
+                    self.error = Some(format!(
+                        "{}: name not known",
+                        self.name.as_deref().unwrap_or_default()
+                    ))
+                }
+                Err(why) => self.error = Some(why.clone()),
+            }
+            return true;
+        }
         let HostEvent::Stream { stream, event } = e else {
             return false;
         };

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use xia_router::{Counters, Router, RouterConfig};
 use xia_stack::host::{Host, HostConfig, HostEvent, SocketHandle};
+use xia_stack::naming::{NameRequest, Registration, NAME_SERVER_SID};
 use xia_stack::time::Instant;
 use xia_stack::xid::Principal;
 
@@ -25,7 +26,7 @@ use crate::apps::{FlowSender, FlowSink, Pinger, StreamClient, StreamServer};
 use crate::link::{DirStats, Direction, Fate};
 use crate::pcap::{frame, mac, Capture};
 use crate::routes;
-use crate::topology::{derived_identity, Command, NodeKind, Topology};
+use crate::topology::{derived_identity, Command, NodeKind, Target, Topology};
 
 /// How to run.
 #[derive(Clone, Debug, Default)]
@@ -256,6 +257,11 @@ impl Simulation {
     pub fn new(topo: Topology, config: &SimConfig) -> Result<Simulation, SimError> {
         let ports = routes::ports(&topo);
         let n_nodes = topo.nodes.len();
+        let ns_dag = topo.name_server.map(|n| {
+            topo.node_dag(n)
+                .append_xid(NAME_SERVER_SID)
+                .expect("three nodes")
+        });
         let mut nodes = Vec::with_capacity(topo.nodes.len());
         for (i, n) in topo.nodes.iter().enumerate() {
             let ad = topo.ads[n.ad].xid;
@@ -264,6 +270,7 @@ impl Simulation {
                     let mut cfg = RouterConfig::new(ad, n.hid(), ports[i].len() as u16);
                     cfg.fast_path = !config.no_fast_path;
                     cfg.xhcp_interval = topo.xhcp_interval;
+                    cfg.name_server = ns_dag.clone();
                     let mut r = Router::new(cfg);
                     routes::install(&topo, &ports, i, r.tables_mut());
                     nodes.push(NodeState::Router(Box::new(r)));
@@ -272,7 +279,14 @@ impl Simulation {
                     let gateway = ports[i].first().map(|&(_, peer)| topo.nodes[peer].hid());
                     let mut cfg = HostConfig::new(n.identity.clone(), ad, gateway);
                     cfg.seed = config.seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-                    nodes.push(NodeState::Host(Box::new(Host::new(cfg)), Vec::new()));
+                    let mut host = Host::new(cfg);
+                    if let Some(ns) = &ns_dag {
+                        host.set_name_server(ns.clone());
+                        if topo.name_server == Some(i) {
+                            host.serve_names(100_000);
+                        }
+                    }
+                    nodes.push(NodeState::Host(Box::new(host), Vec::new()));
                 }
             }
         }
@@ -337,6 +351,10 @@ impl Simulation {
             topo,
         };
         sim.install_scenario()?;
+        // Send what setup queued (name registrations) at time zero.
+        for node in 0..sim.nodes.len() {
+            sim.flush(node);
+        }
         Ok(sim)
     }
 
@@ -348,9 +366,19 @@ impl Simulation {
                     sv.name
                 )));
             };
-            let sock = host
-                .bind(Some(sv.sid))
-                .map_err(|e| SimError::Setup(format!("service {}: {e}", sv.name)))?;
+            let setup =
+                |e: &dyn std::fmt::Display| SimError::Setup(format!("service {}: {e}", sv.name));
+            let sock = host.bind(Some(sv.sid)).map_err(|e| setup(&e))?;
+            // With a name server, the service registers its name (in
+            // lowercase, as names are), signed by its SID's key.
+            if let Some(ns) = host.name_server().cloned() {
+                let owner = derived_identity(Principal::SID, &format!("service {}", sv.name));
+                let dag = host.socket_dag(sock).expect("just bound");
+                let reg = Registration::sign(&owner, &sv.name.to_ascii_lowercase(), &dag, 1)
+                    .map_err(|e| setup(&e))?;
+                host.name_request(&ns, &NameRequest::Register(Box::new(reg)))
+                    .map_err(|e| setup(&e))?;
+            }
             self.add_app(sv.host, App::Service(sock, 0, k));
         }
         for (k, run) in self.topo.runs.clone().into_iter().enumerate() {
@@ -362,19 +390,26 @@ impl Simulation {
                 timeout,
                 hop_limit,
             } = run.command;
-            let label = self
-                .topo
-                .name_of(dst.intent())
-                .unwrap_or_else(|| dst.intent().to_string());
-            let mut pinger = Pinger::new(
-                dst,
-                label,
-                count,
-                interval,
-                size,
-                timeout,
-                0x1000 + k as u16,
-            );
+            let mut pinger = match dst {
+                Target::Dag(dst) => {
+                    let label = self
+                        .topo
+                        .name_of(dst.intent())
+                        .unwrap_or_else(|| dst.intent().to_string());
+                    Pinger::new(
+                        dst,
+                        label,
+                        count,
+                        interval,
+                        size,
+                        timeout,
+                        0x1000 + k as u16,
+                    )
+                }
+                Target::Name(name) => {
+                    Pinger::by_name(name, count, interval, size, timeout, 0x1000 + k as u16)
+                }
+            };
             pinger.hop_limit = hop_limit;
             pinger.names = self
                 .topo
@@ -392,7 +427,10 @@ impl Simulation {
             );
         }
         for (k, st) in self.topo.streams.clone().into_iter().enumerate() {
-            let sid = derived_identity(Principal::SID, &format!("stream {k} server")).xid();
+            let sid = match st.service {
+                Some(i) => self.topo.services[i].sid,
+                None => derived_identity(Principal::SID, &format!("stream {k} server")).xid(),
+            };
             let NodeState::Host(server, _) = &mut self.nodes[st.to] else {
                 return Err(SimError::Setup(format!("stream {k}: server is not a host")));
             };
@@ -407,10 +445,13 @@ impl Simulation {
                 .append_xid(sid)
                 .map_err(|e| SimError::Setup(format!("stream {k}: {e}")))?;
             self.add_app(st.to, App::StreamServer(StreamServer::new(l), k));
-            let app = self.add_app(
-                st.from,
-                App::StreamClient(StreamClient::new(dst, st.bytes), k),
-            );
+            let client = match st.service {
+                Some(i) => {
+                    StreamClient::by_name(self.topo.services[i].name.to_ascii_lowercase(), st.bytes)
+                }
+                None => StreamClient::new(dst, st.bytes),
+            };
+            let app = self.add_app(st.from, App::StreamClient(client, k));
             self.schedule(Instant::ZERO + st.at, Event::Wake { node: st.from, app });
         }
         for (k, flow) in self.topo.flows.clone().into_iter().enumerate() {
@@ -568,6 +609,7 @@ impl Simulation {
     /// its apps, and keeps its timer scheduled.
     fn flush(&mut self, node: usize) {
         let mut out = Vec::new();
+        let mut wakes = Vec::new();
         match &mut self.nodes[node] {
             NodeState::Router(r) => {
                 while let Some(t) = r.poll_transmit() {
@@ -583,7 +625,7 @@ impl Simulation {
             }
             NodeState::Host(host, apps) => {
                 while let Some(e) = host.poll_event() {
-                    dispatch(self.now, &e, host, apps);
+                    wakes.extend(dispatch(self.now, &e, host, apps));
                 }
                 while let Some(t) = host.poll_transmit() {
                     out.push((t.port as usize, t.packet));
@@ -599,6 +641,9 @@ impl Simulation {
         }
         for (port, packet) in out {
             self.transmit(node, port, packet);
+        }
+        for (app, at) in wakes {
+            self.schedule(at, Event::Wake { node, app });
         }
     }
 
@@ -770,10 +815,26 @@ impl Simulation {
     }
 }
 
-fn dispatch(now: Instant, e: &HostEvent, host: &mut Host, apps: &mut [App]) {
-    for a in apps.iter_mut() {
+/// Offers a host event to the node's apps until one takes it; returns the
+/// wake-ups an app asked for.
+fn dispatch(
+    now: Instant,
+    e: &HostEvent,
+    host: &mut Host,
+    apps: &mut [App],
+) -> Vec<(usize, Instant)> {
+    let mut wakes = Vec::new();
+    for (i, a) in apps.iter_mut().enumerate() {
         let taken = match a {
-            App::Ping(p, _) => p.on_event(e),
+            App::Ping(p, _) => match p.on_event(now, e) {
+                Some(wake) => {
+                    if let Some(at) = wake {
+                        wakes.push((i, at));
+                    }
+                    true
+                }
+                None => false,
+            },
             App::Sender(s, _) => s.on_event(e),
             App::Sink(s, _) => s.on_event(e, host),
             App::StreamClient(c, _) => c.on_event(now, e, host),
@@ -789,9 +850,10 @@ fn dispatch(now: Instant, e: &HostEvent, host: &mut Host, apps: &mut [App]) {
             },
         };
         if taken {
-            return;
+            break;
         }
     }
+    wakes
 }
 
 /// Runs `topo` with `config`.

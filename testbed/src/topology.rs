@@ -32,6 +32,9 @@
 //! [xhcp]                 # optional: routers beacon their AD to hosts
 //! interval = "1s"
 //!
+//! [name_server]          # optional: a host that serves names; services
+//! host = "h2"            # register theirs; `ping name:echo` resolves
+//!
 //! [[stream]]             # a reliable XStream transfer
 //! from = "h1"
 //! to = "h2"
@@ -97,13 +100,21 @@ struct RawTopology {
     xhcp: Option<RawXhcp>,
     #[serde(default)]
     stream: Vec<RawStream>,
+    name_server: Option<RawNameServer>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNameServer {
+    host: Spanned<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawStream {
     from: Spanned<String>,
-    to: Spanned<String>,
+    to: Option<Spanned<String>>,
+    service: Option<Spanned<String>>,
     at: Spanned<String>,
     bytes: Spanned<i64>,
     dag: Option<Spanned<String>>,
@@ -246,10 +257,10 @@ pub struct LinkSpec {
 /// One scenario command.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command {
-    /// `ping [-c COUNT] [-i SECONDS] [-s SIZE] [-t HOPS] [-W SECONDS] DAG`.
+    /// `ping [-c COUNT] [-i SECONDS] [-s SIZE] [-t HOPS] [-W SECONDS] DAG|name:NAME`.
     Ping {
         /// The destination.
-        dst: Dag,
+        dst: Target,
         /// How many echo requests.
         count: u32,
         /// Between requests.
@@ -261,6 +272,16 @@ pub enum Command {
         /// Hop limit of the requests (default 250).
         hop_limit: Option<u8>,
     },
+}
+
+/// Where a command goes: an address, or a name resolved first.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Target {
+    /// A DAG.
+    Dag(Dag),
+    /// A name (`name:NAME` in a command), resolved with the topology's
+    /// name server.
+    Name(String),
 }
 
 /// A command to run at a time on a node.
@@ -315,6 +336,9 @@ pub struct Topology {
     pub xhcp_interval: Option<Duration>,
     /// Stream transfers.
     pub streams: Vec<StreamSpec>,
+    /// The host that serves names (`[name_server] host`); services register
+    /// their names with it, and hosts know it from the start (or from XHCP).
+    pub name_server: Option<usize>,
 }
 
 /// A stream transfer: a client on `from` connects to a server SID on `to`
@@ -325,6 +349,9 @@ pub struct StreamSpec {
     pub from: usize,
     /// The server host.
     pub to: usize,
+    /// The service whose name the client resolves and whose SID the server
+    /// listens on (`service = "…"`), instead of a fresh server SID.
+    pub service: Option<usize>,
     /// When the client connects.
     pub at: Duration,
     /// How much it sends.
@@ -724,9 +751,26 @@ impl Topology {
             });
         }
         let mut streams = Vec::new();
+        let mut named_stream_line = None;
         for st in &raw.stream {
-            let (from, to) = (find_node(&st.from)?, find_node(&st.to)?);
-            for (sp, n) in [(&st.from, from), (&st.to, to)] {
+            let (to_span, to, service) = match (&st.to, &st.service) {
+                (Some(t), None) => (t, find_node(t)?, None),
+                (None, Some(sv)) => match services.iter().position(|s| &s.name == sv.get_ref()) {
+                    Some(i) => {
+                        named_stream_line.get_or_insert(sv.span());
+                        (sv, services[i].host, Some(i))
+                    }
+                    None => {
+                        return cx.err(sv.span(), format!("unknown service {:?}", sv.get_ref()))
+                    }
+                },
+                _ => return cx.err(
+                    st.from.span(),
+                    "a stream needs exactly one of `to` (a host) or `service` (a name to resolve)",
+                ),
+            };
+            let from = find_node(&st.from)?;
+            for (sp, n) in [(&st.from, from), (to_span, to)] {
                 if nodes[n].kind != NodeKind::Host {
                     return cx.err(
                         sp.span(),
@@ -758,6 +802,7 @@ impl Topology {
             streams.push(StreamSpec {
                 from,
                 to,
+                service,
                 at,
                 bytes,
                 dag,
@@ -775,7 +820,24 @@ impl Topology {
                 }
             },
         };
+        let name_server = match &raw.name_server {
+            None => None,
+            Some(ns) => {
+                let n = find_node(&ns.host)?;
+                if nodes[n].kind != NodeKind::Host {
+                    return cx.err(ns.host.span(), "the name server runs on a host");
+                }
+                Some(n)
+            }
+        };
+        if let (Some(span), None) = (named_stream_line, name_server) {
+            return cx.err(
+                span,
+                "streams to a service resolve its name: add a [name_server]",
+            );
+        }
         Ok(Topology {
+            name_server,
             streams,
             xhcp_interval,
             services,
@@ -848,6 +910,11 @@ impl Names<'_> {
         }
         Ok(out.join(" "))
     }
+}
+
+/// Checks a name-service name in a command.
+fn check_dns_name(name: &str) -> Result<(), String> {
+    xia_stack::naming::check_name(name).map_err(|e| e.to_string())
 }
 
 fn check_name(cx: &Ctx, name: &Spanned<String>) -> Result<(), TopologyError> {
@@ -932,6 +999,11 @@ fn parse_command(text: &str, names: &Names) -> Result<Command, String> {
                 return Err("ping needs a destination DAG".into());
             }
             let dst = match rest.as_slice() {
+                [one] if one.starts_with("name:") => {
+                    let name = &one["name:".len()..];
+                    check_dns_name(name)?;
+                    Target::Name(name.to_string())
+                }
                 [one] if one.starts_with('@') && names.nodes.iter().any(|n| n.name == one[1..]) => {
                     let name = &one[1..];
                     let n = names
@@ -939,11 +1011,11 @@ fn parse_command(text: &str, names: &Names) -> Result<Command, String> {
                         .iter()
                         .find(|n| n.name == name)
                         .ok_or_else(|| format!("@{name}: no node has that name"))?;
-                    Dag::path(&[names.ads[n.ad].xid, n.hid()]).expect("two nodes")
+                    Target::Dag(Dag::path(&[names.ads[n.ad].xid, n.hid()]).expect("two nodes"))
                 }
                 _ => {
                     let text = names.expand(&rest.join(" "))?;
-                    Dag::parse(&text).map_err(|e| format!("destination: {e}"))?
+                    Target::Dag(Dag::parse(&text).map_err(|e| format!("destination: {e}"))?)
                 }
             };
             Ok(Command::Ping {
@@ -1013,7 +1085,7 @@ command = "ping -c 2 @h2"
         match &t.runs[0].command {
             Command::Ping { dst, count, .. } => {
                 assert_eq!(*count, 2);
-                assert_eq!(*dst, t.node_dag(t.node("h2").unwrap()));
+                assert_eq!(*dst, Target::Dag(t.node_dag(t.node("h2").unwrap())));
             }
         }
     }

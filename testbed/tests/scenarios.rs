@@ -326,3 +326,37 @@ fn a_stream_crosses_three_ads_over_a_lossy_link() {
         "deterministic"
     );
 }
+
+#[test]
+fn a_client_resolves_a_name_and_streams_10_mb_three_ads_away() {
+    let r = sim(shipped("name-and-stream.toml"), 1);
+    let p = &r.pings[0];
+    assert_eq!(p.received, 2, "ping name:web: {:?}", p.lines);
+    assert!(p.lines[0].contains("(web)"), "{:?}", p.lines);
+    let s = &r.streams[0];
+    assert_eq!(
+        (s.received, s.corrupt, s.error.clone()),
+        (10_000_000, 0, None),
+        "{s:?}"
+    );
+    // A name nobody registered is reported, not guessed.
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/name-and-stream.toml"),
+    )
+    .unwrap()
+    .replace("ping -c 2 name:web", "ping -c 2 name:nobody")
+    .replace("bytes = 10000000", "bytes = 1000");
+    let r = sim(Topology::parse("t.toml", &text).unwrap(), 1);
+    assert!(
+        r.pings[0]
+            .lines
+            .iter()
+            .any(|l| l.contains("nobody: Name or service not known")),
+        "{:?}",
+        r.pings[0].lines
+    );
+    // Streams to a service need a name server.
+    let no_ns = text.replace("[name_server]\nhost = \"hN\"\n", "");
+    let e = Topology::parse("t.toml", &no_ns).unwrap_err();
+    assert!(e.message.contains("add a [name_server]"), "{e}");
+}

@@ -55,6 +55,12 @@ impl Host {
         Ok(id)
     }
 
+    /// Sets the name server to use (when it is known by configuration
+    /// rather than from XHCP).
+    pub fn set_name_server(&mut self, server: Dag) {
+        self.name_server = Some(server);
+    }
+
     /// Resolves `name` with the name server XHCP announced.
     pub fn resolve(&mut self, name: &str) -> Result<u32, HostError> {
         let server = self.name_server.clone().ok_or(HostError::NoNameServer)?;
