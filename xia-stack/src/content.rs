@@ -213,3 +213,241 @@ mod tests {
         assert!(c.get(&b).is_none());
     }
 }
+
+/// Most payload bytes of one chunk piece (keeps packets under a 1500-byte
+/// MTU with a 3-node destination and source DAG).
+pub const PIECE_LEN: usize = 1200;
+
+/// Most bytes one chunk may have.
+pub const MAX_CHUNK: usize = 16 << 20;
+
+/// A chunk-protocol message, carried in an XDGRAM datagram to (requests)
+/// or from (pieces) a DAG whose intent is the CID.
+///
+/// ```text
+/// request: 'G' | offset u32 | length u32     (send pieces of [offset, offset+length))
+/// piece:   'D' | total u32  | offset u32 | bytes…
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChunkMsg<'a> {
+    /// Asks for a byte range of the chunk.
+    Request {
+        /// First byte wanted.
+        offset: u32,
+        /// How many.
+        length: u32,
+    },
+    /// A piece of the chunk.
+    Piece {
+        /// The chunk's whole length.
+        total: u32,
+        /// Where this piece starts.
+        offset: u32,
+        /// Its bytes.
+        data: &'a [u8],
+    },
+}
+
+impl<'a> ChunkMsg<'a> {
+    /// Reads a message; `None` if it is not one.
+    pub fn parse(b: &'a [u8]) -> Option<ChunkMsg<'a>> {
+        let u32_at = |i: usize| {
+            b.get(i..i + 4)
+                .map(|x| u32::from_be_bytes(x.try_into().expect("4 bytes")))
+        };
+        match b.first()? {
+            b'G' if b.len() == 9 => Some(ChunkMsg::Request {
+                offset: u32_at(1)?,
+                length: u32_at(5)?,
+            }),
+            b'D' if b.len() >= 9 => {
+                let (total, offset) = (u32_at(1)?, u32_at(5)?);
+                let data = &b[9..];
+                let fits =
+                    (total as usize) <= MAX_CHUNK && offset as usize + data.len() <= total as usize;
+                fits.then_some(ChunkMsg::Piece {
+                    total,
+                    offset,
+                    data,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// The message as bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        match self {
+            ChunkMsg::Request { offset, length } => {
+                let mut v = vec![b'G'];
+                v.extend_from_slice(&offset.to_be_bytes());
+                v.extend_from_slice(&length.to_be_bytes());
+                v
+            }
+            ChunkMsg::Piece {
+                total,
+                offset,
+                data,
+            } => {
+                let mut v = vec![b'D'];
+                v.extend_from_slice(&total.to_be_bytes());
+                v.extend_from_slice(&offset.to_be_bytes());
+                v.extend_from_slice(data);
+                v
+            }
+        }
+    }
+}
+
+/// The pieces answering a request for `[offset, offset + length)` of
+/// `chunk`, as message bytes.
+pub fn pieces(chunk: &[u8], offset: u32, length: u32) -> Vec<Vec<u8>> {
+    let total = chunk.len() as u32;
+    let start = offset.min(total) as usize;
+    let end = (offset as u64 + length as u64).min(total as u64) as usize;
+    if chunk.is_empty() {
+        return vec![ChunkMsg::Piece {
+            total,
+            offset: 0,
+            data: &[],
+        }
+        .to_bytes()];
+    }
+    (start..end)
+        .step_by(PIECE_LEN)
+        .map(|at| {
+            let data = &chunk[at..(at + PIECE_LEN).min(end)];
+            ChunkMsg::Piece {
+                total,
+                offset: at as u32,
+                data,
+            }
+            .to_bytes()
+        })
+        .collect()
+}
+
+/// Reassembles a chunk from pieces arriving in any order, any number of
+/// times; bounded by [`MAX_CHUNK`].
+#[derive(Clone, Debug)]
+pub struct Reassembly {
+    total: Option<usize>,
+    buf: Vec<u8>,
+    have: Vec<bool>,
+    received: usize,
+}
+
+impl Default for Reassembly {
+    fn default() -> Self {
+        Reassembly::new()
+    }
+}
+
+impl Reassembly {
+    /// Nothing received yet.
+    pub fn new() -> Reassembly {
+        Reassembly {
+            total: None,
+            buf: Vec::new(),
+            have: Vec::new(),
+            received: 0,
+        }
+    }
+
+    /// Adds a piece; `false` if it contradicts the pieces so far (another
+    /// total length).
+    pub fn add(&mut self, total: u32, offset: u32, data: &[u8]) -> bool {
+        let total = total as usize;
+        match self.total {
+            None => {
+                self.total = Some(total);
+                self.buf = vec![0; total];
+                self.have = vec![false; total.div_ceil(PIECE_LEN).max(1)];
+            }
+            Some(t) if t != total => return false,
+            Some(_) => {}
+        }
+        let at = offset as usize;
+        if at % PIECE_LEN != 0 || at + data.len() > total {
+            return false;
+        }
+        let i = at / PIECE_LEN;
+        if !self.have[i] {
+            self.have[i] = true;
+            self.buf[at..at + data.len()].copy_from_slice(data);
+            self.received += 1;
+        }
+        true
+    }
+
+    /// The first missing byte range, if any (to ask again).
+    pub fn missing(&self) -> Option<(u32, u32)> {
+        let total = self.total?;
+        let first = self.have.iter().position(|h| !h)?;
+        let run = self.have[first..].iter().take_while(|h| !**h).count();
+        let start = first * PIECE_LEN;
+        let end = ((first + run) * PIECE_LEN).min(total);
+        Some((start as u32, (end - start) as u32))
+    }
+
+    /// The chunk, once every piece is in.
+    pub fn complete(&self) -> Option<&[u8]> {
+        (self.total.is_some() && self.have.iter().all(|h| *h)).then_some(&self.buf[..])
+    }
+}
+
+#[cfg(test)]
+mod chunk_tests {
+    use super::*;
+
+    #[test]
+    fn pieces_reassemble_in_any_order_and_missing_ranges_are_reported() {
+        let chunk: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+        let ps = pieces(&chunk, 0, chunk.len() as u32);
+        assert_eq!(ps.len(), 5);
+        let mut r = Reassembly::new();
+        for p in ps.iter().skip(1).rev() {
+            let ChunkMsg::Piece {
+                total,
+                offset,
+                data,
+            } = ChunkMsg::parse(p).unwrap()
+            else {
+                panic!()
+            };
+            assert!(r.add(total, offset, data));
+        }
+        assert_eq!(r.missing(), Some((0, 1200)));
+        assert!(r.complete().is_none());
+        let ChunkMsg::Piece {
+            total,
+            offset,
+            data,
+        } = ChunkMsg::parse(&ps[0]).unwrap()
+        else {
+            panic!()
+        };
+        r.add(total, offset, data);
+        assert_eq!(r.complete(), Some(&chunk[..]));
+        assert_eq!(
+            ChunkMsg::parse(
+                &ChunkMsg::Request {
+                    offset: 1,
+                    length: 2
+                }
+                .to_bytes()
+            ),
+            Some(ChunkMsg::Request {
+                offset: 1,
+                length: 2
+            })
+        );
+        assert_eq!(
+            ChunkMsg::parse(b"D\0\0\0\x01\0\0\0\x05xx"),
+            None,
+            "piece past the end"
+        );
+        assert_eq!(ChunkMsg::parse(b"Q"), None);
+        assert!(!r.add(99, 0, b"x"), "another total");
+    }
+}
