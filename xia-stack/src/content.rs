@@ -25,6 +25,9 @@ pub enum ContentError {
     /// Not a CID.
     #[error("{0} is not a CID")]
     NotACid(Xid),
+    /// No answer after every retry.
+    #[error("no answer for {0}")]
+    TimedOut(Xid),
     /// Larger than the whole cache.
     #[error("a chunk of {size} bytes does not fit a cache of {capacity} bytes")]
     TooLarge {

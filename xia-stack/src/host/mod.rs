@@ -21,6 +21,7 @@
 //! The host has no timers of its own yet: datagrams and echo need none
 //! (a pinger's interval and timeout belong to the application).
 
+mod chunks;
 mod names;
 mod streams;
 
@@ -73,6 +74,8 @@ pub struct HostConfig {
     pub stream: StreamConfig,
     /// Most stream connections at once.
     pub max_streams: usize,
+    /// Bytes of chunks the host keeps (published and fetched).
+    pub chunk_store: usize,
 }
 
 impl HostConfig {
@@ -87,6 +90,7 @@ impl HostConfig {
             xhcp: true,
             stream: StreamConfig::default(),
             max_streams: 1024,
+            chunk_store: 64 << 20,
         }
     }
 }
@@ -122,6 +126,15 @@ pub enum NetError {
 /// Something the application should know.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum HostEvent {
+    /// A chunk fetch ended: the verified bytes, or why not.
+    ChunkFetched {
+        /// The id [`Host::fetch_chunk`] returned.
+        id: u32,
+        /// The chunk's CID.
+        cid: Xid,
+        /// Its bytes (checked against the CID), or the error.
+        result: Result<Vec<u8>, crate::content::ContentError>,
+    },
     /// A name server answered request `id`; a refusal comes as its text.
     NameAnswer {
         /// The request id [`Host::name_request`] returned.
@@ -206,6 +219,9 @@ pub enum HostError {
     /// The transmit queue is full.
     #[error("transmit queue full")]
     QueueFull,
+    /// A content operation failed.
+    #[error("content: {0}")]
+    Content(crate::content::ContentError),
     /// No name server is known (XHCP has not announced one).
     #[error("no name server known")]
     NoNameServer,
@@ -239,6 +255,8 @@ pub struct HostCounters {
     pub queue_full: u64,
     /// XHCP beacons heard.
     pub beacons: u64,
+    /// Chunk requests answered.
+    pub chunks_served: u64,
 }
 
 #[derive(Debug)]
@@ -264,6 +282,9 @@ pub struct Host {
     // The name-server role, and the SID answers to our requests come to.
     names: Option<crate::naming::NameServer>,
     resolver: Option<Xid>,
+    chunks: crate::content::ChunkCache,
+    fetches: Vec<chunks::Fetch>,
+    fetcher: Option<Xid>,
 }
 
 /// The principal types a host has tables for.
@@ -297,6 +318,7 @@ impl Host {
     /// # Panics
     /// If `config.interfaces` is empty.
     pub fn new(config: HostConfig) -> Host {
+        let chunk_store = config.chunk_store;
         assert!(!config.interfaces.is_empty(), "a host needs an interface");
         let hid = config.identity.xid().with_principal(Principal::HID);
         let mut tables = RouteTables::with_principals(&HOST_PRINCIPALS);
@@ -325,6 +347,9 @@ impl Host {
             streams: Vec::new(),
             names: None,
             resolver: None,
+            chunks: crate::content::ChunkCache::new(chunk_store),
+            fetches: Vec::new(),
+            fetcher: None,
         }
     }
 
@@ -427,15 +452,7 @@ impl Host {
             return Err(HostError::TooLarge(payload.len()));
         }
         let src = self.socket_dag(h).ok_or(HostError::BadSocket(h))?;
-        let seg = XdgramRepr {
-            next_header: NextHeader::Data,
-            payload,
-        }
-        .to_bytes();
-        let pkt = XipRepr::new(dst.clone(), src, NextHeader::Xdgram, 0)
-            .to_bytes(&seg)
-            .map_err(|_| HostError::TooLarge(payload.len()))?;
-        self.send_packet(pkt, dst)
+        self.send_datagram(dst, src, payload)
     }
 
     /// Sends an XCMP echo request to `dst`, with the default hop limit or
@@ -550,6 +567,9 @@ impl Host {
                     return self.handle_beacon(now, port, seg.payload);
                 }
                 if self.deliver_names(repr.dst.intent(), &repr.src, seg.payload) {
+                    return;
+                }
+                if self.deliver_chunks(now, &repr, seg.payload) {
                     return;
                 }
                 // The socket is the first local SID on the walk: the
@@ -964,6 +984,52 @@ mod tests {
                 })
             })
         );
+    }
+
+    #[test]
+    fn publish_and_fetch_a_multi_piece_chunk() {
+        let (mut client, mut server) = (host(1, 7), host(2, 7));
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 13) as u8).collect();
+        let cid = server.put_chunk(&data).unwrap();
+        let dag = server.content_dag(cid);
+        assert!(
+            dag.to_re_string().unwrap().starts_with("RE ( AD:"),
+            "{dag:?}"
+        );
+        let id = client.fetch_chunk(&dag, Instant::ZERO).unwrap();
+        pump(&mut client, &mut server);
+        assert_eq!(
+            client.poll_event(),
+            Some(HostEvent::ChunkFetched {
+                id,
+                cid,
+                result: Ok(data.clone())
+            })
+        );
+        assert_eq!(server.counters().chunks_served, 1);
+        // A lost piece is asked for again after the retry timeout.
+        let id = client.fetch_chunk(&dag, Instant::ZERO).unwrap();
+        let req = client.poll_transmit().unwrap();
+        server.handle_packet(Instant::ZERO, 0, req.packet);
+        let mut first = true;
+        while let Some(t) = server.poll_transmit() {
+            if std::mem::take(&mut first) {
+                continue; // lose the first piece
+            }
+            client.handle_packet(Instant::ZERO, 0, t.packet);
+        }
+        assert_eq!(client.poll_event(), None);
+        assert_eq!(
+            client.poll_timeout(),
+            Some(Instant::ZERO + crate::host::chunks::FETCH_RETRY)
+        );
+        client.handle_timeout(Instant::ZERO + crate::host::chunks::FETCH_RETRY);
+        pump(&mut client, &mut server);
+        assert!(
+            matches!(client.poll_event(), Some(HostEvent::ChunkFetched { id: i, result: Ok(_), .. }) if i == id)
+        );
+        // Not a CID: refused up front.
+        assert!(client.fetch_chunk(&server.dag(), Instant::ZERO).is_err());
     }
 
     #[test]

@@ -67,7 +67,13 @@ impl Host {
         self.name_request(&server, &NameRequest::Resolve(name.to_string()))
     }
 
-    fn send_datagram(&mut self, dst: &Dag, src: Dag, payload: &[u8]) -> Result<(), HostError> {
+    /// Sends one XDGRAM datagram from `src` to `dst`.
+    pub(super) fn send_datagram(
+        &mut self,
+        dst: &Dag,
+        src: Dag,
+        payload: &[u8],
+    ) -> Result<(), HostError> {
         let seg = XdgramRepr {
             next_header: NextHeader::Data,
             payload,

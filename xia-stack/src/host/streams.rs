@@ -263,17 +263,23 @@ impl Host {
     }
 
     /// When the host next needs [`Host::handle_timeout`]: the earliest of
-    /// its connections' timers.
+    /// its connections' timers and chunk-fetch retries.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.streams
+        let streams = self
+            .streams
             .iter()
             .flatten()
             .filter_map(|s| s.conn.poll_timeout())
-            .min()
+            .min();
+        match (streams, self.chunk_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// Runs the connection timers that are due.
+    /// Runs the connection timers and chunk-fetch retries that are due.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.chunk_timeouts(now);
         for i in 0..self.streams.len() {
             let due = self.streams[i]
                 .as_ref()
