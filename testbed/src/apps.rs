@@ -621,3 +621,55 @@ impl StreamServer {
         }
     }
 }
+
+/// Fetches one chunk by CID and records how it went.
+#[derive(Debug)]
+pub struct ChunkFetcher {
+    /// Where it asks (`RE ( AD HID ) CID` of the publisher).
+    pub dag: Dag,
+    id: Option<u32>,
+    /// When it asked.
+    pub started: Option<Instant>,
+    /// When the verified chunk was in.
+    pub finished: Option<Instant>,
+    /// Bytes received, or why not.
+    pub result: Option<Result<usize, String>>,
+}
+
+impl ChunkFetcher {
+    /// A fetcher for `dag`.
+    pub fn new(dag: Dag) -> ChunkFetcher {
+        ChunkFetcher {
+            dag,
+            id: None,
+            started: None,
+            finished: None,
+            result: None,
+        }
+    }
+
+    /// Woken at the start time: ask.
+    pub fn wake(&mut self, now: Instant, host: &mut Host) -> Option<Instant> {
+        if self.id.is_none() && self.result.is_none() {
+            self.started = Some(now);
+            match host.fetch_chunk(&self.dag, now) {
+                Ok(id) => self.id = Some(id),
+                Err(e) => self.result = Some(Err(e.to_string())),
+            }
+        }
+        None
+    }
+
+    /// Offers a host event; `true` if it was this fetch's.
+    pub fn on_event(&mut self, now: Instant, e: &HostEvent) -> bool {
+        match e {
+            HostEvent::ChunkFetched { id, result, .. } if Some(*id) == self.id => {
+                self.id = None;
+                self.finished = Some(now);
+                self.result = Some(result.as_ref().map(Vec::len).map_err(|e| e.to_string()));
+                true
+            }
+            _ => false,
+        }
+    }
+}

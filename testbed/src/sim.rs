@@ -20,9 +20,9 @@ use xia_router::{Counters, Router, RouterConfig};
 use xia_stack::host::{Host, HostConfig, HostEvent, SocketHandle};
 use xia_stack::naming::{NameRequest, Registration, NAME_SERVER_SID};
 use xia_stack::time::Instant;
-use xia_stack::xid::Principal;
+use xia_stack::xid::{Principal, Xid};
 
-use crate::apps::{FlowSender, FlowSink, Pinger, StreamClient, StreamServer};
+use crate::apps::{ChunkFetcher, FlowSender, FlowSink, Pinger, StreamClient, StreamServer};
 use crate::link::{DirStats, Direction, Fate};
 use crate::pcap::{frame, mac, Capture};
 use crate::routes;
@@ -48,6 +48,7 @@ enum App {
     Sink(FlowSink, usize),
     Service(SocketHandle, u64, usize),
     StreamClient(StreamClient, usize),
+    Fetch(ChunkFetcher, usize),
     StreamServer(StreamServer, usize),
 }
 
@@ -162,6 +163,19 @@ pub struct FlowReport {
     pub net_errors: u32,
 }
 
+/// A chunk fetch's outcome.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FetchReport {
+    /// The fetching host.
+    pub node: String,
+    /// The chunk's name.
+    pub chunk: String,
+    /// Bytes received and verified, or why not (`None`: unfinished).
+    pub result: Option<Result<usize, String>>,
+    /// From the request to the verified chunk.
+    pub duration: Option<Duration>,
+}
+
 /// A stream transfer's outcome.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StreamReport {
@@ -228,6 +242,8 @@ pub struct Report {
     pub flows: Vec<FlowReport>,
     /// Stream transfers, in scenario order.
     pub streams: Vec<StreamReport>,
+    /// Chunk fetches, in scenario order.
+    pub fetches: Vec<FetchReport>,
     /// Services and the datagrams they received.
     pub services: Vec<ServiceReport>,
     /// Router counters, by name (node order).
@@ -271,6 +287,9 @@ impl Simulation {
                     cfg.fast_path = !config.no_fast_path;
                     cfg.xhcp_interval = topo.xhcp_interval;
                     cfg.name_server = ns_dag.clone();
+                    if let NodeKind::Router { cache_bytes, .. } = &n.kind {
+                        cfg.chunk_cache = *cache_bytes;
+                    }
                     let mut r = Router::new(cfg);
                     routes::install(&topo, &ports, i, r.tables_mut());
                     nodes.push(NodeState::Router(Box::new(r)));
@@ -425,6 +444,24 @@ impl Simulation {
                     app,
                 },
             );
+        }
+        for c in self.topo.chunks.clone() {
+            let NodeState::Host(host, _) = &mut self.nodes[c.host] else {
+                return Err(SimError::Setup(format!("chunk {}: not on a host", c.name)));
+            };
+            host.put_chunk(&c.bytes)
+                .map_err(|e| SimError::Setup(format!("chunk {}: {e}", c.name)))?;
+        }
+        for (k, f) in self.topo.fetches.clone().into_iter().enumerate() {
+            let c = &self.topo.chunks[f.chunk];
+            let NodeState::Host(publisher, _) = &self.nodes[c.host] else {
+                return Err(SimError::Setup(format!(
+                    "fetch {k}: publisher is not a host"
+                )));
+            };
+            let dag = publisher.content_dag(Xid::cid_of(&c.bytes));
+            let app = self.add_app(f.node, App::Fetch(ChunkFetcher::new(dag), k));
+            self.schedule(Instant::ZERO + f.at, Event::Wake { node: f.node, app });
         }
         for (k, st) in self.topo.streams.clone().into_iter().enumerate() {
             let sid = match st.service {
@@ -583,6 +620,7 @@ impl Simulation {
                 App::Ping(p, _) => p.wake(now, host),
                 App::Sender(s, _) => s.wake(now, host),
                 App::StreamClient(c, _) => c.wake(now, host),
+                App::Fetch(f, _) => f.wake(now, host),
                 App::Sink(..) | App::Service(..) | App::StreamServer(..) => None,
             },
             NodeState::Router(_) => None,
@@ -686,6 +724,7 @@ impl Simulation {
         let mut sinks: Vec<(usize, &FlowSink)> = Vec::new();
         let mut services = Vec::new();
         let mut clients: Vec<(usize, &StreamClient)> = Vec::new();
+        let mut fetches: Vec<(usize, FetchReport)> = Vec::new();
         let mut servers: Vec<(usize, &StreamServer)> = Vec::new();
         for (i, n) in self.nodes.iter().enumerate() {
             let NodeState::Host(_, apps) = n else {
@@ -723,6 +762,15 @@ impl Simulation {
                     }
                     App::Sink(s, k) => sinks.push((*k, s)),
                     App::StreamClient(c, k) => clients.push((*k, c)),
+                    App::Fetch(f, k) => fetches.push((
+                        *k,
+                        FetchReport {
+                            node: self.topo.nodes[i].name.clone(),
+                            chunk: self.topo.chunks[self.topo.fetches[*k].chunk].name.clone(),
+                            result: f.result.clone(),
+                            duration: f.started.zip(f.finished).map(|(a, b)| b - a),
+                        },
+                    )),
                     App::StreamServer(sv, k) => servers.push((*k, sv)),
                     App::Service(_, count, k) => services.push(ServiceReport {
                         name: self.topo.services[*k].name.clone(),
@@ -743,6 +791,7 @@ impl Simulation {
         flows.sort_by_key(|(k, _)| *k);
         pings.sort_by_key(|(k, _)| *k);
         clients.sort_by_key(|(k, _)| *k);
+        fetches.sort_by_key(|(k, _)| *k);
         let streams = clients
             .iter()
             .map(|(k, c)| {
@@ -794,6 +843,7 @@ impl Simulation {
             end: self.now,
             pings: pings.into_iter().map(|(_, p)| p).collect(),
             streams,
+            fetches: fetches.into_iter().map(|(_, f)| f).collect(),
             flows: flows.into_iter().map(|(_, f)| f).collect(),
             services,
             routers,
@@ -838,6 +888,7 @@ fn dispatch(
             App::Sender(s, _) => s.on_event(e),
             App::Sink(s, _) => s.on_event(e, host),
             App::StreamClient(c, _) => c.on_event(now, e, host),
+            App::Fetch(f, _) => f.on_event(now, e),
             App::StreamServer(sv, _) => sv.on_event(now, e, host),
             App::Service(sock, count, _) => match e {
                 HostEvent::Readable(s) if s == sock => {
@@ -917,6 +968,21 @@ impl fmt::Display for Report {
                     write!(f, ", error: {e}")?;
                 }
                 writeln!(f)?;
+            }
+            writeln!(f)?;
+        }
+        if !self.fetches.is_empty() {
+            writeln!(f, "fetches:")?;
+            for x in &self.fetches {
+                let what = match &x.result {
+                    Some(Ok(n)) => format!("{n} bytes, verified"),
+                    Some(Err(e)) => format!("failed: {e}"),
+                    None => "unfinished".to_string(),
+                };
+                let time = x.duration.map_or_else(String::new, |d| {
+                    format!(" in {:.3} ms", d.as_secs_f64() * 1e3)
+                });
+                writeln!(f, "  {} fetched {}: {what}{time}", x.node, x.chunk)?;
             }
             writeln!(f)?;
         }

@@ -35,6 +35,16 @@
 //! [name_server]          # optional: a host that serves names; services
 //! host = "h2"            # register theirs; `ping name:echo` resolves
 //!
+//! [[chunk]]              # content published by a host at the start
+//! name = "c1"
+//! host = "h2"
+//! size = 100000
+//!
+//! [[fetch]]              # fetch it by CID (routers with cache_bytes keep
+//! at = "1s"              # chunks passing through and answer later fetches)
+//! node = "h1"
+//! chunk = "c1"
+//!
 //! [[stream]]             # a reliable XStream transfer
 //! from = "h1"
 //! to = "h2"
@@ -101,6 +111,26 @@ struct RawTopology {
     #[serde(default)]
     stream: Vec<RawStream>,
     name_server: Option<RawNameServer>,
+    #[serde(default)]
+    chunk: Vec<RawChunk>,
+    #[serde(default)]
+    fetch: Vec<RawFetch>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawChunk {
+    name: Spanned<String>,
+    host: Spanned<String>,
+    size: Spanned<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFetch {
+    at: Spanned<String>,
+    node: Spanned<String>,
+    chunk: Spanned<String>,
 }
 
 #[derive(Deserialize)]
@@ -147,6 +177,7 @@ struct RawRouter {
     ipv4: Option<Spanned<String>>,
     #[serde(default)]
     unknown_ads: Vec<Spanned<String>>,
+    cache_bytes: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -198,6 +229,8 @@ pub enum NodeKind {
         ipv4: Option<Ipv4Addr>,
         /// ADs it is configured not to know (to exercise fallbacks).
         unknown_ads: Vec<usize>,
+        /// Bytes of passing content chunks it caches (0: none).
+        cache_bytes: usize,
     },
     /// An end host.
     Host,
@@ -336,9 +369,37 @@ pub struct Topology {
     pub xhcp_interval: Option<Duration>,
     /// Stream transfers.
     pub streams: Vec<StreamSpec>,
+    /// Content chunks published on hosts at the start.
+    pub chunks: Vec<ChunkSpec>,
+    /// Chunk fetches.
+    pub fetches: Vec<FetchSpec>,
     /// The host that serves names (`[name_server] host`); services register
     /// their names with it, and hosts know it from the start (or from XHCP).
     pub name_server: Option<usize>,
+}
+
+/// A chunk of generated content (`size` bytes derived from its name)
+/// published by a host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChunkSpec {
+    /// Its name in the file.
+    pub name: String,
+    /// The publishing host.
+    pub host: usize,
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// A host fetching a chunk by CID (from `RE ( AD HID ) CID` of its
+/// publisher, so a router on the way may answer from its cache).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FetchSpec {
+    /// When.
+    pub at: Duration,
+    /// Who fetches.
+    pub node: usize,
+    /// Which chunk (index into [`Topology::chunks`]).
+    pub chunk: usize,
 }
 
 /// A stream transfer: a client on `from` connects to a server SID on `to`
@@ -520,7 +581,25 @@ impl Topology {
                 .iter()
                 .map(&find_ad)
                 .collect::<Result<Vec<_>, _>>()?;
-            add_node(&r.name, ad, NodeKind::Router { ipv4, unknown_ads })?;
+            let cache_bytes = match &r.cache_bytes {
+                None => 0,
+                Some(c) if (0..=1 << 34).contains(c.get_ref()) => *c.get_ref() as usize,
+                Some(c) => {
+                    return cx.err(
+                        c.span(),
+                        format!("cache_bytes {} must be 0 to 2^34", c.get_ref()),
+                    )
+                }
+            };
+            add_node(
+                &r.name,
+                ad,
+                NodeKind::Router {
+                    ipv4,
+                    unknown_ads,
+                    cache_bytes,
+                },
+            )?;
         }
         for h in &raw.host {
             let ad = find_ad(&h.ad)?;
@@ -830,6 +909,53 @@ impl Topology {
                 Some(n)
             }
         };
+        let mut chunks: Vec<ChunkSpec> = Vec::new();
+        for c in &raw.chunk {
+            check_name(&cx, &c.name)?;
+            if chunks.iter().any(|x| &x.name == c.name.get_ref()) {
+                return cx.err(
+                    c.name.span(),
+                    format!("chunk {:?} is defined twice", c.name.get_ref()),
+                );
+            }
+            let host = find_node(&c.host)?;
+            if nodes[host].kind != NodeKind::Host {
+                return cx.err(c.host.span(), "chunks are published by hosts");
+            }
+            let size = match *c.size.get_ref() {
+                s @ 0..=16_777_216 => s as usize,
+                s => {
+                    return cx.err(
+                        c.size.span(),
+                        format!("size {s} must be 0 to 16777216 bytes"),
+                    )
+                }
+            };
+            // Content derived from the name: the same file, the same CID.
+            let seed = sha1(c.name.get_ref().as_bytes());
+            let bytes = (0..size).map(|i| seed[i % 20] ^ (i / 20) as u8).collect();
+            chunks.push(ChunkSpec {
+                name: c.name.get_ref().clone(),
+                host,
+                bytes,
+            });
+        }
+        let mut fetches = Vec::new();
+        for f in &raw.fetch {
+            let node = find_node(&f.node)?;
+            if nodes[node].kind != NodeKind::Host {
+                return cx.err(f.node.span(), "fetches run on hosts");
+            }
+            let Some(chunk) = chunks.iter().position(|c| &c.name == f.chunk.get_ref()) else {
+                return cx.err(
+                    f.chunk.span(),
+                    format!("unknown chunk {:?}", f.chunk.get_ref()),
+                );
+            };
+            let at = parse_duration(f.at.get_ref())
+                .map_or_else(|| cx.err(f.at.span(), "at is not a time like \"1s\""), Ok)?;
+            fetches.push(FetchSpec { at, node, chunk });
+        }
         if let (Some(span), None) = (named_stream_line, name_server) {
             return cx.err(
                 span,
@@ -837,6 +963,8 @@ impl Topology {
             );
         }
         Ok(Topology {
+            chunks,
+            fetches,
             name_server,
             streams,
             xhcp_interval,

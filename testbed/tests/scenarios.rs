@@ -360,3 +360,22 @@ fn a_client_resolves_a_name_and_streams_10_mb_three_ads_away() {
     let e = Topology::parse("t.toml", &no_ns).unwrap_err();
     assert!(e.message.contains("add a [name_server]"), "{e}");
 }
+
+#[test]
+fn a_second_fetch_is_served_by_the_on_path_router_cache() {
+    let r = sim(shipped("content-cache.toml"), 1);
+    let [first, second] = &r.fetches[..] else {
+        panic!("two fetches")
+    };
+    assert_eq!(first.result, Some(Ok(100_000)));
+    assert_eq!(second.result, Some(Ok(100_000)));
+    let ra = &r.routers.iter().find(|(n, _)| n == "rA").unwrap().1;
+    assert_eq!((ra.chunks_cached, ra.chunks_served), (1, 1));
+    let rb = &r.routers.iter().find(|(n, _)| n == "rB").unwrap().1;
+    // Only the first fetch crossed rB: its request and 84 pieces.
+    assert_eq!(rb.forwarded, 85);
+    assert!(
+        second.duration.unwrap() * 10 < first.duration.unwrap(),
+        "{first:?} {second:?}"
+    );
+}

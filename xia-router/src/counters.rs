@@ -68,6 +68,10 @@ pub struct Counters {
     pub beacons_sent: u64,
     /// XHCP beacons heard from other routers (never forwarded).
     pub beacons_heard: u64,
+    /// Chunks cached from passing traffic.
+    pub chunks_cached: u64,
+    /// Chunk requests answered from the cache.
+    pub chunks_served: u64,
     drops: [u64; Drop::ALL.len()],
 }
 
@@ -100,6 +104,13 @@ impl fmt::Display for Counters {
             self.echo_replies,
             self.xcmp_errors_sent
         )?;
+        if self.chunks_cached + self.chunks_served > 0 {
+            write!(
+                f,
+                " chunks cached {} served {}",
+                self.chunks_cached, self.chunks_served
+            )?;
+        }
         for d in Drop::ALL {
             let n = self.dropped(d);
             if n > 0 {

@@ -8,12 +8,13 @@
 //! DAGs too) and are re-exported here as [`forward`]. This crate adds the
 //! router node: ports, a per-destination [fast path](fastpath) invalidated
 //! on any table change, broadcast HID with neighbour learning, XCMP echo
-//! and errors (never about XCMP errors or broadcasts), and [counters] for
-//! every drop reason.
+//! and errors (never about XCMP errors or broadcasts), XHCP beacons, an
+//! opportunistic content [cache], and [counters] for every drop reason.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod cache;
 pub mod counters;
 pub mod fastpath;
 pub mod router;

@@ -22,6 +22,7 @@ use xia_stack::wire::xip::{Packet, XipRepr};
 use xia_stack::xhcp::{Beacon, XHCP_SID};
 use xia_stack::xid::{Principal, Xid};
 
+use crate::cache::ContentCache;
 use crate::counters::{Counters, Drop};
 use crate::fastpath::FastPath;
 
@@ -57,6 +58,8 @@ pub struct RouterConfig {
     pub xhcp_interval: Option<Duration>,
     /// The name server's DAG, announced in beacons.
     pub name_server: Option<Dag>,
+    /// Bytes of content chunks to cache from passing traffic (0: none).
+    pub chunk_cache: usize,
 }
 
 impl RouterConfig {
@@ -71,6 +74,7 @@ impl RouterConfig {
             neighbour_ttl: Duration::from_secs(300),
             xhcp_interval: None,
             name_server: None,
+            chunk_cache: 0,
         }
     }
 }
@@ -98,6 +102,7 @@ pub struct Router {
     expiries: BTreeSet<(Instant, Xid)>,
     // When the next XHCP beacon is due (the first as soon as asked).
     next_beacon: Option<Instant>,
+    cache: Option<ContentCache>,
 }
 
 impl Router {
@@ -127,6 +132,7 @@ impl Router {
             learned: BTreeMap::new(),
             expiries: BTreeSet::new(),
             next_beacon: config.xhcp_interval.map(|_| Instant::ZERO),
+            cache: (config.chunk_cache > 0).then(|| ContentCache::new(config.chunk_cache)),
         }
     }
 
@@ -169,6 +175,11 @@ impl Router {
         };
         if port >= self.config.ports {
             return self.counters.drop(Drop::NoSuchPort);
+        }
+        if let Some(cache) = self.cache.as_mut() {
+            if cache.observe(checked.bytes(), &mut self.tables) {
+                self.counters.chunks_cached += 1;
+            }
         }
         let verdict = match self.fast.as_mut() {
             Some(fast) => fast.route(&self.tables, &mut checked),
@@ -246,6 +257,17 @@ impl Router {
         if let Some(reply) = echo_reply(&packet, &self.own) {
             self.counters.echo_replies += 1;
             self.send(reply);
+            return;
+        }
+        if let Some(answer) = self
+            .cache
+            .as_mut()
+            .and_then(|c| c.serve(&packet, &self.own))
+        {
+            self.counters.chunks_served += 1;
+            for p in answer {
+                self.send(p);
+            }
             return;
         }
         if self.delivered.len() >= self.config.queue_limit {

@@ -367,3 +367,50 @@ proptest! {
         prop_assert_eq!(slow.counters(), fast.counters());
     }
 }
+
+#[test]
+fn the_content_cache_keeps_only_chunks_that_match_their_cid() {
+    use xia_router::cache::ContentCache;
+    use xia_stack::content::pieces;
+    use xia_stack::wire::xdgram::XdgramRepr;
+    let mut tables = xia_router::forward::RouteTables::new();
+    let mut cache = ContentCache::new(1 << 20);
+    let real = vec![7u8; 3000];
+    let cid = Xid::cid_of(&real);
+    let forged = vec![8u8; 3000];
+    let to_client = host_dag(2, 20).append_xid(xid(Principal::SID, 5)).unwrap();
+    let from = host_dag(3, 30).append_xid(cid).unwrap();
+    let as_packets = |data: &[u8]| -> Vec<Vec<u8>> {
+        pieces(data, 0, u32::MAX)
+            .into_iter()
+            .map(|p| {
+                let seg = XdgramRepr {
+                    next_header: NextHeader::Data,
+                    payload: &p,
+                }
+                .to_bytes();
+                packet(to_client.clone(), from.clone(), NextHeader::Xdgram, &seg)
+            })
+            .collect()
+    };
+    let completed: Vec<bool> = as_packets(&forged)
+        .iter()
+        .map(|p| cache.observe(p, &mut tables))
+        .collect();
+    assert_eq!(
+        completed,
+        [false, false, false],
+        "a forged chunk is not kept"
+    );
+    assert_eq!(cache.usage(), (0, 0));
+    let completed: Vec<bool> = as_packets(&real)
+        .iter()
+        .map(|p| cache.observe(p, &mut tables))
+        .collect();
+    assert_eq!(completed, [false, false, true]);
+    assert_eq!(cache.usage(), (1, 3000));
+    assert_eq!(
+        tables.lookup(&cid),
+        xia_router::forward::Lookup::Hit(Route::LOCAL)
+    );
+}

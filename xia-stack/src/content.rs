@@ -144,6 +144,12 @@ impl ChunkCache {
     /// Stores a chunk after checking it against its CID, evicting the least
     /// recently used chunks to make room.
     pub fn insert(&mut self, cid: Xid, bytes: &[u8]) -> Result<(), ContentError> {
+        self.insert_evicting(cid, bytes).map(|_| ())
+    }
+
+    /// Like [`ChunkCache::insert`], and says which chunks it evicted (a
+    /// router removes their routes).
+    pub fn insert_evicting(&mut self, cid: Xid, bytes: &[u8]) -> Result<Vec<Xid>, ContentError> {
         verify(&cid, bytes)?;
         if bytes.len() > self.capacity {
             return Err(ContentError::TooLarge {
@@ -151,9 +157,10 @@ impl ChunkCache {
                 capacity: self.capacity,
             });
         }
+        let mut evicted = Vec::new();
         if self.chunks.contains_key(&cid) {
             self.touch(&cid);
-            return Ok(());
+            return Ok(evicted);
         }
         while self.used + bytes.len() > self.capacity {
             let Some((_, victim)) = self.order.pop_first() else {
@@ -162,13 +169,14 @@ impl ChunkCache {
             if let Some((b, _)) = self.chunks.remove(&victim) {
                 self.used -= b.len();
                 self.evictions += 1;
+                evicted.push(victim);
             }
         }
         self.tick += 1;
         self.used += bytes.len();
         self.chunks.insert(cid, (bytes.into(), self.tick));
         self.order.insert(self.tick, cid);
-        Ok(())
+        Ok(evicted)
     }
 }
 
