@@ -588,7 +588,10 @@ impl Connection {
         self.snd_wnd = seg.window as usize;
         self.snd_wl1 = seg.seq;
         self.snd_wl2 = seg.ack;
-        self.cc = Box::new(NewReno::new(self.config.initial_window, self.mss));
+        self.cc = self
+            .config
+            .congestion
+            .build(self.config.initial_window, self.mss);
     }
 
     fn ack_of_syn(&mut self) -> Result<(), StreamError> {
@@ -682,7 +685,7 @@ impl Connection {
                 self.retransmit_now = true;
             }
         } else {
-            self.cc.on_ack(acked, self.mss);
+            self.cc.on_ack_at(acked, self.mss, now, self.rtt.srtt());
         }
         self.dup_acks = 0;
         self.rto_deadline = if self.snd_una == self.snd_max {

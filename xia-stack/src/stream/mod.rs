@@ -35,8 +35,11 @@
 //! closed connection; optional delayed ACKs (off by default). The states
 //! and their transition table are in [`state`].
 //!
+//! Congestion control is CUBIC (RFC 9438) by default, NewReno
+//! selectable ([`Config::congestion`]).
+//!
 //! Not implemented: SACK (the option is parsed by the wire layer but
-//! neither offered nor used), CUBIC, timestamps (RTTM/PAWS), keepalive,
+//! neither offered nor used), timestamps (RTTM/PAWS), keepalive,
 //! Nagle's algorithm, ECN, and xia-core's MIGRATE options (migration here
 //! is explicit through the two DAG setters). A retransmission timeout
 //! resends from the first unacknowledged byte (go-back-N), as classic BSD
@@ -53,7 +56,7 @@ mod tests;
 
 use std::time::Duration;
 
-pub use cc::{CongestionController, NewReno};
+pub use cc::{Algorithm, CongestionController, Cubic, NewReno};
 pub use conn::{Connection, ConnectionId, Stats};
 pub use rtt::RttEstimator;
 pub use state::{State, Transition};
@@ -85,6 +88,8 @@ pub struct Config {
     pub time_wait: Duration,
     /// Delay ACKs by at most this long (`None`: ACK every segment).
     pub delayed_ack: Option<Duration>,
+    /// The congestion controller (CUBIC by default, NewReno selectable).
+    pub congestion: Algorithm,
 }
 
 impl Default for Config {
@@ -102,6 +107,7 @@ impl Default for Config {
             max_retransmissions: 12,
             time_wait: Duration::from_secs(1),
             delayed_ack: None,
+            congestion: Algorithm::Cubic,
         }
     }
 }
