@@ -68,6 +68,8 @@ pub struct Counters {
     pub beacons_sent: u64,
     /// XHCP beacons heard from other routers (never forwarded).
     pub beacons_heard: u64,
+    /// Hosts that registered their HID here (XHCP).
+    pub hosts_registered: u64,
     /// Chunks cached from passing traffic.
     pub chunks_cached: u64,
     /// Chunk requests answered from the cache.

@@ -79,6 +79,17 @@ impl RouterConfig {
     }
 }
 
+/// A host registration delivered to the router's XHCP service, if this is one.
+fn host_registration(packet: &[u8]) -> Option<xia_stack::xhcp::Registration> {
+    let view = Packet::new_unchecked(packet);
+    let repr = XipRepr::parse(&view).ok()?;
+    if *repr.dst.intent() != XHCP_SID {
+        return None;
+    }
+    let seg = xia_stack::wire::xdgram::XdgramRepr::parse(view.payload()).ok()?;
+    xia_stack::xhcp::Registration::parse(seg.payload)
+}
+
 /// Whether a packet is an XHCP beacon (to the broadcast HID's XHCP SID).
 fn is_beacon(packet: &[u8]) -> bool {
     XipRepr::parse_header(&Packet::new_unchecked(packet)).is_ok_and(|r| *r.dst.intent() == XHCP_SID)
@@ -121,6 +132,8 @@ impl Router {
         let _ = tables.insert(config.ad, Route::LOCAL);
         let _ = tables.insert(config.hid, Route::LOCAL);
         let _ = tables.insert(Xid::BROADCAST_HID, Route::special(Action::Broadcast));
+        // Hosts register with their gateway at its XHCP service.
+        let _ = tables.insert(XHCP_SID, Route::LOCAL);
         Router {
             fast: config.fast_path.then(FastPath::default),
             config: config.clone(),
@@ -259,6 +272,9 @@ impl Router {
             self.send(reply);
             return;
         }
+        if let Some(reg) = host_registration(&packet) {
+            return self.register_host(now, port, &reg);
+        }
         if let Some(answer) = self
             .cache
             .as_mut()
@@ -331,6 +347,37 @@ impl Router {
             self.expiries.remove(&(old, hid));
         }
         self.expiries.insert((now + self.config.neighbour_ttl, hid));
+    }
+
+    /// A host registered its HID here (XHCP): route it out the port the
+    /// registration came in on, as a learnt neighbour (it expires unless
+    /// renewed), unless a configured route exists.
+    fn register_host(&mut self, now: Instant, port: PortId, reg: &xia_stack::xhcp::Registration) {
+        if !reg.verify() || reg.ad != self.config.ad {
+            return self.counters.drop(Drop::Malformed);
+        }
+        let configured = self
+            .tables
+            .table(Principal::HID)
+            .and_then(|t| t.get(reg.hid.id()))
+            .is_some_and(|r| r.flags & FLAG_LEARNED == 0);
+        if configured {
+            return;
+        }
+        let route = Route {
+            action: Action::Forward(port),
+            next_hop: Some(reg.hid),
+            flags: FLAG_LEARNED,
+        };
+        if self.tables.insert(reg.hid, route).is_err() {
+            return self.counters.drop(Drop::QueueFull);
+        }
+        self.counters.hosts_registered += 1;
+        let expiry = now + self.config.neighbour_ttl;
+        if let Some(old) = self.learned.insert(reg.hid, expiry) {
+            self.expiries.remove(&(old, reg.hid));
+        }
+        self.expiries.insert((expiry, reg.hid));
     }
 
     /// When the router next needs [`Router::handle_timeout`]: the next XHCP

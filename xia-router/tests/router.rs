@@ -414,3 +414,55 @@ fn the_content_cache_keeps_only_chunks_that_match_their_cid() {
         xia_router::forward::Lookup::Hit(Route::LOCAL)
     );
 }
+
+#[test]
+fn a_host_that_joins_registers_with_its_gateway() {
+    use xia_stack::host::{Host, HostConfig, HostEvent};
+    let mut cfg = RouterConfig::new(xid(Principal::AD, 1), xid(Principal::HID, 1), 2);
+    cfg.xhcp_interval = Some(std::time::Duration::from_secs(1));
+    let mut r = Router::new(cfg);
+    r.handle_timeout(Instant::ZERO);
+    let beacon = r.poll_transmit().unwrap();
+    while r.poll_transmit().is_some() {}
+    // A host configured for another AD hears the beacon on the router's port 0.
+    let id = xia_stack::Identity::from_secret_bytes(Principal::HID, &[3; 32]);
+    let hid = id.xid();
+    let mut h = Host::new(HostConfig::new(id, xid(Principal::AD, 9), None));
+    h.handle_packet(Instant::ZERO, 0, beacon.packet);
+    assert!(matches!(
+        h.poll_event(),
+        Some(HostEvent::NetworkChanged { .. })
+    ));
+    let reg = h.poll_transmit().expect("a registration");
+    assert_eq!(reg.next_hop, Some(xid(Principal::HID, 1)));
+    r.handle_packet(Instant::ZERO, 0, reg.packet.clone());
+    assert_eq!(r.counters().hosts_registered, 1);
+    assert_eq!(
+        r.tables()
+            .table(Principal::HID)
+            .unwrap()
+            .get(hid.id())
+            .map(|r| r.action),
+        Some(Action::Forward(0))
+    );
+    // A registration replayed into another AD's router is refused.
+    let mut other = Router::new(RouterConfig::new(
+        xid(Principal::AD, 2),
+        xid(Principal::HID, 2),
+        2,
+    ));
+    let mut bytes = reg.packet;
+    // Point it at the other router (its AD and HID) without re-signing.
+    let dst = Dag::path(&[
+        xid(Principal::AD, 2),
+        xid(Principal::HID, 2),
+        xia_stack::xhcp::XHCP_SID,
+    ])
+    .unwrap();
+    let repr = XipRepr::parse(&Packet::new_unchecked(&bytes[..])).unwrap();
+    let payload = bytes[repr.header_len()..].to_vec();
+    bytes = XipRepr { dst, ..repr }.to_bytes(&payload).unwrap();
+    other.handle_packet(Instant::ZERO, 0, bytes);
+    assert_eq!(other.counters().hosts_registered, 0);
+    assert_eq!(other.counters().dropped(Drop::Malformed), 1);
+}

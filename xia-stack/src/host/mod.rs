@@ -689,6 +689,11 @@ impl Host {
             },
         );
         self.rebind_streams(now);
+        // Tell the new gateway this HID is here, so it can route to it.
+        let reg = crate::xhcp::Registration::sign(&self.config.identity, beacon.ad);
+        let packet = reg.packet(beacon.gateway, self.dag());
+        let dst = Dag::path(&[beacon.ad, beacon.gateway, XHCP_SID]).expect("three nodes");
+        let _ = self.send_packet(packet, &dst);
         self.push_event(HostEvent::NetworkChanged {
             interface: port,
             old_ad: old.ad,
