@@ -124,6 +124,7 @@ mod tests {
             loss,
             jitter: Duration::ZERO,
             reorder: 0.0,
+            initially_down: false,
         }
     }
 

@@ -11,11 +11,16 @@ use xia_stack::xid::Xid;
 use crate::topology::{NodeKind, Topology};
 
 /// Port `p` of node `n` is the `p`-th link (in file order) that touches it.
+/// A link made for a `[[move]]` is a port of its router only, until the
+/// move.
 pub fn ports(topo: &Topology) -> Vec<Vec<(usize, usize)>> {
     let mut ports = vec![Vec::new(); topo.nodes.len()];
     for (li, l) in topo.links.iter().enumerate() {
         ports[l.a].push((li, l.b));
-        ports[l.b].push((li, l.a));
+        // A host's link for a later move becomes its port 0 when it moves.
+        if !l.initially_down {
+            ports[l.b].push((li, l.a));
+        }
     }
     ports
 }
@@ -36,6 +41,9 @@ fn shortest(topo: &Topology, ports: &[Vec<(usize, usize)>], src: usize) -> Vec<O
             continue;
         }
         for (p, &(li, v)) in ports[u].iter().enumerate() {
+            if topo.links[li].initially_down {
+                continue;
+            }
             // Each hop costs its delay plus 1 ns, so equal-delay paths
             // prefer fewer hops.
             let nd = d + topo.links[li].delay.as_nanos() as u64 + 1;

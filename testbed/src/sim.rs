@@ -72,6 +72,9 @@ enum Event {
     Timer {
         node: usize,
     },
+    Move {
+        index: usize,
+    },
 }
 
 struct Queued {
@@ -117,6 +120,9 @@ pub struct Simulation {
     until: Option<Instant>,
     // The timer each router has scheduled, so stale ones are ignored.
     timers: Vec<Option<Instant>>,
+    // Links that are unplugged, and packets sent into them.
+    down: Vec<bool>,
+    down_drops: u64,
     // Foreground events queued, and whether the event being handled is
     // background (what it causes is background too).
     foreground: usize,
@@ -250,6 +256,8 @@ pub struct Report {
     pub routers: Vec<(String, Counters)>,
     /// Links.
     pub links: Vec<LinkReport>,
+    /// Packets sent into a link a move had unplugged.
+    pub unplugged_drops: u64,
 }
 
 /// The simulation could not be set up.
@@ -327,10 +335,11 @@ impl Simulation {
             .enumerate()
             .map(|(li, l)| {
                 let at = |node: usize| {
+                    // A move's link is the host's port 0 once it is up.
                     ports[node]
                         .iter()
                         .position(|&(pl, _)| pl == li)
-                        .expect("link is a port")
+                        .unwrap_or(0)
                 };
                 [at(l.b), at(l.a)]
             })
@@ -365,6 +374,8 @@ impl Simulation {
             captures,
             until: config.until.map(|d| Instant::ZERO + d),
             timers: vec![None; n_nodes],
+            down: topo.links.iter().map(|l| l.initially_down).collect(),
+            down_drops: 0,
             foreground: 0,
             background: false,
             topo,
@@ -462,6 +473,9 @@ impl Simulation {
             let dag = publisher.content_dag(Xid::cid_of(&c.bytes));
             let app = self.add_app(f.node, App::Fetch(ChunkFetcher::new(dag), k));
             self.schedule(Instant::ZERO + f.at, Event::Wake { node: f.node, app });
+        }
+        for (index, m) in self.topo.moves.clone().into_iter().enumerate() {
+            self.schedule(Instant::ZERO + m.at, Event::Move { index });
         }
         for (k, st) in self.topo.streams.clone().into_iter().enumerate() {
             let sid = match st.service {
@@ -574,6 +588,7 @@ impl Simulation {
                 Event::Arrive { node, port, packet } => self.arrive(node, port, packet),
                 Event::Wake { node, app } => self.wake(node, app),
                 Event::Timer { node } => self.timer(node, q.at),
+                Event::Move { index } => self.do_move(index),
             }
         }
         // Pingers still waiting when time ran out print their statistics.
@@ -629,6 +644,20 @@ impl Simulation {
             self.schedule(at, Event::Wake { node, app });
         }
         self.flush(node);
+    }
+
+    /// Re-plugs a host: its old link goes down, the move's link comes up
+    /// as its port 0.
+    fn do_move(&mut self, index: usize) {
+        let m = self.topo.moves[index].clone();
+        if let Some(&(old, _)) = self.ports[m.host].first() {
+            self.down[old] = true;
+        }
+        self.down[m.link] = false;
+        match self.ports[m.host].first_mut() {
+            Some(p) => *p = (m.link, m.router),
+            None => self.ports[m.host].push((m.link, m.router)),
+        }
     }
 
     fn timer(&mut self, node: usize, at: Instant) {
@@ -689,6 +718,10 @@ impl Simulation {
         let Some(&(li, peer)) = self.ports[node].get(port) else {
             return;
         };
+        if self.down[li] {
+            self.down_drops += 1;
+            return;
+        }
         let d = if self.topo.links[li].a == node { 0 } else { 1 };
         let frame_len = packet.len() + 14;
         if let Some(Some(cap)) = self.captures.get_mut(li) {
@@ -845,6 +878,7 @@ impl Simulation {
             streams,
             fetches: fetches.into_iter().map(|(_, f)| f).collect(),
             flows: flows.into_iter().map(|(_, f)| f).collect(),
+            unplugged_drops: self.down_drops,
             services,
             routers,
             links,
@@ -1008,6 +1042,13 @@ impl fmt::Display for Report {
                 f,
                 "  {:<10} {:<10} {} / {} / {} | {} / {} / {}",
                 l.a, l.b, x.delivered, x.queue_drops, x.lost, y.delivered, y.queue_drops, y.lost
+            )?;
+        }
+        if self.unplugged_drops > 0 {
+            writeln!(
+                f,
+                "\n{} packets sent into unplugged links",
+                self.unplugged_drops
             )?;
         }
         writeln!(

@@ -45,6 +45,11 @@
 //! node = "h1"
 //! chunk = "c1"
 //!
+//! [[move]]               # re-plug a host into another router (needs [xhcp])
+//! at = "5s"
+//! host = "h1"
+//! router = "rB"
+//!
 //! [[stream]]             # a reliable XStream transfer
 //! from = "h1"
 //! to = "h2"
@@ -115,6 +120,16 @@ struct RawTopology {
     chunk: Vec<RawChunk>,
     #[serde(default)]
     fetch: Vec<RawFetch>,
+    #[serde(default, rename = "move")]
+    moves: Vec<RawMove>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMove {
+    at: Spanned<String>,
+    host: Spanned<String>,
+    router: Spanned<String>,
 }
 
 #[derive(Deserialize)]
@@ -285,6 +300,9 @@ pub struct LinkSpec {
     /// Chance a packet is held back by one extra delay (so later packets
     /// overtake it).
     pub reorder: f64,
+    /// A link a `[[move]]` plugs in later (`a` is the router, `b` the
+    /// host); down until then.
+    pub initially_down: bool,
 }
 
 /// One scenario command.
@@ -369,6 +387,8 @@ pub struct Topology {
     pub xhcp_interval: Option<Duration>,
     /// Stream transfers.
     pub streams: Vec<StreamSpec>,
+    /// Hosts re-plugged into another router during the run.
+    pub moves: Vec<MoveSpec>,
     /// Content chunks published on hosts at the start.
     pub chunks: Vec<ChunkSpec>,
     /// Chunk fetches.
@@ -376,6 +396,22 @@ pub struct Topology {
     /// The host that serves names (`[name_server] host`); services register
     /// their names with it, and hosts know it from the start (or from XHCP).
     pub name_server: Option<usize>,
+}
+
+/// A host's link re-plugged into another router at `at` (the old link goes
+/// down, `link` — made for the move, with the old link's properties —
+/// comes up). The host learns its new AD from XHCP beacons and registers
+/// with its new gateway.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MoveSpec {
+    /// When.
+    pub at: Duration,
+    /// The host.
+    pub host: usize,
+    /// The new router.
+    pub router: usize,
+    /// The link index of the new attachment.
+    pub link: usize,
 }
 
 /// A chunk of generated content (`size` bytes derived from its name)
@@ -676,6 +712,7 @@ impl Topology {
                 loss: prob(&l.loss, "loss")?,
                 jitter: dur(&l.jitter, Duration::ZERO, "jitter")?,
                 reorder: prob(&l.reorder, "reorder")?,
+                initially_down: false,
             });
         }
         for (i, n) in nodes.iter().enumerate() {
@@ -909,6 +946,48 @@ impl Topology {
                 Some(n)
             }
         };
+        let mut moves = Vec::new();
+        for m in &raw.moves {
+            let host = find_node(&m.host)?;
+            let router = find_node(&m.router)?;
+            if nodes[host].kind != NodeKind::Host {
+                return cx.err(
+                    m.host.span(),
+                    format!("{:?} is not a host", m.host.get_ref()),
+                );
+            }
+            if nodes[router].kind == NodeKind::Host {
+                return cx.err(
+                    m.router.span(),
+                    format!("{:?} is not a router", m.router.get_ref()),
+                );
+            }
+            if raw.xhcp.is_none() {
+                return cx.err(
+                    m.host.span(),
+                    "a moved host learns its new network from XHCP: add [xhcp]",
+                );
+            }
+            let at = parse_duration(m.at.get_ref())
+                .map_or_else(|| cx.err(m.at.span(), "at is not a time like \"1s\""), Ok)?;
+            let current = links
+                .iter()
+                .find(|l| !l.initially_down && (l.a == host || l.b == host))
+                .expect("hosts have a link")
+                .clone();
+            links.push(LinkSpec {
+                a: router,
+                b: host,
+                initially_down: true,
+                ..current
+            });
+            moves.push(MoveSpec {
+                at,
+                host,
+                router,
+                link: links.len() - 1,
+            });
+        }
         let mut chunks: Vec<ChunkSpec> = Vec::new();
         for c in &raw.chunk {
             check_name(&cx, &c.name)?;
@@ -963,6 +1042,7 @@ impl Topology {
             );
         }
         Ok(Topology {
+            moves,
             chunks,
             fetches,
             name_server,

@@ -379,3 +379,23 @@ fn a_second_fetch_is_served_by_the_on_path_router_cache() {
         "{first:?} {second:?}"
     );
 }
+
+#[test]
+fn a_host_that_moves_reconfigures_from_xhcp_and_keeps_pinging() {
+    let r = sim(shipped("host-move.toml"), 1);
+    let p = &r.pings[0];
+    assert_eq!(p.transmitted, 8);
+    assert_eq!(
+        p.received, 7,
+        "one request lost while unplugged: {:?}",
+        p.lines
+    );
+    // Before the move through rA and rB (44 ms), after it from AD B (24 ms).
+    assert!(
+        ms(p.rtts[0]) > 40.0 && ms(*p.rtts.last().unwrap()) < 30.0,
+        "{:?}",
+        p.rtts
+    );
+    let rb = &r.routers.iter().find(|(n, _)| n == "rB").unwrap().1;
+    assert_eq!(rb.hosts_registered, 1, "h1 registered with its new gateway");
+}
