@@ -15,7 +15,13 @@ pub(crate) struct Reassembly {
     max_segments: usize,
     /// Stream offset of the next in-order byte (RCV.NXT as a u64).
     delivered: u64,
+    /// Start offsets of the most recently stored out-of-order segments,
+    /// newest first (for the order of SACK blocks, RFC 2018 4).
+    recent: VecDeque<u64>,
 }
+
+/// How many recent arrivals are remembered for SACK ordering.
+const RECENT_LIMIT: usize = 4;
 
 impl Reassembly {
     pub(crate) fn new(capacity: usize, max_segments: usize) -> Reassembly {
@@ -25,6 +31,7 @@ impl Reassembly {
             ooo: BTreeMap::new(),
             max_segments,
             delivered: 0,
+            recent: VecDeque::new(),
         }
     }
 
@@ -53,6 +60,9 @@ impl Reassembly {
             let keep_new = self.ooo.get(&key).is_none_or(|old| old.len() < data.len());
             if keep_new && (self.ooo.len() < self.max_segments || self.ooo.contains_key(&key)) {
                 self.ooo.insert(key, data.to_vec());
+                self.recent.retain(|&k| k != key);
+                self.recent.push_front(key);
+                self.recent.truncate(RECENT_LIMIT);
             }
             return 0;
         }
@@ -78,6 +88,37 @@ impl Reassembly {
         let n = data.len().min(self.free());
         self.ready.extend(&data[..n]);
         self.delivered += n as u64;
+    }
+
+    /// Up to `max` SACK blocks describing the out-of-order data, as
+    /// `[start, end)` offsets relative to the next expected byte: the block
+    /// holding the most recent arrival first, then other recent ones, then
+    /// the rest in ascending order (RFC 2018 4).
+    pub(crate) fn sack_blocks(&self, max: usize) -> Vec<(u64, u64)> {
+        let mut merged: Vec<(u64, u64)> = Vec::new();
+        for (&k, seg) in &self.ooo {
+            let end = k.saturating_add(seg.len() as u64);
+            match merged.last_mut() {
+                Some(last) if k <= last.1 => last.1 = last.1.max(end),
+                _ => merged.push((k, end)),
+            }
+        }
+        let mut out: Vec<(u64, u64)> = Vec::with_capacity(max.min(merged.len()));
+        let recent = self
+            .recent
+            .iter()
+            .filter_map(|&k| merged.iter().copied().find(|&(s, e)| s <= k && k < e));
+        for b in recent.chain(merged.iter().copied()) {
+            if out.len() >= max {
+                break;
+            }
+            if b.0 > self.delivered && !out.contains(&b) {
+                out.push(b);
+            }
+        }
+        out.iter()
+            .map(|&(s, e)| (s - self.delivered, e - self.delivered))
+            .collect()
     }
 
     /// Copies ready bytes out.
@@ -113,5 +154,18 @@ mod tests {
         r.insert(20, b"b");
         r.insert(30, b"c");
         assert_eq!(r.ooo.len(), 2);
+    }
+
+    #[test]
+    fn sack_blocks_put_the_newest_first() {
+        let mut r = Reassembly::new(100, 8);
+        r.insert(10, b"ab");
+        r.insert(12, b"cd");
+        r.insert(30, b"x");
+        r.insert(20, b"yz");
+        assert_eq!(r.sack_blocks(4), vec![(20, 22), (30, 31), (10, 14)]);
+        assert_eq!(r.sack_blocks(1), vec![(20, 22)]);
+        r.insert(0, &[0; 14]);
+        assert_eq!(r.sack_blocks(4), vec![(6, 8), (16, 17)]);
     }
 }

@@ -20,6 +20,13 @@ const MAX_WSCALE: u8 = 14;
 /// Most events held; events are deduplicated, so this is never reached by
 /// a well-behaved application, and it bounds a careless one.
 const EVENT_LIMIT: usize = 32;
+/// Most SACKed ranges the sender remembers; beyond it the highest ranges
+/// are forgotten (SACK is advisory, so forgetting only costs repeats).
+const SCOREBOARD_LIMIT: usize = 64;
+/// SACK blocks we put in an ACK (the wire format's maximum).
+const SACK_BLOCKS: usize = crate::wire::xstream::MAX_SACK_BLOCKS;
+/// Consecutive timeouts after which the scoreboard is forgotten.
+const SACK_RENEGE_TIMEOUTS: u32 = 3;
 
 /// What identifies a connection: the two SIDs, not their locators.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -107,6 +114,13 @@ pub struct Connection {
     recover: u32,
     in_recovery: bool,
     retransmit_now: bool,
+    /// Both ends offered SACK.
+    sack_ok: bool,
+    /// SACKed ranges `[left, right)` above SND.UNA: sorted, disjoint,
+    /// at most [`SCOREBOARD_LIMIT`].
+    scoreboard: Vec<(u32, u32)>,
+    /// In SACK recovery, holes below this were already repeated.
+    high_rxt: u32,
     probe_now: bool,
     resend_synack: bool,
     cc: Box<dyn CongestionController>,
@@ -157,6 +171,9 @@ impl Connection {
             recover: iss,
             in_recovery: false,
             retransmit_now: false,
+            sack_ok: false,
+            scoreboard: Vec::new(),
+            high_rxt: iss,
             probe_now: false,
             resend_synack: false,
             ack_now: false,
@@ -240,6 +257,12 @@ impl Connection {
     /// Why the connection failed, if it did.
     pub fn error(&self) -> Option<ConnectionError> {
         self.error
+    }
+
+    /// Whether selective acknowledgements are in use (both ends offered
+    /// them in the handshake).
+    pub fn sack_enabled(&self) -> bool {
+        self.sack_ok
     }
 
     /// The congestion window in bytes.
@@ -568,13 +591,16 @@ impl Connection {
         self.rcv_nxt = seg.seq.wrapping_add(1);
         let mut peer_mss = DEFAULT_PEER_MSS;
         let mut peer_wscale = None;
+        let mut peer_sack = false;
         for o in &seg.options {
             match o {
                 XstreamOption::Mss(m) if *m > 0 => peer_mss = *m as usize,
                 XstreamOption::WindowScale(s) => peer_wscale = Some((*s).min(MAX_WSCALE)),
+                XstreamOption::SackPermitted => peer_sack = true,
                 _ => {}
             }
         }
+        self.sack_ok = self.config.sack && peer_sack;
         self.mss = (self.config.mss as usize).min(peer_mss).max(1);
         match peer_wscale {
             Some(s) => self.snd_wscale = s,
@@ -641,6 +667,15 @@ impl Connection {
             // Nothing outstanding: a live peer answers probes; not a loss.
             self.retries = 0;
         }
+        if self.sack_ok {
+            for o in &seg.options {
+                if let XstreamOption::Sack(blocks) = o {
+                    for &(l, r) in blocks.iter().take(SACK_BLOCKS) {
+                        self.sack_insert(ack, l, r);
+                    }
+                }
+            }
+        }
         if ack == self.snd_una {
             let pure = seg.payload.is_empty()
                 && !seg.flags.contains(Flags::SYN)
@@ -670,6 +705,7 @@ impl Connection {
         if seq_lt(self.snd_nxt, ack) {
             self.snd_nxt = ack;
         }
+        self.sack_trim();
         self.retries = 0;
         self.rtt.reset_backoff();
         self.sample_rtt(now, ack);
@@ -680,9 +716,13 @@ impl Connection {
                 self.in_recovery = false;
                 self.cc.on_exit_recovery(flight, self.mss);
             } else {
-                // Partial ACK: the next hole is lost too (RFC 6582 3.2 (5)).
-                self.cc.on_partial_ack(acked, self.mss);
-                self.retransmit_now = true;
+                if !self.sack_ok {
+                    // Partial ACK: the next hole is lost too (RFC 6582 3.2 (5)).
+                    self.cc.on_partial_ack(acked, self.mss);
+                    self.retransmit_now = true;
+                }
+                // With SACK the holes are repeated by `emit_sack_recovery`
+                // as the pipe allows.
             }
         } else {
             self.cc.on_ack_at(acked, self.mss, now, self.rtt.srtt());
@@ -705,13 +745,17 @@ impl Connection {
     fn on_dup_ack(&mut self) {
         self.dup_acks = self.dup_acks.saturating_add(1);
         if self.in_recovery {
-            self.cc.on_recovery_dup_ack(self.mss);
+            if !self.sack_ok {
+                // Window inflation; SACK recovery counts the pipe instead.
+                self.cc.on_recovery_dup_ack(self.mss);
+            }
         } else if self.dup_acks == 3 && seq_gt(self.snd_una, self.recover) {
             // RFC 6582 3.2 (2): only when the ACK covers more than
             // `recover`, so one loss event is not answered twice.
             let flight = self.snd_max.wrapping_sub(self.snd_una) as usize;
             self.recover = self.snd_max;
             self.in_recovery = true;
+            self.high_rxt = self.snd_una;
             self.cc.on_enter_recovery(flight, self.mss);
             self.retransmit_now = true;
             self.stats.fast_retransmits += 1;
@@ -898,7 +942,12 @@ impl Connection {
             self.in_recovery = false;
             self.recover = self.snd_max;
             self.dup_acks = 0;
-            // Go back N: resend from the first unacknowledged byte.
+            if self.retries >= SACK_RENEGE_TIMEOUTS {
+                // The peer may have discarded data it SACKed (RFC 2018 8).
+                self.scoreboard.clear();
+            }
+            // Go back N: resend from the first unacknowledged byte (with
+            // SACK, `skip_sacked` jumps over what the peer holds).
             self.snd_nxt = self.snd_una;
             self.retransmit_now = false;
             if self.state == State::SynReceived {
@@ -957,6 +1006,11 @@ impl Connection {
             _ => {}
         }
         if self.state.can_send_data() {
+            if self.sack_ok && self.in_recovery {
+                if let Some(s) = self.emit_sack_recovery(now) {
+                    return Some(s);
+                }
+            }
             if self.retransmit_now {
                 self.retransmit_now = false;
                 if let Some(s) = self.emit_data(now, self.snd_una, Mode::Retransmit) {
@@ -969,6 +1023,7 @@ impl Connection {
                     return Some(s);
                 }
             }
+            self.skip_sacked();
             if let Some(s) = self.emit_data(now, self.snd_nxt, Mode::New) {
                 return Some(s);
             }
@@ -1003,6 +1058,10 @@ impl Connection {
         // A SYN|ACK offers scaling only if the SYN did.
         if !with_ack || self.rcv_wscale > 0 || self.snd_wscale > 0 {
             options.push(XstreamOption::WindowScale(self.rcv_wscale));
+        }
+        // Likewise SACK (RFC 2018 2).
+        if self.config.sack && (!with_ack || self.sack_ok) {
+            options.push(XstreamOption::SackPermitted);
         }
         let flags = if with_ack {
             Flags::SYN | Flags::ACK
@@ -1040,11 +1099,27 @@ impl Connection {
         let avail = self.send_buf.len() - off;
         let limit = match mode {
             Mode::Retransmit => self.snd_max.wrapping_sub(seq) as usize,
+            Mode::Hole { end } => end.wrapping_sub(seq) as usize,
             Mode::Probe => 1,
             Mode::New => {
-                let wnd = self.cc.window().min(self.snd_wnd);
                 let flight = self.snd_nxt.wrapping_sub(self.snd_una) as usize;
-                wnd.saturating_sub(flight)
+                if self.sack_ok {
+                    let cwnd = if self.in_recovery {
+                        self.cc.ssthresh()
+                    } else {
+                        self.cc.window()
+                    };
+                    let peer = self.snd_wnd.saturating_sub(flight);
+                    // Never into a SACKed range (after a timeout).
+                    let sacked = match self.next_unsacked(seq).1 {
+                        Some(l) => l.wrapping_sub(seq) as usize,
+                        None => usize::MAX,
+                    };
+                    cwnd.saturating_sub(self.pipe()).min(peer).min(sacked)
+                } else {
+                    let wnd = self.cc.window().min(self.snd_wnd);
+                    wnd.saturating_sub(flight)
+                }
             }
         };
         let len = avail.min(self.mss).min(limit);
@@ -1052,7 +1127,7 @@ impl Connection {
         let fin = self.fin_seq == Some(end_data)
             && match mode {
                 // Resend the FIN only if it was sent before.
-                Mode::Retransmit => seq_lt(end_data, self.snd_max),
+                Mode::Retransmit | Mode::Hole { .. } => seq_lt(end_data, self.snd_max),
                 _ => true,
             };
         if len == 0 && !fin {
@@ -1088,6 +1163,175 @@ impl Connection {
         Some(self.segment(flags, seq, window, Vec::new(), &payload))
     }
 
+    // ---- SACK ----
+
+    /// Records a SACK block `[l, r)` from an ACK of `ack`, if plausible:
+    /// inside `(ack, SND.MAX]`.
+    fn sack_insert(&mut self, ack: u32, l: u32, r: u32) {
+        let base = ack;
+        if !seq_gt(r, base) || seq_gt(r, self.snd_max) {
+            return;
+        }
+        let rel = |s: u32| s.wrapping_sub(base);
+        let mut lo = if seq_lt(l, base) { 0 } else { rel(l) };
+        let mut hi = rel(r);
+        if lo >= hi {
+            return;
+        }
+        let mut out = Vec::with_capacity(self.scoreboard.len() + 1);
+        let mut placed = false;
+        for &(a, b) in &self.scoreboard {
+            // Ranges wholly at or below `ack` are stale.
+            if !seq_gt(b, base) {
+                continue;
+            }
+            let ra = if seq_lt(a, base) { 0 } else { rel(a) };
+            let rb = rel(b);
+            if rb < lo {
+                out.push((base.wrapping_add(ra), b));
+            } else if ra > hi {
+                if !placed {
+                    out.push((base.wrapping_add(lo), base.wrapping_add(hi)));
+                    placed = true;
+                }
+                out.push((a, b));
+            } else {
+                lo = lo.min(ra);
+                hi = hi.max(rb);
+            }
+        }
+        if !placed {
+            out.push((base.wrapping_add(lo), base.wrapping_add(hi)));
+        }
+        out.truncate(SCOREBOARD_LIMIT);
+        self.scoreboard = out;
+    }
+
+    /// Drops what SND.UNA covers from the scoreboard.
+    fn sack_trim(&mut self) {
+        let una = self.snd_una;
+        if una == self.snd_max {
+            self.scoreboard.clear();
+            return;
+        }
+        self.scoreboard.retain(|&(_, b)| seq_gt(b, una));
+        for r in &mut self.scoreboard {
+            if seq_lt(r.0, una) {
+                r.0 = una;
+            }
+        }
+    }
+
+    /// SACKed bytes in `[a, b)`.
+    fn sacked_between(&self, a: u32, b: u32) -> usize {
+        self.scoreboard
+            .iter()
+            .map(|&(l, r)| {
+                let lo = if seq_lt(l, a) { a } else { l };
+                let hi = if seq_gt(r, b) { b } else { r };
+                if seq_lt(lo, hi) {
+                    hi.wrapping_sub(lo) as usize
+                } else {
+                    0
+                }
+            })
+            .sum()
+    }
+
+    /// The first byte at or after `from` that is not SACKed, and where the
+    /// next SACKed range above it begins.
+    fn next_unsacked(&self, mut from: u32) -> (u32, Option<u32>) {
+        for &(a, b) in &self.scoreboard {
+            if seq_le(b, from) {
+                continue;
+            }
+            if seq_le(a, from) {
+                from = b;
+                continue;
+            }
+            return (from, Some(a));
+        }
+        (from, None)
+    }
+
+    /// Moves SND.NXT past SACKed data (resending after a timeout).
+    fn skip_sacked(&mut self) {
+        if self.sack_ok && seq_lt(self.snd_nxt, self.snd_max) {
+            let (next, _) = self.next_unsacked(self.snd_nxt);
+            self.snd_nxt = if seq_gt(next, self.snd_max) {
+                self.snd_max
+            } else {
+                next
+            };
+        }
+    }
+
+    /// Where un-SACKed holes not yet repeated begin, and where lost ones
+    /// end: `[start, high)` holds the holes still to repeat.
+    fn holes_to_repeat(&self) -> Option<(u32, u32)> {
+        // RFC 6675's IsLost: a hole counts as lost once at least three
+        // segments' worth above it is SACKed (reordering is not loss).
+        let mut above = 0usize;
+        let mut high = None;
+        for &(l, r) in self.scoreboard.iter().rev() {
+            above += r.wrapping_sub(l) as usize;
+            if above >= 3 * self.mss {
+                high = Some(l);
+                break;
+            }
+        }
+        let high = high?;
+        let start = if seq_gt(self.high_rxt, self.snd_una) {
+            self.high_rxt
+        } else {
+            self.snd_una
+        };
+        seq_lt(start, high).then_some((start, high))
+    }
+
+    /// RFC 6675's pipe, simplified: bytes sent and not yet acknowledged,
+    /// minus SACKed bytes, minus (in recovery) holes deemed lost and not
+    /// yet repeated.
+    fn pipe(&self) -> usize {
+        let outstanding = self.snd_nxt.wrapping_sub(self.snd_una) as usize;
+        let sacked = self.sacked_between(self.snd_una, self.snd_nxt);
+        let lost = match self.holes_to_repeat() {
+            Some((start, high)) if self.in_recovery => {
+                (high.wrapping_sub(start) as usize).saturating_sub(self.sacked_between(start, high))
+            }
+            _ => 0,
+        };
+        outstanding.saturating_sub(sacked).saturating_sub(lost)
+    }
+
+    /// In SACK fast recovery: the next hole to repeat, if the pipe allows
+    /// (the first one regardless, RFC 6675 5 (3)).
+    fn emit_sack_recovery(&mut self, now: Instant) -> Option<Vec<u8>> {
+        let forced = std::mem::take(&mut self.retransmit_now);
+        if !forced && self.pipe() >= self.cc.ssthresh() {
+            return None;
+        }
+        let (start, high) = match self.holes_to_repeat() {
+            Some(h) => h,
+            // Nothing SACKed yet: the first unacknowledged segment.
+            None if forced => (self.snd_una, self.snd_max),
+            None => return None,
+        };
+        let (from, next_sacked) = self.next_unsacked(start);
+        if !seq_lt(from, high) {
+            self.high_rxt = high;
+            return None;
+        }
+        let end = next_sacked.filter(|&l| seq_lt(l, high)).unwrap_or(high);
+        let end = if (end.wrapping_sub(from) as usize) > self.mss {
+            from.wrapping_add(self.mss as u32)
+        } else {
+            end
+        };
+        self.high_rxt = end;
+        self.emit_data(now, from, Mode::Hole { end })
+    }
+
     fn segment(
         &mut self,
         flags: Flags,
@@ -1101,6 +1345,23 @@ impl Connection {
         } else {
             0
         };
+        let mut options = options;
+        if self.sack_ok && flags.contains(Flags::ACK) && !flags.contains(Flags::SYN) {
+            let blocks: Vec<(u32, u32)> = self
+                .recv
+                .sack_blocks(SACK_BLOCKS)
+                .into_iter()
+                .map(|(l, r)| {
+                    (
+                        self.rcv_nxt.wrapping_add(l as u32),
+                        self.rcv_nxt.wrapping_add(r as u32),
+                    )
+                })
+                .collect();
+            if !blocks.is_empty() {
+                options.push(XstreamOption::Sack(blocks));
+            }
+        }
         if flags.contains(Flags::ACK) {
             // Any ACK carries everything a pending or delayed one would.
             self.ack_now = false;
@@ -1117,8 +1378,9 @@ impl Connection {
             options,
             payload,
         };
-        // Our options are at most 8 bytes and never SACK, so emitting
-        // cannot fail; an empty vector would be a harmless runt anyway.
+        // Our options are at most 12 bytes, or 36 with at most four
+        // non-empty SACK blocks, so emitting cannot fail; an empty vector
+        // would be a harmless runt anyway.
         repr.to_bytes().unwrap_or_default()
     }
 }
@@ -1130,6 +1392,11 @@ enum Mode {
     New,
     /// The first unacknowledged segment, ignoring the windows.
     Retransmit,
+    /// Part of a hole below the highest SACKed byte, up to `end`.
+    Hole {
+        /// Where the hole ends (a SACKed range begins).
+        end: u32,
+    },
     /// One byte past a closed peer window.
     Probe,
 }

@@ -30,7 +30,9 @@
 //! buffer space, with window updates and zero-window probes; RFC 6298
 //! retransmission timing with Karn's rule, exponential backoff and a
 //! retransmission limit; fast retransmit and NewReno fast recovery
-//! (RFC 6582) behind the [`CongestionController`] trait; FIN in both
+//! (RFC 6582) behind the [`CongestionController`] trait; selective
+//! acknowledgements (RFC 2018, [`Config::sack`], negotiated in the
+//! handshake) with SACK-based loss recovery after RFC 6675; FIN in both
 //! directions (half-close), TIME-WAIT, RST on errors and for segments to a
 //! closed connection; optional delayed ACKs (off by default). The states
 //! and their transition table are in [`state`].
@@ -38,12 +40,23 @@
 //! Congestion control is CUBIC (RFC 9438) by default, NewReno
 //! selectable ([`Config::congestion`]).
 //!
-//! Not implemented: SACK (the option is parsed by the wire layer but
-//! neither offered nor used), timestamps (RTTM/PAWS), keepalive,
+//! With SACK, the receiver reports up to four blocks of out-of-order
+//! data (the newest first) in every ACK, and the sender keeps a bounded
+//! scoreboard of SACKed ranges above SND.UNA. In fast recovery it sends
+//! while its estimate of the data in flight ("pipe": outstanding minus
+//! SACKed minus holes not yet repeated) is below ssthresh, first
+//! repeating the holes below the highest SACKed byte, then new data.
+//! After a retransmission timeout it resends from the first
+//! unacknowledged byte but skips SACKed ranges; after three timeouts in a
+//! row it forgets the scoreboard (in case the peer reneged). The
+//! simplifications: a hole counts as lost as soon as anything above it is
+//! SACKed, and a lost repeat of a hole waits for the timer. Without SACK
+//! the sender uses NewReno recovery and a timeout resends everything from
+//! the first unacknowledged byte (go-back-N), as classic BSD stacks do.
+//!
+//! Not implemented: D-SACK, timestamps (RTTM/PAWS), keepalive,
 //! Nagle's algorithm, ECN, and xia-core's MIGRATE options (migration here
-//! is explicit through the two DAG setters). A retransmission timeout
-//! resends from the first unacknowledged byte (go-back-N), as classic BSD
-//! stacks without SACK do.
+//! is explicit through the two DAG setters).
 
 mod buffer;
 mod cc;
@@ -90,6 +103,9 @@ pub struct Config {
     pub delayed_ack: Option<Duration>,
     /// The congestion controller (CUBIC by default, NewReno selectable).
     pub congestion: Algorithm,
+    /// Offer selective acknowledgements (RFC 2018); used only if both
+    /// ends offer them.
+    pub sack: bool,
 }
 
 impl Default for Config {
@@ -108,6 +124,7 @@ impl Default for Config {
             time_wait: Duration::from_secs(1),
             delayed_ack: None,
             congestion: Algorithm::Cubic,
+            sack: true,
         }
     }
 }
