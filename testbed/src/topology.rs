@@ -647,6 +647,28 @@ impl Topology {
                 None => cx.err(s.span(), format!("unknown node {:?}", s.get_ref())),
             }
         };
+        // A node that must be a host; `what` says what runs there.
+        let find_host = |s: &Spanned<String>, what: &str| -> Result<usize, TopologyError> {
+            let n = find_node(s)?;
+            if nodes[n].kind != NodeKind::Host {
+                return cx.err(
+                    s.span(),
+                    format!("{what} run on hosts; {:?} is a router", s.get_ref()),
+                );
+            }
+            Ok(n)
+        };
+        let time_at = |s: &Spanned<String>| -> Result<Duration, TopologyError> {
+            parse_duration(s.get_ref()).map_or_else(
+                || {
+                    cx.err(
+                        s.span(),
+                        format!("at {:?} is not a time like \"1.5s\"", s.get_ref()),
+                    )
+                },
+                Ok,
+            )
+        };
         let mut links = Vec::new();
         for l in &raw.link {
             let (a, b) = (find_node(&l.a)?, find_node(&l.b)?);
@@ -763,13 +785,7 @@ impl Topology {
             {
                 return cx.err(sv.name.span(), format!("name {n:?} is already used"));
             }
-            let host = find_node(&sv.host)?;
-            if nodes[host].kind != NodeKind::Host {
-                return cx.err(
-                    sv.host.span(),
-                    format!("services run on hosts; {:?} is a router", sv.host.get_ref()),
-                );
-            }
+            let host = find_host(&sv.host, "services")?;
             services.push(ServiceSpec {
                 name: n.clone(),
                 host,
@@ -783,22 +799,8 @@ impl Topology {
         };
         let mut runs = Vec::new();
         for r in &raw.run {
-            let node = find_node(&r.node)?;
-            if nodes[node].kind != NodeKind::Host {
-                return cx.err(
-                    r.node.span(),
-                    format!("commands run on hosts; {:?} is a router", r.node.get_ref()),
-                );
-            }
-            let at = match parse_duration(r.at.get_ref()) {
-                Some(d) => d,
-                None => {
-                    return cx.err(
-                        r.at.span(),
-                        format!("at {:?} is not a time like \"1.5s\"", r.at.get_ref()),
-                    )
-                }
-            };
+            let node = find_host(&r.node, "commands")?;
+            let at = time_at(&r.at)?;
             let command = match parse_command(r.command.get_ref(), &names) {
                 Ok(c) => c,
                 Err(m) => return cx.err(r.command.span(), m),
@@ -812,17 +814,8 @@ impl Topology {
         }
         let mut flows = Vec::new();
         for f in &raw.flow {
-            let (from, to) = (find_node(&f.from)?, find_node(&f.to)?);
-            for (s, n) in [(&f.from, from), (&f.to, to)] {
-                if nodes[n].kind != NodeKind::Host {
-                    return cx.err(
-                        s.span(),
-                        format!("flows run between hosts; {:?} is a router", s.get_ref()),
-                    );
-                }
-            }
-            let at = parse_duration(f.at.get_ref())
-                .map_or_else(|| cx.err(f.at.span(), "at is not a time like \"1s\""), Ok)?;
+            let (from, to) = (find_host(&f.from, "flows")?, find_host(&f.to, "flows")?);
+            let at = time_at(&f.at)?;
             let interval = parse_duration(f.interval.get_ref()).map_or_else(
                 || {
                     cx.err(
@@ -885,17 +878,14 @@ impl Topology {
                     "a stream needs exactly one of `to` (a host) or `service` (a name to resolve)",
                 ),
             };
-            let from = find_node(&st.from)?;
-            for (sp, n) in [(&st.from, from), (to_span, to)] {
-                if nodes[n].kind != NodeKind::Host {
-                    return cx.err(
-                        sp.span(),
-                        format!("streams run between hosts; {:?} is a router", sp.get_ref()),
-                    );
-                }
+            let from = find_host(&st.from, "streams")?;
+            if nodes[to].kind != NodeKind::Host {
+                return cx.err(
+                    to_span.span(),
+                    format!("streams run on hosts; {:?} is a router", to_span.get_ref()),
+                );
             }
-            let at = parse_duration(st.at.get_ref())
-                .map_or_else(|| cx.err(st.at.span(), "at is not a time like \"1s\""), Ok)?;
+            let at = time_at(&st.at)?;
             let bytes = match *st.bytes.get_ref() {
                 b @ 0..=10_000_000_000 => b as u64,
                 b => {
@@ -938,24 +928,12 @@ impl Topology {
         };
         let name_server = match &raw.name_server {
             None => None,
-            Some(ns) => {
-                let n = find_node(&ns.host)?;
-                if nodes[n].kind != NodeKind::Host {
-                    return cx.err(ns.host.span(), "the name server runs on a host");
-                }
-                Some(n)
-            }
+            Some(ns) => Some(find_host(&ns.host, "name servers")?),
         };
         let mut moves = Vec::new();
         for m in &raw.moves {
-            let host = find_node(&m.host)?;
+            let host = find_host(&m.host, "moves")?;
             let router = find_node(&m.router)?;
-            if nodes[host].kind != NodeKind::Host {
-                return cx.err(
-                    m.host.span(),
-                    format!("{:?} is not a host", m.host.get_ref()),
-                );
-            }
             if nodes[router].kind == NodeKind::Host {
                 return cx.err(
                     m.router.span(),
@@ -968,8 +946,7 @@ impl Topology {
                     "a moved host learns its new network from XHCP: add [xhcp]",
                 );
             }
-            let at = parse_duration(m.at.get_ref())
-                .map_or_else(|| cx.err(m.at.span(), "at is not a time like \"1s\""), Ok)?;
+            let at = time_at(&m.at)?;
             let current = links
                 .iter()
                 .find(|l| !l.initially_down && (l.a == host || l.b == host))
@@ -997,10 +974,7 @@ impl Topology {
                     format!("chunk {:?} is defined twice", c.name.get_ref()),
                 );
             }
-            let host = find_node(&c.host)?;
-            if nodes[host].kind != NodeKind::Host {
-                return cx.err(c.host.span(), "chunks are published by hosts");
-            }
+            let host = find_host(&c.host, "chunks")?;
             let size = match *c.size.get_ref() {
                 s @ 0..=16_777_216 => s as usize,
                 s => {
@@ -1021,18 +995,14 @@ impl Topology {
         }
         let mut fetches = Vec::new();
         for f in &raw.fetch {
-            let node = find_node(&f.node)?;
-            if nodes[node].kind != NodeKind::Host {
-                return cx.err(f.node.span(), "fetches run on hosts");
-            }
+            let node = find_host(&f.node, "fetches")?;
             let Some(chunk) = chunks.iter().position(|c| &c.name == f.chunk.get_ref()) else {
                 return cx.err(
                     f.chunk.span(),
                     format!("unknown chunk {:?}", f.chunk.get_ref()),
                 );
             };
-            let at = parse_duration(f.at.get_ref())
-                .map_or_else(|| cx.err(f.at.span(), "at is not a time like \"1s\""), Ok)?;
+            let at = time_at(&f.at)?;
             fetches.push(FetchSpec { at, node, chunk });
         }
         if let (Some(span), None) = (named_stream_line, name_server) {
