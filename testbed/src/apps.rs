@@ -10,6 +10,8 @@ use std::time::Duration;
 use xia_stack::dag::Dag;
 use xia_stack::host::{Host, HostEvent, ListenerHandle, NetError, SocketHandle, StreamHandle};
 use xia_stack::naming::NameResponse;
+
+use crate::topology::Target;
 use xia_stack::stream::StreamEvent;
 use xia_stack::time::Instant;
 
@@ -17,10 +19,8 @@ use xia_stack::time::Instant;
 /// `timeout`.
 #[derive(Debug)]
 pub struct Pinger {
-    /// Destination (`None` until a name is resolved).
-    pub dst: Option<Dag>,
-    /// The name to resolve first, for `ping name:…`.
-    pub name: Option<String>,
+    /// Destination: a DAG, or a name (`ping name:…`) until it is resolved.
+    pub dst: Target,
     // The outstanding name request.
     pending: Option<u32>,
     /// A name for the destination in the output.
@@ -57,7 +57,7 @@ fn show(d: &Dag) -> String {
 impl Pinger {
     /// A pinger (not started).
     pub fn new(
-        dst: Dag,
+        dst: Target,
         label: String,
         count: u32,
         interval: Duration,
@@ -66,8 +66,7 @@ impl Pinger {
         ident: u16,
     ) -> Pinger {
         Pinger {
-            dst: Some(dst),
-            name: None,
+            dst,
             pending: None,
             label,
             count,
@@ -101,48 +100,28 @@ impl Pinger {
         self.sent.len() as u32
     }
 
-    /// A pinger that resolves `name` first.
-    pub fn by_name(
-        name: String,
-        count: u32,
-        interval: Duration,
-        size: usize,
-        timeout: Duration,
-        ident: u16,
-    ) -> Pinger {
-        let mut p = Pinger::new(
-            Dag::from_xid(xia_stack::xid::Xid::BROADCAST_HID),
-            name.clone(),
-            count,
-            interval,
-            size,
-            timeout,
-            ident,
-        );
-        p.dst = None;
-        p.name = Some(name);
-        p
-    }
-
     /// Woken at `now`: resolve the name, send the next request or finish.
     /// Returns when to wake next.
     pub fn wake(&mut self, now: Instant, host: &mut Host) -> Option<Instant> {
         if self.done {
             return None;
         }
-        let Some(dst) = self.dst.clone() else {
+        let dst = match &self.dst {
+            Target::Dag(d) => d.clone(),
             // `ping name:…`: ask the name server, and wait for its answer.
-            if self.pending.is_none() {
-                self.started = Some(now);
-                match host.resolve(self.name.as_deref().unwrap_or_default()) {
-                    Ok(id) => self.pending = Some(id),
-                    Err(e) => {
-                        self.lines.push(format!("ping: {}: {e}", self.label));
-                        self.finish(now);
+            Target::Name(name) => {
+                if self.pending.is_none() {
+                    self.started = Some(now);
+                    match host.resolve(name) {
+                        Ok(id) => self.pending = Some(id),
+                        Err(e) => {
+                            self.lines.push(format!("ping: {}: {e}", self.label));
+                            self.finish(now);
+                        }
                     }
                 }
+                return None;
             }
-            return None;
         };
         if self.lines.is_empty() {
             self.started.get_or_insert(now);
@@ -226,7 +205,7 @@ impl Pinger {
             self.pending = None;
             return Some(match answer {
                 Ok(NameResponse::Record { dag, .. }) => {
-                    self.dst = Some(dag.clone());
+                    self.dst = Target::Dag(dag.clone());
                     Some(now)
                 }
                 Ok(_) => {
@@ -430,10 +409,8 @@ pub fn stream_byte(i: u64) -> u8 {
 /// pattern as the window allows, then closes.
 #[derive(Debug)]
 pub struct StreamClient {
-    /// Where to (`None` until a name is resolved).
-    pub dst: Option<Dag>,
-    /// The name to resolve first.
-    pub name: Option<String>,
+    /// Where to: a DAG, or a service name until it is resolved.
+    pub dst: Target,
     pending: Option<u32>,
     bytes: u64,
     /// Bytes handed to the connection.
@@ -451,10 +428,9 @@ pub struct StreamClient {
 
 impl StreamClient {
     /// A client for `bytes` bytes to `dst`.
-    pub fn new(dst: Dag, bytes: u64) -> StreamClient {
+    pub fn new(dst: Target, bytes: u64) -> StreamClient {
         StreamClient {
-            dst: Some(dst),
-            name: None,
+            dst,
             pending: None,
             bytes,
             written: 0,
@@ -466,33 +442,24 @@ impl StreamClient {
         }
     }
 
-    /// A client that resolves `name` and sends `bytes` to what it names.
-    pub fn by_name(name: String, bytes: u64) -> StreamClient {
-        let mut c = StreamClient::new(Dag::from_xid(xia_stack::xid::Xid::BROADCAST_HID), bytes);
-        c.dst = None;
-        c.name = Some(name);
-        c
-    }
-
     /// Woken at the start time: resolve the name, or connect.
     pub fn wake(&mut self, now: Instant, host: &mut Host) -> Option<Instant> {
         if self.stream.is_some() || self.pending.is_some() {
             return None;
         }
         self.started = Some(now);
-        match (&self.dst, &self.name) {
-            (Some(_), _) => self.open(now, host),
-            (None, Some(name)) => match host.resolve(name) {
+        match &self.dst {
+            Target::Dag(_) => self.open(now, host),
+            Target::Name(name) => match host.resolve(name) {
                 Ok(id) => self.pending = Some(id),
                 Err(e) => self.error = Some(format!("{name}: {e}")),
             },
-            (None, None) => {}
         }
         None
     }
 
     fn open(&mut self, now: Instant, host: &mut Host) {
-        let Some(dst) = &self.dst else { return };
+        let Target::Dag(dst) = &self.dst else { return };
         match host.connect(dst, now) {
             Ok(h) => self.stream = Some(h),
             Err(e) => self.error = Some(e.to_string()),
@@ -526,14 +493,13 @@ impl StreamClient {
             self.pending = None;
             match answer {
                 Ok(NameResponse::Record { dag, .. }) => {
-                    self.dst = Some(dag.clone());
+                    self.dst = Target::Dag(dag.clone());
                     self.open(now, host);
                 }
                 Ok(_) => {
-                    self.error = Some(format!(
-                        "{}: name not known",
-                        self.name.as_deref().unwrap_or_default()
-                    ))
+                    if let Target::Name(name) = &self.dst {
+                        self.error = Some(format!("{name}: name not known"));
+                    }
                 }
                 Err(why) => self.error = Some(why.clone()),
             }

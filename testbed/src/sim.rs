@@ -118,6 +118,7 @@ pub struct Simulation {
     events: u64,
     captures: Vec<Option<Capture<BufWriter<fs::File>>>>,
     until: Option<Instant>,
+    seed: u64,
     // The timer each router has scheduled, so stale ones are ignored.
     timers: Vec<Option<Instant>>,
     // Links that are unplugged, and packets sent into them.
@@ -373,6 +374,7 @@ impl Simulation {
             events: 0,
             captures,
             until: config.until.map(|d| Instant::ZERO + d),
+            seed: config.seed,
             timers: vec![None; n_nodes],
             down: topo.links.iter().map(|l| l.initially_down).collect(),
             down_drops: 0,
@@ -420,26 +422,22 @@ impl Simulation {
                 timeout,
                 hop_limit,
             } = run.command;
-            let mut pinger = match dst {
-                Target::Dag(dst) => {
-                    let label = self
-                        .topo
-                        .name_of(dst.intent())
-                        .unwrap_or_else(|| dst.intent().to_string());
-                    Pinger::new(
-                        dst,
-                        label,
-                        count,
-                        interval,
-                        size,
-                        timeout,
-                        0x1000 + k as u16,
-                    )
-                }
-                Target::Name(name) => {
-                    Pinger::by_name(name, count, interval, size, timeout, 0x1000 + k as u16)
-                }
+            let label = match &dst {
+                Target::Dag(d) => self
+                    .topo
+                    .name_of(d.intent())
+                    .unwrap_or_else(|| d.intent().to_string()),
+                Target::Name(name) => name.clone(),
             };
+            let mut pinger = Pinger::new(
+                dst,
+                label,
+                count,
+                interval,
+                size,
+                timeout,
+                0x1000 + k as u16,
+            );
             pinger.hop_limit = hop_limit;
             pinger.names = self
                 .topo
@@ -496,12 +494,11 @@ impl Simulation {
                 .append_xid(sid)
                 .map_err(|e| SimError::Setup(format!("stream {k}: {e}")))?;
             self.add_app(st.to, App::StreamServer(StreamServer::new(l), k));
-            let client = match st.service {
-                Some(i) => {
-                    StreamClient::by_name(self.topo.services[i].name.to_ascii_lowercase(), st.bytes)
-                }
-                None => StreamClient::new(dst, st.bytes),
+            let target = match st.service {
+                Some(i) => Target::Name(self.topo.services[i].name.to_ascii_lowercase()),
+                None => Target::Dag(dst),
             };
+            let client = StreamClient::new(target, st.bytes);
             let app = self.add_app(st.from, App::StreamClient(client, k));
             self.schedule(Instant::ZERO + st.at, Event::Wake { node: st.from, app });
         }
@@ -677,18 +674,12 @@ impl Simulation {
     fn flush(&mut self, node: usize) {
         let mut out = Vec::new();
         let mut wakes = Vec::new();
-        match &mut self.nodes[node] {
+        let next = match &mut self.nodes[node] {
             NodeState::Router(r) => {
                 while let Some(t) = r.poll_transmit() {
                     out.push((t.port as usize, t.packet));
                 }
-                let next = r.poll_timeout();
-                if next != self.timers[node] {
-                    self.timers[node] = next;
-                    if let Some(at) = next {
-                        self.schedule(at, Event::Timer { node });
-                    }
-                }
+                r.poll_timeout()
             }
             NodeState::Host(host, apps) => {
                 while let Some(e) = host.poll_event() {
@@ -697,13 +688,13 @@ impl Simulation {
                 while let Some(t) = host.poll_transmit() {
                     out.push((t.port as usize, t.packet));
                 }
-                let next = host.poll_timeout();
-                if next != self.timers[node] {
-                    self.timers[node] = next;
-                    if let Some(at) = next {
-                        self.schedule(at, Event::Timer { node });
-                    }
-                }
+                host.poll_timeout()
+            }
+        };
+        if next != self.timers[node] {
+            self.timers[node] = next;
+            if let Some(at) = next {
+                self.schedule(at, Event::Timer { node });
             }
         }
         for (port, packet) in out {
@@ -871,7 +862,7 @@ impl Simulation {
             })
             .collect();
         Report {
-            seed: 0,
+            seed: self.seed,
             events: self.events,
             end: self.now,
             pings: pings.into_iter().map(|(_, p)| p).collect(),
@@ -943,9 +934,7 @@ fn dispatch(
 
 /// Runs `topo` with `config`.
 pub fn run(topo: Topology, config: &SimConfig) -> Result<Report, SimError> {
-    let mut report = Simulation::new(topo, config)?.run()?;
-    report.seed = config.seed;
-    Ok(report)
+    Simulation::new(topo, config)?.run()
 }
 
 impl fmt::Display for Report {

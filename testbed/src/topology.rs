@@ -797,6 +797,16 @@ impl Topology {
             nodes: &nodes,
             services: &services,
         };
+        // An optional `dag = "…"` key: DAG text with `@name`s.
+        let opt_dag = |d: &Option<Spanned<String>>| -> Result<Option<Dag>, TopologyError> {
+            match d {
+                None => Ok(None),
+                Some(d) => names
+                    .dag(d.get_ref())
+                    .map(Some)
+                    .or_else(|m| cx.err(d.span(), format!("dag: {m}"))),
+            }
+        };
         let mut runs = Vec::new();
         for r in &raw.run {
             let node = find_host(&r.node, "commands")?;
@@ -839,16 +849,7 @@ impl Topology {
                     )
                 }
             };
-            let dag = match &f.dag {
-                None => None,
-                Some(d) => match names
-                    .expand(d.get_ref())
-                    .and_then(|t| Dag::parse(&t).map_err(|e| e.to_string()))
-                {
-                    Ok(dag) => Some(dag),
-                    Err(m) => return cx.err(d.span(), format!("dag: {m}")),
-                },
-            };
+            let dag = opt_dag(&f.dag)?;
             flows.push(FlowSpec {
                 from,
                 to,
@@ -895,16 +896,7 @@ impl Topology {
                     )
                 }
             };
-            let dag = match &st.dag {
-                None => None,
-                Some(d) => match names
-                    .expand(d.get_ref())
-                    .and_then(|t| Dag::parse(&t).map_err(|e| e.to_string()))
-                {
-                    Ok(dag) => Some(dag),
-                    Err(m) => return cx.err(d.span(), format!("dag: {m}")),
-                },
-            };
+            let dag = opt_dag(&st.dag)?;
             streams.push(StreamSpec {
                 from,
                 to,
@@ -1068,6 +1060,11 @@ struct Names<'a> {
 }
 
 impl Names<'_> {
+    /// DAG text with `@name`s, expanded and parsed.
+    fn dag(&self, text: &str) -> Result<Dag, String> {
+        Dag::parse(&self.expand(text)?).map_err(|e| e.to_string())
+    }
+
     fn expand(&self, text: &str) -> Result<String, String> {
         let mut out = Vec::new();
         for word in text.split_whitespace() {
@@ -1191,10 +1188,11 @@ fn parse_command(text: &str, names: &Names) -> Result<Command, String> {
                         .ok_or_else(|| format!("@{name}: no node has that name"))?;
                     Target::Dag(Dag::path(&[names.ads[n.ad].xid, n.hid()]).expect("two nodes"))
                 }
-                _ => {
-                    let text = names.expand(&rest.join(" "))?;
-                    Target::Dag(Dag::parse(&text).map_err(|e| format!("destination: {e}"))?)
-                }
+                _ => Target::Dag(
+                    names
+                        .dag(&rest.join(" "))
+                        .map_err(|e| format!("destination: {e}"))?,
+                ),
             };
             Ok(Command::Ping {
                 dst,

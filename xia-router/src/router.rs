@@ -95,6 +95,19 @@ fn is_beacon(packet: &[u8]) -> bool {
     XipRepr::parse_header(&Packet::new_unchecked(packet)).is_ok_and(|r| *r.dst.intent() == XHCP_SID)
 }
 
+/// What [`Router::learn_route`] did.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Learned {
+    /// A configured route exists; nothing changed.
+    Configured,
+    /// A new (or moved) learnt route.
+    New,
+    /// The same learnt route, its expiry pushed back.
+    Refreshed,
+    /// The HID table is full.
+    Full,
+}
+
 /// Route flag set on HID routes learnt from broadcasts.
 pub const FLAG_LEARNED: u32 = 1;
 
@@ -324,29 +337,9 @@ impl Router {
         let Some(hid) = repr.src.nodes_of_type(Principal::HID).last().copied() else {
             return;
         };
-        let existing = self
-            .tables
-            .table(Principal::HID)
-            .and_then(|t| t.get(hid.id()))
-            .copied();
-        if existing.is_some_and(|r| r.flags & FLAG_LEARNED == 0) {
-            return;
-        }
-        if existing.is_none_or(|r| r.action != Action::Forward(port)) {
-            let route = Route {
-                action: Action::Forward(port),
-                next_hop: Some(hid),
-                flags: FLAG_LEARNED,
-            };
-            if self.tables.insert(hid, route).is_err() {
-                return;
-            }
+        if self.learn_route(now, hid, port) == Learned::New {
             self.counters.neighbours_learned += 1;
         }
-        if let Some(old) = self.learned.insert(hid, now + self.config.neighbour_ttl) {
-            self.expiries.remove(&(old, hid));
-        }
-        self.expiries.insert((now + self.config.neighbour_ttl, hid));
     }
 
     /// A host registered its HID here (XHCP): route it out the port the
@@ -356,28 +349,44 @@ impl Router {
         if !reg.verify() || reg.ad != self.config.ad {
             return self.counters.drop(Drop::Malformed);
         }
-        let configured = self
+        match self.learn_route(now, reg.hid, port) {
+            Learned::New | Learned::Refreshed => self.counters.hosts_registered += 1,
+            Learned::Full => self.counters.drop(Drop::QueueFull),
+            Learned::Configured => {}
+        }
+    }
+
+    /// Learns `hid` out of `port` for [`RouterConfig::neighbour_ttl`]: the
+    /// one mechanism behind broadcast learning and host registration. A
+    /// configured route is never replaced.
+    fn learn_route(&mut self, now: Instant, hid: Xid, port: PortId) -> Learned {
+        let existing = self
             .tables
             .table(Principal::HID)
-            .and_then(|t| t.get(reg.hid.id()))
-            .is_some_and(|r| r.flags & FLAG_LEARNED == 0);
-        if configured {
-            return;
+            .and_then(|t| t.get(hid.id()))
+            .copied();
+        if existing.is_some_and(|r| r.flags & FLAG_LEARNED == 0) {
+            return Learned::Configured;
         }
-        let route = Route {
-            action: Action::Forward(port),
-            next_hop: Some(reg.hid),
-            flags: FLAG_LEARNED,
+        let outcome = if existing.is_some_and(|r| r.action == Action::Forward(port)) {
+            Learned::Refreshed
+        } else {
+            let route = Route {
+                action: Action::Forward(port),
+                next_hop: Some(hid),
+                flags: FLAG_LEARNED,
+            };
+            if self.tables.insert(hid, route).is_err() {
+                return Learned::Full;
+            }
+            Learned::New
         };
-        if self.tables.insert(reg.hid, route).is_err() {
-            return self.counters.drop(Drop::QueueFull);
-        }
-        self.counters.hosts_registered += 1;
         let expiry = now + self.config.neighbour_ttl;
-        if let Some(old) = self.learned.insert(reg.hid, expiry) {
-            self.expiries.remove(&(old, reg.hid));
+        if let Some(old) = self.learned.insert(hid, expiry) {
+            self.expiries.remove(&(old, hid));
         }
-        self.expiries.insert((expiry, reg.hid));
+        self.expiries.insert((expiry, hid));
+        outcome
     }
 
     /// When the router next needs [`Router::handle_timeout`]: the next XHCP

@@ -35,6 +35,33 @@ pub trait CongestionController: std::fmt::Debug + Send {
     fn on_timeout(&mut self, flight: usize, mss: usize, first: bool);
 }
 
+/// Slow start with RFC 3465's limit of L = 2 MSS per ACK, so stretch ACKs
+/// do not stall growth; the same for both controllers.
+fn slow_start(cwnd: usize, acked: usize, mss: usize) -> usize {
+    cwnd.saturating_add(acked.min(2 * mss))
+}
+
+/// Fast-recovery window arithmetic (RFC 6582), which both controllers use:
+/// they differ in how they reduce and grow, not in how they recover.
+mod recovery {
+    /// A further duplicate ACK: one more segment has left the network.
+    pub fn inflate(cwnd: usize, mss: usize) -> usize {
+        cwnd.saturating_add(mss)
+    }
+
+    /// A partial ACK (RFC 6582 3.2 (5)): deflate by the amount
+    /// acknowledged, add back one MSS for the retransmission going out.
+    pub fn deflate(cwnd: usize, acked: usize, mss: usize) -> usize {
+        cwnd.saturating_sub(acked).saturating_add(mss).max(mss)
+    }
+
+    /// The full ACK that ends recovery (RFC 6582 3.2 (3), the option that
+    /// avoids a burst).
+    pub fn exit(ssthresh: usize, flight: usize, mss: usize) -> usize {
+        ssthresh.min(flight.max(mss) + mss)
+    }
+}
+
 /// NewReno: slow start, congestion avoidance, fast recovery with partial
 /// ACKs (RFC 6582).
 #[derive(Clone, Debug)]
@@ -69,7 +96,7 @@ impl CongestionController for NewReno {
         if self.cwnd < self.ssthresh {
             // Slow start, with RFC 3465's limit of one MSS per ACK... of
             // L = 2 MSS, so stretch ACKs do not stall growth.
-            self.cwnd = self.cwnd.saturating_add(acked.min(2 * mss));
+            self.cwnd = slow_start(self.cwnd, acked, mss);
         } else {
             // Congestion avoidance: one MSS per window of acknowledged data.
             self.acked_in_ca = self.acked_in_ca.saturating_add(acked);
@@ -87,18 +114,15 @@ impl CongestionController for NewReno {
     }
 
     fn on_recovery_dup_ack(&mut self, mss: usize) {
-        self.cwnd = self.cwnd.saturating_add(mss);
+        self.cwnd = recovery::inflate(self.cwnd, mss);
     }
 
     fn on_partial_ack(&mut self, acked: usize, mss: usize) {
-        // RFC 6582 3.2 (5): deflate by the amount acknowledged, add back
-        // one MSS for the retransmission that goes out now.
-        self.cwnd = self.cwnd.saturating_sub(acked).saturating_add(mss).max(mss);
+        self.cwnd = recovery::deflate(self.cwnd, acked, mss);
     }
 
     fn on_exit_recovery(&mut self, flight: usize, mss: usize) {
-        // RFC 6582 3.2 (3), the option that avoids a burst.
-        self.cwnd = self.ssthresh.min(flight.max(mss) + mss);
+        self.cwnd = recovery::exit(self.ssthresh, flight, mss);
     }
 
     fn on_timeout(&mut self, flight: usize, mss: usize, first: bool) {
@@ -192,7 +216,7 @@ impl CongestionController for Cubic {
     fn on_ack(&mut self, acked: usize, mss: usize) {
         // Without a clock CUBIC cannot run its curve: grow like Reno.
         if self.cwnd < self.ssthresh {
-            self.cwnd = self.cwnd.saturating_add(acked.min(2 * mss));
+            self.cwnd = slow_start(self.cwnd, acked, mss);
         } else {
             self.cwnd = self
                 .cwnd
@@ -202,7 +226,7 @@ impl CongestionController for Cubic {
 
     fn on_ack_at(&mut self, acked: usize, mss: usize, now: Instant, srtt: Option<Duration>) {
         if self.cwnd < self.ssthresh {
-            self.cwnd = self.cwnd.saturating_add(acked.min(2 * mss));
+            self.cwnd = slow_start(self.cwnd, acked, mss);
             return;
         }
         let m = mss as f64;
@@ -233,15 +257,15 @@ impl CongestionController for Cubic {
     }
 
     fn on_recovery_dup_ack(&mut self, mss: usize) {
-        self.cwnd = self.cwnd.saturating_add(mss);
+        self.cwnd = recovery::inflate(self.cwnd, mss);
     }
 
     fn on_partial_ack(&mut self, acked: usize, mss: usize) {
-        self.cwnd = self.cwnd.saturating_sub(acked).saturating_add(mss).max(mss);
+        self.cwnd = recovery::deflate(self.cwnd, acked, mss);
     }
 
     fn on_exit_recovery(&mut self, flight: usize, mss: usize) {
-        self.cwnd = self.ssthresh.min(flight.max(mss) + mss);
+        self.cwnd = recovery::exit(self.ssthresh, flight, mss);
     }
 
     fn on_timeout(&mut self, _flight: usize, mss: usize, first: bool) {
