@@ -1,6 +1,8 @@
-//! Static routes from a topology: shortest paths (by link delay, ties broken
-//! by node order so results are deterministic), installed once at start.
-//! A later issue replaces these with XHCP and link-state routing.
+//! Routes from a topology. With static routing (the default): shortest
+//! paths (by link delay, ties broken by node order so results are
+//! deterministic), installed once at start. With link-state routing: only
+//! what a router is configured with in real life — its attached hosts and
+//! its own 4ID — plus link costs for the protocol.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -55,6 +57,41 @@ fn shortest(topo: &Topology, ports: &[Vec<(usize, usize)>], src: usize) -> Vec<O
         }
     }
     best
+}
+
+/// Installs what router `r` knows without routing: a route to each host
+/// on its own ports, and its 4ID as local.
+pub fn install_connected(
+    topo: &Topology,
+    ports: &[Vec<(usize, usize)>],
+    r: usize,
+    tables: &mut RouteTables,
+) {
+    for (p, &(_, peer)) in ports[r].iter().enumerate() {
+        if topo.nodes[peer].kind == NodeKind::Host {
+            let hid = topo.nodes[peer].hid();
+            let _ = tables.insert(hid, Route::via(p as u16, hid));
+        }
+    }
+    if let NodeKind::Router {
+        ipv4: Some(addr), ..
+    } = &topo.nodes[r].kind
+    {
+        let _ = tables.insert(Xid::from_ipv4(*addr), Route::LOCAL);
+    }
+}
+
+/// Link-state costs of router `r`'s ports: the link's one-way delay in
+/// microseconds plus one, so that, as with static routes, equal-delay
+/// paths prefer fewer hops.
+pub fn port_costs(topo: &Topology, ports: &[Vec<(usize, usize)>], r: usize) -> Vec<u32> {
+    ports[r]
+        .iter()
+        .map(|&(li, _)| {
+            let us = topo.links[li].delay.as_micros();
+            u32::try_from(us + 1).unwrap_or(u32::MAX)
+        })
+        .collect()
 }
 
 /// Installs router `r`'s static routes into `tables`.

@@ -26,7 +26,9 @@ use crate::apps::{ChunkFetcher, FlowSender, FlowSink, Pinger, StreamClient, Stre
 use crate::link::{DirStats, Direction, Fate};
 use crate::pcap::{frame, mac, Capture};
 use crate::routes;
-use crate::topology::{derived_identity, Command, NodeKind, Target, Topology};
+use crate::topology::{
+    derived_identity, Command, EventTarget, NodeKind, RoutingSpec, Target, Topology,
+};
 
 /// How to run.
 #[derive(Clone, Debug, Default)]
@@ -73,6 +75,9 @@ enum Event {
         node: usize,
     },
     Move {
+        index: usize,
+    },
+    Change {
         index: usize,
     },
 }
@@ -128,6 +133,12 @@ pub struct Simulation {
     // background (what it causes is background too).
     foreground: usize,
     background: bool,
+    // Routers that are down (failed by an [[event]]), and packets that
+    // arrived at them meanwhile.
+    failed: Vec<bool>,
+    failed_drops: u64,
+    no_fast_path: bool,
+    ns_dag: Option<xia_stack::dag::Dag>,
 }
 
 /// A ping's outcome.
@@ -257,8 +268,12 @@ pub struct Report {
     pub routers: Vec<(String, Counters)>,
     /// Links.
     pub links: Vec<LinkReport>,
-    /// Packets sent into a link a move had unplugged.
+    /// Packets sent into a link a move or an event had unplugged.
     pub unplugged_drops: u64,
+    /// Packets that arrived at a failed router.
+    pub failed_router_drops: u64,
+    /// The `[[event]]`s, as printed lines ("5.000 s link rB-rC down").
+    pub changes: Vec<String>,
 }
 
 /// The simulation could not be set up.
@@ -292,15 +307,7 @@ impl Simulation {
             let ad = topo.ads[n.ad].xid;
             match &n.kind {
                 NodeKind::Router { .. } => {
-                    let mut cfg = RouterConfig::new(ad, n.hid(), ports[i].len() as u16);
-                    cfg.fast_path = !config.no_fast_path;
-                    cfg.xhcp_interval = topo.xhcp_interval;
-                    cfg.name_server = ns_dag.clone();
-                    if let NodeKind::Router { cache_bytes, .. } = &n.kind {
-                        cfg.chunk_cache = *cache_bytes;
-                    }
-                    let mut r = Router::new(cfg);
-                    routes::install(&topo, &ports, i, r.tables_mut());
+                    let r = build_router(&topo, &ports, i, config.no_fast_path, ns_dag.clone());
                     nodes.push(NodeState::Router(Box::new(r)));
                 }
                 NodeKind::Host => {
@@ -380,6 +387,10 @@ impl Simulation {
             down_drops: 0,
             foreground: 0,
             background: false,
+            failed: vec![false; n_nodes],
+            failed_drops: 0,
+            no_fast_path: config.no_fast_path,
+            ns_dag,
             topo,
         };
         sim.install_scenario()?;
@@ -474,6 +485,9 @@ impl Simulation {
         }
         for (index, m) in self.topo.moves.clone().into_iter().enumerate() {
             self.schedule(Instant::ZERO + m.at, Event::Move { index });
+        }
+        for (index, e) in self.topo.events.clone().into_iter().enumerate() {
+            self.schedule(Instant::ZERO + e.at, Event::Change { index });
         }
         for (k, st) in self.topo.streams.clone().into_iter().enumerate() {
             let sid = match st.service {
@@ -586,6 +600,7 @@ impl Simulation {
                 Event::Wake { node, app } => self.wake(node, app),
                 Event::Timer { node } => self.timer(node, q.at),
                 Event::Move { index } => self.do_move(index),
+                Event::Change { index } => self.change(index),
             }
         }
         // Pingers still waiting when time ran out print their statistics.
@@ -615,6 +630,10 @@ impl Simulation {
 
     fn arrive(&mut self, node: usize, port: usize, packet: Vec<u8>) {
         let now = self.now;
+        if self.failed[node] {
+            self.failed_drops += 1;
+            return;
+        }
         match &mut self.nodes[node] {
             NodeState::Router(r) => {
                 r.handle_packet(now, port as u16, packet);
@@ -657,9 +676,34 @@ impl Simulation {
         }
     }
 
+    /// A link or router fails or comes back.
+    fn change(&mut self, index: usize) {
+        let e = self.topo.events[index];
+        match e.target {
+            EventTarget::Link(li) => self.down[li] = !e.up,
+            EventTarget::Node(n) => {
+                self.failed[n] = !e.up;
+                self.timers[n] = None;
+                if e.up {
+                    // A reboot: the router starts again from its
+                    // configuration, knowing nothing it had learnt.
+                    let r = build_router(
+                        &self.topo,
+                        &self.ports,
+                        n,
+                        self.no_fast_path,
+                        self.ns_dag.clone(),
+                    );
+                    self.nodes[n] = NodeState::Router(Box::new(r));
+                    self.flush(n);
+                }
+            }
+        }
+    }
+
     fn timer(&mut self, node: usize, at: Instant) {
-        if self.timers[node] != Some(at) {
-            return; // superseded
+        if self.timers[node] != Some(at) || self.failed[node] {
+            return; // superseded, or the router is down
         }
         self.timers[node] = None;
         match &mut self.nodes[node] {
@@ -870,6 +914,26 @@ impl Simulation {
             fetches: fetches.into_iter().map(|(_, f)| f).collect(),
             flows: flows.into_iter().map(|(_, f)| f).collect(),
             unplugged_drops: self.down_drops,
+            failed_router_drops: self.failed_drops,
+            changes: self
+                .topo
+                .events
+                .iter()
+                .map(|e| {
+                    let what = match e.target {
+                        EventTarget::Link(li) => {
+                            let l = &self.topo.links[li];
+                            format!(
+                                "link {}-{}",
+                                self.topo.nodes[l.a].name, self.topo.nodes[l.b].name
+                            )
+                        }
+                        EventTarget::Node(n) => format!("router {}", self.topo.nodes[n].name),
+                    };
+                    let state = if e.up { "up" } else { "down" };
+                    format!("{:.3} s {what} {state}", e.at.as_secs_f64())
+                })
+                .collect(),
             services,
             routers,
             links,
@@ -888,6 +952,52 @@ impl Simulation {
             NodeState::Router(_) => None,
         }
     }
+}
+
+/// Router `i` as configured by the topology, with its initial routes.
+fn build_router(
+    topo: &Topology,
+    ports: &[Vec<(usize, usize)>],
+    i: usize,
+    no_fast_path: bool,
+    name_server: Option<xia_stack::dag::Dag>,
+) -> Router {
+    let n = &topo.nodes[i];
+    let mut cfg = RouterConfig::new(topo.ads[n.ad].xid, n.hid(), ports[i].len() as u16);
+    cfg.fast_path = !no_fast_path;
+    cfg.xhcp_interval = topo.xhcp_interval;
+    cfg.name_server = name_server;
+    let NodeKind::Router {
+        cache_bytes,
+        unknown_ads,
+        ..
+    } = &n.kind
+    else {
+        unreachable!("build_router is called for routers")
+    };
+    cfg.chunk_cache = *cache_bytes;
+    if let RoutingSpec::LinkState {
+        hello,
+        dead,
+        refresh,
+    } = topo.routing
+    {
+        cfg.routing = Some(xia_router::routing::LinkStateConfig {
+            hello_interval: hello,
+            dead_interval: dead,
+            refresh_interval: refresh,
+            max_age: refresh * 4,
+            port_costs: routes::port_costs(topo, ports, i),
+            exclude: unknown_ads.iter().map(|&a| topo.ads[a].xid).collect(),
+            ..Default::default()
+        });
+    }
+    let mut r = Router::new(cfg);
+    match topo.routing {
+        RoutingSpec::Static => routes::install(topo, ports, i, r.tables_mut()),
+        RoutingSpec::LinkState { .. } => routes::install_connected(topo, ports, i, r.tables_mut()),
+    }
+    r
 }
 
 /// Offers a host event to the node's apps until one takes it; returns the
@@ -1020,6 +1130,13 @@ impl fmt::Display for Report {
             }
             writeln!(f)?;
         }
+        if !self.changes.is_empty() {
+            writeln!(f, "events:")?;
+            for e in &self.changes {
+                writeln!(f, "  {e}")?;
+            }
+            writeln!(f)?;
+        }
         writeln!(f, "routers:")?;
         for (name, c) in &self.routers {
             writeln!(f, "  {name:<10} {c}")?;
@@ -1038,6 +1155,13 @@ impl fmt::Display for Report {
                 f,
                 "\n{} packets sent into unplugged links",
                 self.unplugged_drops
+            )?;
+        }
+        if self.failed_router_drops > 0 {
+            writeln!(
+                f,
+                "{} packets arrived at failed routers",
+                self.failed_router_drops
             )?;
         }
         writeln!(

@@ -122,6 +122,27 @@ struct RawTopology {
     fetch: Vec<RawFetch>,
     #[serde(default, rename = "move")]
     moves: Vec<RawMove>,
+    routing: Option<RawRouting>,
+    #[serde(default)]
+    event: Vec<RawEvent>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRouting {
+    protocol: Spanned<String>,
+    hello: Option<Spanned<String>>,
+    dead: Option<Spanned<String>>,
+    refresh: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEvent {
+    at: Spanned<String>,
+    link: Option<Spanned<Vec<Spanned<String>>>>,
+    node: Option<Spanned<String>>,
+    state: Spanned<String>,
 }
 
 #[derive(Deserialize)]
@@ -396,6 +417,10 @@ pub struct Topology {
     /// The host that serves names (`[name_server] host`); services register
     /// their names with it, and hosts know it from the start (or from XHCP).
     pub name_server: Option<usize>,
+    /// How routers get their routes.
+    pub routing: RoutingSpec,
+    /// Link and router failures and repairs, in file order.
+    pub events: Vec<EventSpec>,
 }
 
 /// A host's link re-plugged into another router at `at` (the old link goes
@@ -412,6 +437,45 @@ pub struct MoveSpec {
     pub router: usize,
     /// The link index of the new attachment.
     pub link: usize,
+}
+
+/// How routers get their routes (`[routing]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RoutingSpec {
+    /// Shortest paths computed from the file and installed at the start
+    /// (the default): instant, but blind to failures.
+    Static,
+    /// Every router runs link-state routing; only directly attached hosts
+    /// and a router's own 4ID are configured.
+    LinkState {
+        /// HELLO interval.
+        hello: Duration,
+        /// Dead interval.
+        dead: Duration,
+        /// LSA refresh interval.
+        refresh: Duration,
+    },
+}
+
+/// What an `[[event]]` changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventTarget {
+    /// A link (index into [`Topology::links`]).
+    Link(usize),
+    /// A router (node index): down, it hears and sends nothing; up again,
+    /// it restarts with empty state, as after a reboot.
+    Node(usize),
+}
+
+/// A failure or repair during the run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventSpec {
+    /// When.
+    pub at: Duration,
+    /// What.
+    pub target: EventTarget,
+    /// Up (`true`) or down.
+    pub up: bool,
 }
 
 /// A chunk of generated content (`size` bytes derived from its name)
@@ -997,6 +1061,105 @@ impl Topology {
             let at = time_at(&f.at)?;
             fetches.push(FetchSpec { at, node, chunk });
         }
+        let routing = match &raw.routing {
+            None => RoutingSpec::Static,
+            Some(r) => {
+                let dur = |f: &Option<Spanned<String>>, default: u64, what: &str| match f {
+                    None => Ok(Duration::from_millis(default)),
+                    Some(s) => match parse_duration(s.get_ref()) {
+                        Some(d) if !d.is_zero() => Ok(d),
+                        _ => cx.err(
+                            s.span(),
+                            format!(
+                                "{what} {:?} is not a positive duration like \"1s\"",
+                                s.get_ref()
+                            ),
+                        ),
+                    },
+                };
+                match r.protocol.get_ref().as_str() {
+                    "static" => RoutingSpec::Static,
+                    "link-state" => {
+                        let hello = dur(&r.hello, 1000, "hello")?;
+                        let dead = dur(&r.dead, 4 * hello.as_millis() as u64, "dead")?;
+                        if dead <= hello {
+                            return cx.err(
+                                r.dead.as_ref().unwrap_or(&r.protocol).span(),
+                                "the dead interval must be longer than the hello interval",
+                            );
+                        }
+                        RoutingSpec::LinkState {
+                            hello,
+                            dead,
+                            refresh: dur(&r.refresh, 30_000, "refresh")?,
+                        }
+                    }
+                    other => {
+                        return cx.err(
+                            r.protocol.span(),
+                            format!(
+                                "routing protocol {other:?} is not \"static\" or \"link-state\""
+                            ),
+                        )
+                    }
+                }
+            }
+        };
+        let mut events = Vec::new();
+        for e in &raw.event {
+            let at = time_at(&e.at)?;
+            let up = match e.state.get_ref().as_str() {
+                "up" => true,
+                "down" => false,
+                other => {
+                    return cx.err(
+                        e.state.span(),
+                        format!("state {other:?} is not \"up\" or \"down\""),
+                    )
+                }
+            };
+            let target = match (&e.link, &e.node) {
+                (Some(l), None) => {
+                    let ends = l.get_ref();
+                    if ends.len() != 2 {
+                        return cx.err(l.span(), "link = [\"A\", \"B\"] names its two ends");
+                    }
+                    let (a, b) = (find_node(&ends[0])?, find_node(&ends[1])?);
+                    match links.iter().position(|k| {
+                        !k.initially_down && ((k.a, k.b) == (a, b) || (k.a, k.b) == (b, a))
+                    }) {
+                        Some(li) => EventTarget::Link(li),
+                        None => {
+                            return cx.err(
+                                l.span(),
+                                format!(
+                                    "no link between {:?} and {:?}",
+                                    ends[0].get_ref(),
+                                    ends[1].get_ref()
+                                ),
+                            )
+                        }
+                    }
+                }
+                (None, Some(n)) => {
+                    let node = find_node(n)?;
+                    if nodes[node].kind == NodeKind::Host {
+                        return cx.err(
+                            n.span(),
+                            format!("{:?} is a host; node events fail routers", n.get_ref()),
+                        );
+                    }
+                    EventTarget::Node(node)
+                }
+                _ => {
+                    return cx.err(
+                        e.at.span(),
+                        "an event names either a link = [\"A\", \"B\"] or a node",
+                    )
+                }
+            };
+            events.push(EventSpec { at, target, up });
+        }
         if let (Some(span), None) = (named_stream_line, name_server) {
             return cx.err(
                 span,
@@ -1004,6 +1167,8 @@ impl Topology {
             );
         }
         Ok(Topology {
+            routing,
+            events,
             moves,
             chunks,
             fetches,

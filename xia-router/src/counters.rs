@@ -74,6 +74,10 @@ pub struct Counters {
     pub chunks_cached: u64,
     /// Chunk requests answered from the cache.
     pub chunks_served: u64,
+    /// Routing messages heard (link-local, never forwarded).
+    pub routing_heard: u64,
+    /// Routing messages sent.
+    pub routing_sent: u64,
     drops: [u64; Drop::ALL.len()],
 }
 
@@ -111,6 +115,13 @@ impl fmt::Display for Counters {
                 f,
                 " chunks cached {} served {}",
                 self.chunks_cached, self.chunks_served
+            )?;
+        }
+        if self.routing_heard + self.routing_sent > 0 {
+            write!(
+                f,
+                " routing rx {} tx {}",
+                self.routing_heard, self.routing_sent
             )?;
         }
         for d in Drop::ALL {

@@ -18,6 +18,7 @@ pub mod cache;
 pub mod counters;
 pub mod fastpath;
 pub mod router;
+pub mod routing;
 
 pub use xia_stack::forward;
 

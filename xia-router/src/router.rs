@@ -25,6 +25,7 @@ use xia_stack::xid::{Principal, Xid};
 use crate::cache::ContentCache;
 use crate::counters::{Counters, Drop};
 use crate::fastpath::FastPath;
+use crate::routing::{LinkState, LinkStateConfig, RoutingCounters, FLAG_ROUTED, ROUTING_SID};
 
 /// A packet for the router itself (not XCMP echo, which it answers).
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -60,6 +61,9 @@ pub struct RouterConfig {
     pub name_server: Option<Dag>,
     /// Bytes of content chunks to cache from passing traffic (0: none).
     pub chunk_cache: usize,
+    /// Run link-state routing with this configuration (`None`: routes
+    /// are configured from outside).
+    pub routing: Option<LinkStateConfig>,
 }
 
 impl RouterConfig {
@@ -75,6 +79,7 @@ impl RouterConfig {
             xhcp_interval: None,
             name_server: None,
             chunk_cache: 0,
+            routing: None,
         }
     }
 }
@@ -90,9 +95,31 @@ fn host_registration(packet: &[u8]) -> Option<xia_stack::xhcp::Registration> {
     xia_stack::xhcp::Registration::parse(seg.payload)
 }
 
-/// Whether a packet is an XHCP beacon (to the broadcast HID's XHCP SID).
-fn is_beacon(packet: &[u8]) -> bool {
-    XipRepr::parse_header(&Packet::new_unchecked(packet)).is_ok_and(|r| *r.dst.intent() == XHCP_SID)
+/// The service a link-local message (hop limit 1, to the broadcast HID)
+/// is for: XHCP beacons and routing messages.
+fn link_local_service(packet: &[u8]) -> Option<Xid> {
+    let repr = XipRepr::parse_header(&Packet::new_unchecked(packet)).ok()?;
+    let intent = *repr.dst.intent();
+    (intent == XHCP_SID || intent == ROUTING_SID).then_some(intent)
+}
+
+/// A routing message body as the packet a router sends on a link.
+fn routing_packet(own: &Dag, body: &[u8]) -> Vec<u8> {
+    let dst = Dag::path(&[Xid::BROADCAST_HID, ROUTING_SID]).expect("two nodes");
+    let seg = xia_stack::wire::xdgram::XdgramRepr {
+        next_header: xia_stack::wire::xip::NextHeader::Data,
+        payload: body,
+    }
+    .to_bytes();
+    let mut repr = XipRepr::new(
+        dst,
+        own.clone(),
+        xia_stack::wire::xip::NextHeader::Xdgram,
+        0,
+    );
+    // For the link it is sent on only.
+    repr.hop_limit = 1;
+    repr.to_bytes(&seg).unwrap_or_default()
 }
 
 /// What [`Router::learn_route`] did.
@@ -127,6 +154,13 @@ pub struct Router {
     // When the next XHCP beacon is due (the first as soon as asked).
     next_beacon: Option<Instant>,
     cache: Option<ContentCache>,
+    routing: Option<LinkState>,
+    // Routes the routing protocol wants, whether or not installed (a
+    // configured or learnt route for the same XID wins).
+    routed: BTreeMap<Xid, Route>,
+    // The attached hosts or local 4IDs may have changed: recompute the
+    // stubs advertised by routing.
+    stubs_dirty: bool,
 }
 
 impl Router {
@@ -159,6 +193,12 @@ impl Router {
             expiries: BTreeSet::new(),
             next_beacon: config.xhcp_interval.map(|_| Instant::ZERO),
             cache: (config.chunk_cache > 0).then(|| ContentCache::new(config.chunk_cache)),
+            routing: config
+                .routing
+                .clone()
+                .map(|c| LinkState::new(config.ad, config.hid, config.ports, c)),
+            routed: BTreeMap::new(),
+            stubs_dirty: true,
         }
     }
 
@@ -177,9 +217,21 @@ impl Router {
         &self.tables
     }
 
-    /// Its route tables, for changes (the fast path notices them).
+    /// Its route tables, for changes (the fast path notices them, and
+    /// routing re-reads the attached hosts it advertises).
     pub fn tables_mut(&mut self) -> &mut RouteTables {
+        self.stubs_dirty = true;
         &mut self.tables
+    }
+
+    /// The routing protocol's state, if it runs.
+    pub fn routing(&self) -> Option<&LinkState> {
+        self.routing.as_ref()
+    }
+
+    /// The routing protocol's counters, if it runs.
+    pub fn routing_counters(&self) -> Option<RoutingCounters> {
+        self.routing.as_ref().map(|r| r.counters())
     }
 
     /// Its counters.
@@ -222,28 +274,29 @@ impl Router {
                 self.counters.forwarded += 1;
                 self.push(out, next_hop, packet);
             }
-            // XHCP beacons are link-local (hop limit 1): heard, never
-            // flooded on, and not an error.
-            Verdict::Broadcast | Verdict::TimeExceeded if is_beacon(&packet) => {
-                self.counters.beacons_heard += 1;
-            }
-            Verdict::Broadcast => {
-                self.learn_neighbour(now, port, &packet);
-                self.counters.broadcast += 1;
-                for out in (0..self.config.ports).filter(|&p| p != port) {
-                    self.push(out, None, packet.clone());
+            // XHCP beacons and routing messages are link-local (hop limit
+            // 1): heard, never flooded on, and not an error.
+            Verdict::Broadcast | Verdict::TimeExceeded => match link_local_service(&packet) {
+                Some(XHCP_SID) => self.counters.beacons_heard += 1,
+                Some(_) => self.handle_routing(now, port, &packet),
+                None if matches!(verdict, Verdict::TimeExceeded) => {
+                    self.counters.drop(Drop::HopLimit);
+                    self.send_error(&packet, ErrorKind::TimeExceeded);
                 }
-            }
+                None => {
+                    self.learn_neighbour(now, port, &packet);
+                    self.counters.broadcast += 1;
+                    for out in (0..self.config.ports).filter(|&p| p != port) {
+                        self.push(out, None, packet.clone());
+                    }
+                }
+            },
             Verdict::Deliver { .. } => self.deliver(now, port, packet),
             Verdict::Unreachable => {
                 self.counters.drop(Drop::Unreachable);
                 let reason =
                     walk::check(&mut packet).map_or(Unreachable::Host, |c| unreachable_reason(&c));
                 self.send_error(&packet, ErrorKind::Unreachable(reason));
-            }
-            Verdict::TimeExceeded => {
-                self.counters.drop(Drop::HopLimit);
-                self.send_error(&packet, ErrorKind::TimeExceeded);
             }
             Verdict::Discard => self.counters.drop(Drop::Discarded),
         }
@@ -309,6 +362,108 @@ impl Router {
         });
     }
 
+    fn handle_routing(&mut self, now: Instant, port: PortId, packet: &[u8]) {
+        self.counters.routing_heard += 1;
+        // A router that does not run routing ignores its messages.
+        let Some(routing) = self.routing.as_mut() else {
+            return;
+        };
+        let view = Packet::new_unchecked(packet);
+        let parsed = xia_stack::wire::xdgram::XdgramRepr::parse(view.payload())
+            .ok()
+            .map(|seg| routing.handle_message(now, port, seg.payload));
+        if !matches!(parsed, Some(Ok(()))) {
+            self.counters.drop(Drop::Malformed);
+        }
+        self.pump_routing();
+    }
+
+    /// Sends what routing wants sent and installs the routes it computed.
+    fn pump_routing(&mut self) {
+        let Some(routing) = self.routing.as_mut() else {
+            return;
+        };
+        let mut out = Vec::new();
+        while let Some(t) = routing.poll_transmit() {
+            out.push(t);
+        }
+        let routes = routing.poll_routes();
+        for (port, body) in out {
+            let packet = routing_packet(&self.own, &body);
+            self.counters.routing_sent += 1;
+            self.push(port, None, packet);
+        }
+        if let Some(routes) = routes {
+            let new: BTreeMap<Xid, Route> = routes.into_iter().collect();
+            for xid in self.routed.keys() {
+                if !new.contains_key(xid) && self.installed_by_routing(xid) {
+                    self.tables.remove(xid);
+                }
+            }
+            self.routed = new;
+            self.install_routed();
+        }
+    }
+
+    fn installed_by_routing(&self, xid: &Xid) -> bool {
+        self.tables
+            .table(xid.principal())
+            .and_then(|t| t.get(xid.id()))
+            .is_some_and(|r| r.flags & FLAG_ROUTED != 0)
+    }
+
+    // Installs every routed route whose XID has no configured or learnt
+    // route.
+    fn install_routed(&mut self) {
+        for (xid, route) in &self.routed {
+            let existing = self
+                .tables
+                .table(xid.principal())
+                .and_then(|t| t.get(xid.id()));
+            match existing {
+                Some(r) if r == route => {}
+                Some(r) if r.flags & FLAG_ROUTED == 0 => {}
+                _ => {
+                    if self.tables.insert(*xid, *route).is_err() {
+                        self.counters.drop(Drop::QueueFull);
+                    }
+                }
+            }
+        }
+    }
+
+    /// What routing advertises as reachable here: hosts attached by a
+    /// configured or learnt direct route (not other routers), and the
+    /// router's own 4IDs.
+    fn refresh_stubs(&mut self, now: Instant) {
+        if !self.stubs_dirty {
+            return;
+        }
+        self.stubs_dirty = false;
+        let Some(routing) = self.routing.as_ref() else {
+            return;
+        };
+        let mut stubs = Vec::new();
+        if let Some(t) = self.tables.table(Principal::HID) {
+            for (hid, r) in t.iter() {
+                let direct = matches!(r.action, Action::Forward(_)) && r.next_hop == Some(hid);
+                if direct && r.flags & FLAG_ROUTED == 0 && !routing.is_neighbour(&hid) {
+                    stubs.push(hid);
+                }
+            }
+        }
+        if let Some(t) = self.tables.table(Principal::IP) {
+            stubs.extend(
+                t.iter()
+                    .filter(|(_, r)| r.action == Action::Local)
+                    .map(|(x, _)| x),
+            );
+        }
+        if let Some(routing) = self.routing.as_mut() {
+            routing.set_stubs(now, stubs);
+        }
+    }
+
     fn send_error(&mut self, offending: &[u8], kind: ErrorKind) {
         if let Some(err) = error_reply(offending, kind, &self.own) {
             self.counters.xcmp_errors_sent += 1;
@@ -339,6 +494,8 @@ impl Router {
         };
         if self.learn_route(now, hid, port) == Learned::New {
             self.counters.neighbours_learned += 1;
+            self.refresh_stubs(now);
+            self.pump_routing();
         }
     }
 
@@ -350,7 +507,12 @@ impl Router {
             return self.counters.drop(Drop::Malformed);
         }
         match self.learn_route(now, reg.hid, port) {
-            Learned::New | Learned::Refreshed => self.counters.hosts_registered += 1,
+            Learned::New => {
+                self.counters.hosts_registered += 1;
+                self.refresh_stubs(now);
+                self.pump_routing();
+            }
+            Learned::Refreshed => self.counters.hosts_registered += 1,
             Learned::Full => self.counters.drop(Drop::QueueFull),
             Learned::Configured => {}
         }
@@ -365,7 +527,7 @@ impl Router {
             .table(Principal::HID)
             .and_then(|t| t.get(hid.id()))
             .copied();
-        if existing.is_some_and(|r| r.flags & FLAG_LEARNED == 0) {
+        if existing.is_some_and(|r| r.flags & (FLAG_LEARNED | FLAG_ROUTED) == 0) {
             return Learned::Configured;
         }
         let outcome = if existing.is_some_and(|r| r.action == Action::Forward(port)) {
@@ -379,6 +541,7 @@ impl Router {
             if self.tables.insert(hid, route).is_err() {
                 return Learned::Full;
             }
+            self.stubs_dirty = true;
             Learned::New
         };
         let expiry = now + self.config.neighbour_ttl;
@@ -390,13 +553,15 @@ impl Router {
     }
 
     /// When the router next needs [`Router::handle_timeout`]: the next XHCP
-    /// beacon or the expiry of the oldest learnt neighbour.
+    /// beacon, the expiry of the oldest learnt neighbour, or routing's
+    /// next timer.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let expiry = self.expiries.first().map(|(t, _)| *t);
-        match (self.next_beacon, expiry) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let routing = self.routing.as_ref().and_then(|r| r.poll_timeout());
+        [self.next_beacon, expiry, routing]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Sends the XHCP beacons that are due and expires learnt neighbours
@@ -432,7 +597,19 @@ impl Router {
             if still_learned {
                 self.tables.remove(&hid);
                 self.counters.neighbours_expired += 1;
+                self.stubs_dirty = true;
             }
+        }
+        if self.routing.is_some() {
+            // A learnt route that expired may uncover a routed one.
+            self.install_routed();
+            self.refresh_stubs(now);
+            if let Some(r) = self.routing.as_mut() {
+                if r.poll_timeout().is_some_and(|t| t <= now) {
+                    r.handle_timeout(now);
+                }
+            }
+            self.pump_routing();
         }
     }
 }

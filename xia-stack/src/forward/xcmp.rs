@@ -36,14 +36,15 @@ pub fn unreachable_reason(pkt: &crate::forward::walk::Checked<'_>) -> Unreachabl
 }
 
 /// Whether `packet` is one no error may be sent about: an XCMP error
-/// message itself, or a packet to the broadcast HID. Unparseable bytes
-/// count as such (there is no source to answer).
+/// message itself, or a packet to the broadcast HID (as its intent, or to
+/// a service behind it such as XHCP or routing). Unparseable bytes count
+/// as such (there is no source to answer).
 pub fn is_unanswerable(packet: &[u8]) -> bool {
     let p = Packet::new_unchecked(packet);
     let Ok(repr) = XipRepr::parse_header(&p) else {
         return true;
     };
-    if *repr.dst.intent() == Xid::BROADCAST_HID {
+    if repr.dst.nodes().iter().any(|n| n.xid == Xid::BROADCAST_HID) {
         return true;
     }
     if repr.next_header == NextHeader::Xcmp {
