@@ -1,6 +1,6 @@
 //! The link model: each direction of a link has a bandwidth (serialisation
 //! delay), a drop-tail queue counted in packets, a propagation delay, and
-//! seeded random loss, jitter and reordering.
+//! seeded random loss, jitter, reordering and duplication.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -16,6 +16,8 @@ use crate::topology::LinkSpec;
 pub enum Fate {
     /// It arrives at the far end at this time.
     Arrives(Instant),
+    /// It arrives twice: at the first time, and a copy at the second.
+    Duplicated(Instant, Instant),
     /// The queue was full.
     QueueDrop,
     /// Lost on the wire (after using the link's time).
@@ -35,6 +37,8 @@ pub struct DirStats {
     pub lost: u64,
     /// Bytes put on the wire.
     pub bytes: u64,
+    /// Extra copies delivered.
+    pub duplicated: u64,
 }
 
 /// One direction of a link.
@@ -42,6 +46,9 @@ pub struct DirStats {
 pub struct Direction {
     spec: LinkSpec,
     rng: ChaCha8Rng,
+    // Duplication draws come from their own stream, so adding them left
+    // every loss, jitter and reordering draw where it was.
+    dup_rng: ChaCha8Rng,
     busy_until: Instant,
     // Times at which queued packets finish transmission.
     in_flight: VecDeque<Instant>,
@@ -55,6 +62,7 @@ impl Direction {
         Direction {
             spec,
             rng: ChaCha8Rng::seed_from_u64(seed),
+            dup_rng: ChaCha8Rng::seed_from_u64(seed ^ 0xd0b1_e000_0000_0001),
             busy_until: Instant::ZERO,
             in_flight: VecDeque::new(),
             stats: DirStats::default(),
@@ -106,6 +114,13 @@ impl Direction {
             arrive = arrive + self.spec.delay.max(Duration::from_millis(1));
         }
         self.stats.delivered += 1;
+        let x = (self.dup_rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        if x < self.spec.duplicate {
+            // The copy follows one serialisation time later, as a
+            // link-layer retransmission would.
+            self.stats.duplicated += 1;
+            return Fate::Duplicated(arrive, arrive + tx.max(Duration::from_nanos(1)));
+        }
         Fate::Arrives(arrive)
     }
 }
@@ -124,6 +139,7 @@ mod tests {
             loss,
             jitter: Duration::ZERO,
             reorder: 0.0,
+            duplicate: 0.0,
             initially_down: false,
         }
     }
@@ -160,5 +176,39 @@ mod tests {
         assert_ne!(run(7), run(8));
         let lost = run(7).iter().filter(|l| **l).count();
         assert!((30..70).contains(&lost), "{lost}");
+    }
+
+    #[test]
+    fn duplication_is_seeded_and_leaves_other_draws_alone() {
+        let run = |dup: f64| {
+            let mut d = Direction::new(
+                LinkSpec {
+                    duplicate: dup,
+                    ..spec(0.3)
+                },
+                5,
+            );
+            (0..200)
+                .map(|i| d.send(Instant::from_secs(i), 1000))
+                .collect::<Vec<_>>()
+        };
+        let (plain, dup) = (run(0.0), run(0.5));
+        let copies = dup
+            .iter()
+            .filter(|f| matches!(f, Fate::Duplicated(..)))
+            .count();
+        assert!((40..110).contains(&copies), "{copies}");
+        // The same packets are lost, and the first copy arrives when the
+        // lone packet would have; the second one serialisation time later.
+        for (p, d) in plain.iter().zip(&dup) {
+            match (p, d) {
+                (Fate::Arrives(a), Fate::Duplicated(b, c)) => {
+                    assert_eq!(a, b);
+                    assert_eq!(*c, *b + Duration::from_millis(1));
+                }
+                (p, d) => assert_eq!(p, d),
+            }
+        }
+        assert_eq!(dup, run(0.5));
     }
 }

@@ -773,16 +773,35 @@ impl Simulation {
                 self.captures[li] = None;
             }
         }
-        if let Fate::Arrives(at) = self.dirs[li][d].send(self.now, frame_len) {
-            let port = self.peer_port[li][d];
-            self.schedule(
+        let port = self.peer_port[li][d];
+        match self.dirs[li][d].send(self.now, frame_len) {
+            Fate::Arrives(at) => self.schedule(
                 at,
                 Event::Arrive {
                     node: peer,
                     port,
                     packet,
                 },
-            );
+            ),
+            Fate::Duplicated(first, second) => {
+                self.schedule(
+                    first,
+                    Event::Arrive {
+                        node: peer,
+                        port,
+                        packet: packet.clone(),
+                    },
+                );
+                self.schedule(
+                    second,
+                    Event::Arrive {
+                        node: peer,
+                        port,
+                        packet,
+                    },
+                );
+            }
+            Fate::QueueDrop | Fate::Lost => {}
         }
     }
 

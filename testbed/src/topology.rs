@@ -23,6 +23,7 @@
 //! loss = 0.01            # per packet, default 0
 //! jitter = "1ms"         # uniform extra delay, default 0
 //! reorder = 0.0          # chance a packet is held back, default 0
+//! duplicate = 0.0        # chance a packet arrives twice, default 0
 //!
 //! [[run]]                # the scenario: commands run on nodes
 //! at = "1s"
@@ -234,6 +235,7 @@ struct RawLink {
     loss: Option<Spanned<f64>>,
     jitter: Option<Spanned<String>>,
     reorder: Option<Spanned<f64>>,
+    duplicate: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize)]
@@ -321,6 +323,9 @@ pub struct LinkSpec {
     /// Chance a packet is held back by one extra delay (so later packets
     /// overtake it).
     pub reorder: f64,
+    /// Chance a packet arrives twice (the copy one serialisation time
+    /// later).
+    pub duplicate: f64,
     /// A link a `[[move]]` plugs in later (`a` is the router, `b` the
     /// host); down until then.
     pub initially_down: bool,
@@ -798,6 +803,7 @@ impl Topology {
                 loss: prob(&l.loss, "loss")?,
                 jitter: dur(&l.jitter, Duration::ZERO, "jitter")?,
                 reorder: prob(&l.reorder, "reorder")?,
+                duplicate: prob(&l.duplicate, "duplicate")?,
                 initially_down: false,
             });
         }
