@@ -1,19 +1,32 @@
-//! Applications that run on simulated hosts: a pinger with ping(8)'s output
-//! and a datagram flow (sender and sink). They drive the host stack's
-//! commands and react to its events; the simulator wakes them at the times
-//! they ask for.
+//! Applications that run on simulated hosts: a pinger with ping(8)'s
+//! output, a datagram flow (sender and sink), a stream flow (client and
+//! server) and a chunk fetcher. They are written against the socket API
+//! ([`xia_stack::socket`]) as any application would be — the pinger sends
+//! its echo requests with [`Host::ping`] — and react to the host's events;
+//! the simulator wakes them at the times they ask for.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::time::Duration;
 
 use xia_stack::dag::Dag;
-use xia_stack::host::{Host, HostEvent, ListenerHandle, NetError, SocketHandle, StreamHandle};
-use xia_stack::naming::NameResponse;
+use xia_stack::host::{Host, HostEvent, NetError, ResolveError, StreamHandle};
+use xia_stack::socket::{
+    self, ChunkFetch, Peer, Resolution, SocketError, XDatagram, XListener, XStream,
+};
 
 use crate::topology::Target;
 use xia_stack::stream::StreamEvent;
 use xia_stack::time::Instant;
+
+impl From<Target> for Peer {
+    fn from(t: Target) -> Peer {
+        match t {
+            Target::Dag(d) => Peer::Dag(d),
+            Target::Name(n) => Peer::Name(n),
+        }
+    }
+}
 
 /// A pinger: `count` echo requests every `interval`, then statistics after
 /// `timeout`.
@@ -21,8 +34,8 @@ use xia_stack::time::Instant;
 pub struct Pinger {
     /// Destination: a DAG, or a name (`ping name:…`) until it is resolved.
     pub dst: Target,
-    // The outstanding name request.
-    pending: Option<u32>,
+    // The outstanding name lookup.
+    pending: Option<Resolution>,
     /// A name for the destination in the output.
     pub label: String,
     count: u32,
@@ -112,8 +125,8 @@ impl Pinger {
             Target::Name(name) => {
                 if self.pending.is_none() {
                     self.started = Some(now);
-                    match host.resolve(name) {
-                        Ok(id) => self.pending = Some(id),
+                    match socket::resolve(host, name) {
+                        Ok(r) => self.pending = Some(r),
                         Err(e) => {
                             self.lines.push(format!("ping: {}: {e}", self.label));
                             self.finish(now);
@@ -198,23 +211,21 @@ impl Pinger {
     /// Offers a host event; `Some(wake)` if it was this pinger's, with
     /// when to wake it (`Some(now)` once a name is resolved).
     pub fn on_event(&mut self, now: Instant, e: &HostEvent) -> Option<Option<Instant>> {
-        if let HostEvent::NameAnswer { id, answer } = e {
-            if Some(*id) != self.pending {
-                return None;
-            }
+        if let Some(answer) = self.pending.as_ref().and_then(|r| r.answer(e)) {
             self.pending = None;
             return Some(match answer {
-                Ok(NameResponse::Record { dag, .. }) => {
-                    self.dst = Target::Dag(dag.clone());
+                Ok(dag) => {
+                    self.dst = Target::Dag(dag);
                     Some(now)
                 }
-                Ok(_) => {
-                    self.lines
-                        .push(format!("ping: {}: Name or service not known", self.label));
-                    self.finish(now);
-                    None
-                }
-                Err(why) => {
+                Err(e) => {
+                    let why = match e {
+                        SocketError::Resolve(ResolveError::NotFound(_)) => {
+                            "Name or service not known".to_string()
+                        }
+                        SocketError::Resolve(ResolveError::Refused { why, .. }) => why,
+                        other => other.to_string(),
+                    };
                     self.lines.push(format!("ping: {}: {why}", self.label));
                     self.finish(now);
                     None
@@ -275,7 +286,7 @@ impl Pinger {
 #[derive(Debug)]
 pub struct FlowSender {
     /// The socket.
-    pub socket: SocketHandle,
+    pub socket: XDatagram,
     /// Where to.
     pub dst: Dag,
     count: u32,
@@ -292,14 +303,14 @@ pub struct FlowSender {
 impl FlowSender {
     /// A sender on `socket`.
     pub fn new(
-        socket: SocketHandle,
+        socket: impl Into<XDatagram>,
         dst: Dag,
         count: u32,
         interval: Duration,
         size: usize,
     ) -> FlowSender {
         FlowSender {
-            socket,
+            socket: socket.into(),
             dst,
             count,
             interval,
@@ -318,7 +329,7 @@ impl FlowSender {
         }
         let mut payload = vec![0u8; self.size];
         payload[..8].copy_from_slice(&(attempted as u64).to_be_bytes());
-        match host.send_to(self.socket, &self.dst, &payload) {
+        match self.socket.send_to(host, &self.dst, &payload) {
             Ok(()) => self.sent += 1,
             Err(_) => self.send_errors += 1,
         }
@@ -330,7 +341,7 @@ impl FlowSender {
         match e {
             HostEvent::Error {
                 socket: Some(s), ..
-            } if *s == self.socket => {
+            } if *s == self.socket.handle() => {
                 self.net_errors += 1;
                 true
             }
@@ -343,7 +354,7 @@ impl FlowSender {
 #[derive(Debug)]
 pub struct FlowSink {
     /// The socket.
-    pub socket: SocketHandle,
+    pub socket: XDatagram,
     seen: Vec<bool>,
     /// Distinct datagrams received.
     pub received: u32,
@@ -356,9 +367,9 @@ pub struct FlowSink {
 
 impl FlowSink {
     /// A sink for up to `count` datagrams on `socket`.
-    pub fn new(socket: SocketHandle, count: u32) -> FlowSink {
+    pub fn new(socket: impl Into<XDatagram>, count: u32) -> FlowSink {
         FlowSink {
-            socket,
+            socket: socket.into(),
             seen: vec![false; count as usize],
             received: 0,
             duplicates: 0,
@@ -369,19 +380,17 @@ impl FlowSink {
 
     /// Offers a host event; reads the socket if it was this sink's.
     pub fn on_event(&mut self, e: &HostEvent, host: &mut Host) -> bool {
-        let HostEvent::Readable(s) = e else {
-            return false;
-        };
-        if *s != self.socket {
+        if *e != HostEvent::Readable(self.socket.handle()) {
             return false;
         }
-        while let Some((_, data)) = host.recv_from(self.socket) {
-            let Some(seq) = data
-                .get(..8)
-                .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
-            else {
+        // Only the sequence number matters; the rest of each datagram is
+        // dropped by the read.
+        let mut buf = [0u8; 8];
+        while let Ok((n, _)) = self.socket.recv_from(host, &mut buf) {
+            if n < buf.len() {
                 continue;
-            };
+            }
+            let seq = u64::from_be_bytes(buf);
             match self.seen.get_mut(seq as usize) {
                 Some(true) => self.duplicates += 1,
                 Some(slot) => {
@@ -405,17 +414,18 @@ pub fn stream_byte(i: u64) -> u8 {
     (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as u8
 }
 
-/// The sending end of a stream flow: connects, writes `bytes` of the
-/// pattern as the window allows, then closes.
+/// The sending end of a stream flow: connects (by DAG or by name),
+/// writes `bytes` of the pattern as the window allows, then closes.
 #[derive(Debug)]
 pub struct StreamClient {
-    /// Where to: a DAG, or a service name until it is resolved.
+    /// Where to: a DAG, or a service name the host resolves.
     pub dst: Target,
-    pending: Option<u32>,
     bytes: u64,
     /// Bytes handed to the connection.
     pub written: u64,
-    /// The connection, once opened.
+    socket: Option<XStream>,
+    /// The host's handle for the connection, once opened (for its
+    /// statistics).
     pub stream: Option<StreamHandle>,
     /// When it connected.
     pub started: Option<Instant>,
@@ -431,9 +441,9 @@ impl StreamClient {
     pub fn new(dst: Target, bytes: u64) -> StreamClient {
         StreamClient {
             dst,
-            pending: None,
             bytes,
             written: 0,
+            socket: None,
             stream: None,
             started: None,
             connected: None,
@@ -442,82 +452,74 @@ impl StreamClient {
         }
     }
 
-    /// Woken at the start time: resolve the name, or connect.
+    /// The connection, once opened.
+    pub fn socket(&self) -> Option<XStream> {
+        self.socket
+    }
+
+    /// Woken at the start time: connect (a name is resolved first).
     pub fn wake(&mut self, now: Instant, host: &mut Host) -> Option<Instant> {
-        if self.stream.is_some() || self.pending.is_some() {
+        if self.socket.is_some() {
             return None;
         }
         self.started = Some(now);
-        match &self.dst {
-            Target::Dag(_) => self.open(now, host),
-            Target::Name(name) => match host.resolve(name) {
-                Ok(id) => self.pending = Some(id),
-                Err(e) => self.error = Some(format!("{name}: {e}")),
-            },
+        match XStream::connect(host, now, self.dst.clone()) {
+            Ok(s) => {
+                self.socket = Some(s);
+                self.stream = Some(s.handle());
+            }
+            Err(e) => {
+                self.error = Some(match &self.dst {
+                    Target::Name(name) => format!("{name}: {e}"),
+                    Target::Dag(_) => e.to_string(),
+                })
+            }
         }
         None
     }
 
-    fn open(&mut self, now: Instant, host: &mut Host) {
-        let Target::Dag(dst) = &self.dst else { return };
-        match host.connect(dst, now) {
-            Ok(h) => self.stream = Some(h),
-            Err(e) => self.error = Some(e.to_string()),
-        }
-    }
-
     fn pump(&mut self, now: Instant, host: &mut Host) {
-        let Some(h) = self.stream else { return };
+        let Some(s) = self.socket else { return };
         let mut chunk = [0u8; 16 * 1024];
         while self.written < self.bytes {
             let n = (self.bytes - self.written).min(chunk.len() as u64) as usize;
             for (k, b) in chunk[..n].iter_mut().enumerate() {
                 *b = stream_byte(self.written + k as u64);
             }
-            match host.stream_write(h, &chunk[..n], now) {
-                Ok(0) | Err(_) => return,
+            match s.write(host, now, &chunk[..n]) {
+                // Full (or failed): a Writable event brings us back.
+                Err(_) => return,
                 Ok(w) => self.written += w as u64,
             }
         }
         if !self.closed {
-            self.closed = host.stream_close(h, now).is_ok();
+            self.closed = s.close(host, now).is_ok();
         }
     }
 
     /// Offers a host event; `true` if it was this client's.
     pub fn on_event(&mut self, now: Instant, e: &HostEvent, host: &mut Host) -> bool {
-        if let HostEvent::NameAnswer { id, answer } = e {
-            if Some(*id) != self.pending {
-                return false;
-            }
-            self.pending = None;
-            match answer {
-                Ok(NameResponse::Record { dag, .. }) => {
-                    self.dst = Target::Dag(dag.clone());
-                    self.open(now, host);
-                }
-                Ok(_) => {
-                    if let Target::Name(name) = &self.dst {
-                        self.error = Some(format!("{name}: name not known"));
-                    }
-                }
-                Err(why) => self.error = Some(why.clone()),
-            }
-            return true;
-        }
-        let HostEvent::Stream { stream, event } = e else {
-            return false;
-        };
-        if Some(*stream) != self.stream {
+        if !self.socket.is_some_and(|s| s.matches(e)) {
             return false;
         }
-        match event {
-            StreamEvent::Connected => {
-                self.connected = Some(now);
-                self.pump(now, host);
+        match e {
+            HostEvent::Resolved {
+                result: Err(err), ..
+            } => {
+                self.error = Some(match err {
+                    ResolveError::Refused { why, .. } => why.clone(),
+                    other => other.to_string(),
+                })
             }
-            StreamEvent::Writable => self.pump(now, host),
-            StreamEvent::Error(err) => self.error = Some(err.to_string()),
+            HostEvent::Stream { event, .. } => match event {
+                StreamEvent::Connected => {
+                    self.connected = Some(now);
+                    self.pump(now, host);
+                }
+                StreamEvent::Writable => self.pump(now, host),
+                StreamEvent::Error(err) => self.error = Some(err.to_string()),
+                _ => {}
+            },
             _ => {}
         }
         true
@@ -529,9 +531,9 @@ impl StreamClient {
 #[derive(Debug)]
 pub struct StreamServer {
     /// The listener.
-    pub listener: ListenerHandle,
+    pub listener: XListener,
     /// The accepted connection.
-    pub stream: Option<StreamHandle>,
+    pub stream: Option<XStream>,
     /// Bytes received.
     pub received: u64,
     /// Bytes that were not the pattern's.
@@ -542,9 +544,9 @@ pub struct StreamServer {
 
 impl StreamServer {
     /// A server on `listener`.
-    pub fn new(listener: ListenerHandle) -> StreamServer {
+    pub fn new(listener: impl Into<XListener>) -> StreamServer {
         StreamServer {
-            listener,
+            listener: listener.into(),
             stream: None,
             received: 0,
             corrupt: 0,
@@ -553,38 +555,45 @@ impl StreamServer {
     }
 
     fn drain(&mut self, now: Instant, host: &mut Host) {
-        let Some(h) = self.stream else { return };
+        let Some(s) = self.stream else { return };
         let mut buf = [0u8; 16 * 1024];
-        while let Ok(n @ 1..) = host.stream_read(h, &mut buf, now) {
-            for (k, b) in buf[..n].iter().enumerate() {
-                if *b != stream_byte(self.received + k as u64) {
-                    self.corrupt += 1;
+        loop {
+            match s.read(host, now, &mut buf) {
+                Ok(0) => {
+                    // The end: the sender closed and everything is read.
+                    if self.finished.is_none() {
+                        self.finished = Some(now);
+                        let _ = s.close(host, now);
+                    }
+                    return;
                 }
+                Ok(n) => {
+                    for (k, b) in buf[..n].iter().enumerate() {
+                        if *b != stream_byte(self.received + k as u64) {
+                            self.corrupt += 1;
+                        }
+                    }
+                    self.received += n as u64;
+                }
+                // Nothing more for now (or the connection failed).
+                Err(_) => return,
             }
-            self.received += n as u64;
-        }
-        let done = host.stream(h).is_some_and(|c| c.is_read_finished());
-        if done && self.finished.is_none() {
-            self.finished = Some(now);
-            let _ = host.stream_close(h, now);
         }
     }
 
     /// Offers a host event; `true` if it was this server's.
     pub fn on_event(&mut self, now: Instant, e: &HostEvent, host: &mut Host) -> bool {
-        match e {
-            HostEvent::Incoming { listener, .. } if *listener == self.listener => {
-                if self.stream.is_none() {
-                    self.stream = host.accept(self.listener);
-                }
-                true
+        if self.listener.matches(e) {
+            if self.stream.is_none() {
+                self.stream = self.listener.accept(host).ok();
             }
-            HostEvent::Stream { stream, .. } if Some(*stream) == self.stream => {
-                self.drain(now, host);
-                true
-            }
-            _ => false,
+            return true;
         }
+        if self.stream.is_some_and(|s| s.matches(e)) {
+            self.drain(now, host);
+            return true;
+        }
+        false
     }
 }
 
@@ -593,7 +602,7 @@ impl StreamServer {
 pub struct ChunkFetcher {
     /// Where it asks (`RE ( AD HID ) CID` of the publisher).
     pub dag: Dag,
-    id: Option<u32>,
+    fetch: Option<ChunkFetch>,
     /// When it asked.
     pub started: Option<Instant>,
     /// When the verified chunk was in.
@@ -607,7 +616,7 @@ impl ChunkFetcher {
     pub fn new(dag: Dag) -> ChunkFetcher {
         ChunkFetcher {
             dag,
-            id: None,
+            fetch: None,
             started: None,
             finished: None,
             result: None,
@@ -616,10 +625,10 @@ impl ChunkFetcher {
 
     /// Woken at the start time: ask.
     pub fn wake(&mut self, now: Instant, host: &mut Host) -> Option<Instant> {
-        if self.id.is_none() && self.result.is_none() {
+        if self.fetch.is_none() && self.result.is_none() {
             self.started = Some(now);
-            match host.fetch_chunk(&self.dag, now) {
-                Ok(id) => self.id = Some(id),
+            match socket::fetch_chunk(host, now, &self.dag) {
+                Ok(f) => self.fetch = Some(f),
                 Err(e) => self.result = Some(Err(e.to_string())),
             }
         }
@@ -628,14 +637,12 @@ impl ChunkFetcher {
 
     /// Offers a host event; `true` if it was this fetch's.
     pub fn on_event(&mut self, now: Instant, e: &HostEvent) -> bool {
-        match e {
-            HostEvent::ChunkFetched { id, result, .. } if Some(*id) == self.id => {
-                self.id = None;
-                self.finished = Some(now);
-                self.result = Some(result.as_ref().map(Vec::len).map_err(|e| e.to_string()));
-                true
-            }
-            _ => false,
-        }
+        let Some(result) = self.fetch.and_then(|f| f.result(e)) else {
+            return false;
+        };
+        self.fetch = None;
+        self.finished = Some(now);
+        self.result = Some(result.map(<[u8]>::len).map_err(|e| e.to_string()));
+        true
     }
 }

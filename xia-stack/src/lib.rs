@@ -23,6 +23,9 @@
 //! - [`xhcp`]: router beacons that tell hosts their AD, gateway and name
 //!   server.
 //! - [`stream`]: XStream, a sans-IO TCP-grade reliable byte stream.
+//! - [`socket`]: the socket API applications use — `XStream`,
+//!   `XListener`, `XDatagram`, `XRaw`, names and chunks — as handles over
+//!   a [`host::Host`], non-blocking.
 //! - [`time`]: the caller-supplied clock of the sans-IO cores.
 //!
 //! Everything here is deterministic and does no I/O except reading and
@@ -38,6 +41,7 @@ pub mod forward;
 pub mod host;
 pub mod identity;
 pub mod naming;
+pub mod socket;
 pub mod stream;
 pub mod time;
 pub mod wire;

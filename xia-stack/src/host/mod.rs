@@ -14,6 +14,9 @@
 //!   [`Host::poll_event`] (datagrams ready, echo replies, XCMP errors);
 //!   read datagrams with [`Host::recv_from`].
 //!
+//! Applications normally use the handles of [`crate::socket`] (`XStream`,
+//! `XListener`, `XDatagram`, `XRaw`) rather than these methods directly.
+//!
 //! With XHCP on (the default) the host follows routers' beacons: a beacon
 //! for a new AD moves the interface and raises
 //! [`HostEvent::NetworkChanged`].
@@ -23,6 +26,7 @@
 
 mod chunks;
 mod names;
+mod raw;
 mod streams;
 
 use std::collections::VecDeque;
@@ -39,11 +43,13 @@ use crate::stream::{Config as StreamConfig, StreamError, StreamEvent};
 use crate::time::Instant;
 use crate::wire::xcmp::{Packet as XcmpPacket, Unreachable, XcmpRepr};
 use crate::wire::xdgram::XdgramRepr;
-use crate::wire::xip::{NextHeader, Packet, XipRepr};
+use crate::wire::xip::{NextHeader, Packet, XipRepr, DEFAULT_HOP_LIMIT};
 use crate::xhcp::{Beacon, XHCP_SID};
 
 use crate::xid::{Principal, Xid};
-pub use streams::{ListenerHandle, StreamHandle};
+pub use names::ResolveError;
+pub use raw::RawHandle;
+pub use streams::{ListenerHandle, StreamHandle, StreamPhase};
 
 /// One network attachment.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -170,6 +176,16 @@ pub enum HostEvent {
     },
     /// A datagram is waiting on this socket.
     Readable(SocketHandle),
+    /// A packet is waiting on this raw socket.
+    RawReadable(RawHandle),
+    /// A stream opened by name ([`Host::connect_name`]) learnt its peer's
+    /// DAG and sent its SYN, or its name could not be resolved.
+    Resolved {
+        /// The connection.
+        stream: StreamHandle,
+        /// The peer's DAG, or why there is none.
+        result: Result<Dag, ResolveError>,
+    },
     /// An XCMP echo reply arrived.
     EchoReply {
         /// From whom.
@@ -228,6 +244,18 @@ pub enum HostError {
     /// No such stream.
     #[error("no stream {0:?}")]
     BadStream(StreamHandle),
+    /// No such listener.
+    #[error("no listener {0:?}")]
+    BadListener(ListenerHandle),
+    /// No such raw socket.
+    #[error("no raw socket {0:?}")]
+    BadRaw(RawHandle),
+    /// The stream is still waiting for its peer's name to resolve.
+    #[error("stream {0:?} is still resolving its peer's name")]
+    Resolving(StreamHandle),
+    /// The stream's peer name could not be resolved.
+    #[error(transparent)]
+    Resolve(ResolveError),
     /// The stream limit is reached.
     #[error("too many streams (at most {0})")]
     TooManyStreams(usize),
@@ -262,6 +290,7 @@ pub struct HostCounters {
 #[derive(Debug)]
 struct Socket {
     sid: Xid,
+    hop_limit: u8,
     rx: VecDeque<(Dag, Vec<u8>)>,
 }
 
@@ -285,6 +314,7 @@ pub struct Host {
     chunks: crate::content::ChunkCache,
     fetches: Vec<chunks::Fetch>,
     fetcher: Option<Xid>,
+    raw: Vec<Option<raw::RawSocket>>,
 }
 
 /// The principal types a host has tables for.
@@ -350,6 +380,7 @@ impl Host {
             chunks: crate::content::ChunkCache::new(chunk_store),
             fetches: Vec::new(),
             fetcher: None,
+            raw: Vec::new(),
         }
     }
 
@@ -405,6 +436,7 @@ impl Host {
         let _ = self.tables.insert(sid, Route::LOCAL);
         let socket = Socket {
             sid,
+            hop_limit: DEFAULT_HOP_LIMIT,
             rx: VecDeque::new(),
         };
         let slot = self.sockets.iter().position(Option::is_none);
@@ -452,7 +484,33 @@ impl Host {
             return Err(HostError::TooLarge(payload.len()));
         }
         let src = self.socket_dag(h).ok_or(HostError::BadSocket(h))?;
-        self.send_datagram(dst, src, payload)
+        let hop_limit = self.socket(h)?.hop_limit;
+        self.send_datagram_with(dst, src, payload, hop_limit)
+    }
+
+    /// Sets the hop limit of the datagrams socket `h` sends (xia-core's
+    /// `XOPT_HLIM`; the default is [`DEFAULT_HOP_LIMIT`]).
+    pub fn set_socket_hop_limit(
+        &mut self,
+        h: SocketHandle,
+        hop_limit: u8,
+    ) -> Result<(), HostError> {
+        self.sockets
+            .get_mut(h.0)
+            .and_then(Option::as_mut)
+            .ok_or(HostError::BadSocket(h))?
+            .hop_limit = hop_limit;
+        Ok(())
+    }
+
+    /// The hop limit of socket `h`'s datagrams.
+    pub fn socket_hop_limit(&self, h: SocketHandle) -> Option<u8> {
+        self.socket(h).ok().map(|s| s.hop_limit)
+    }
+
+    /// How many datagrams wait on socket `h`.
+    pub fn socket_queue_len(&self, h: SocketHandle) -> Option<usize> {
+        self.socket(h).ok().map(|s| s.rx.len())
     }
 
     /// Sends an XCMP echo request to `dst`, with the default hop limit or
@@ -555,6 +613,9 @@ impl Host {
             self.counters.malformed += 1;
             return;
         };
+        // Raw sockets get a copy of every packet with their next header,
+        // as Linux raw sockets do; the stack still handles its own.
+        let raw_taken = !self.raw.is_empty() && self.deliver_raw(&repr, p.payload());
         match repr.next_header {
             NextHeader::Xcmp => self.deliver_xcmp(now, &repr, &pkt),
             NextHeader::Xstream => self.deliver_stream(now, &repr, p.payload()),
@@ -566,7 +627,7 @@ impl Host {
                 if self.config.xhcp && *repr.dst.intent() == XHCP_SID {
                     return self.handle_beacon(now, port, seg.payload);
                 }
-                if self.deliver_names(repr.dst.intent(), &repr.src, seg.payload) {
+                if self.deliver_names(now, repr.dst.intent(), &repr.src, seg.payload) {
                     return;
                 }
                 if self.deliver_chunks(now, &repr, seg.payload) {
@@ -595,6 +656,7 @@ impl Host {
                 self.counters.datagrams_in += 1;
                 self.push_event(HostEvent::Readable(h));
             }
+            _ if raw_taken => {}
             _ => {
                 self.counters.no_socket += 1;
                 self.reply_error(&pkt, ErrorKind::Unreachable(Unreachable::Protocol));

@@ -5,7 +5,9 @@
 //! [`NameServer`](crate::naming::NameServer). Any host can ask one
 //! ([`Host::name_request`], or [`Host::resolve`] with the name server XHCP
 //! announced): requests leave from the host's resolver SID with a request
-//! id, and answers come back as [`HostEvent::NameAnswer`].
+//! id, and answers come back as [`HostEvent::NameAnswer`] — except the
+//! answers for streams opened by name ([`Host::connect_name`]), which the
+//! host uses itself to connect them.
 
 use rand_chacha::rand_core::RngCore;
 
@@ -16,9 +18,43 @@ use crate::identity::Identity;
 use crate::naming::{
     encode_message, split_message, NameRequest, NameResponse, NameServer, NAME_SERVER_SID,
 };
+use crate::time::Instant;
 use crate::wire::xdgram::XdgramRepr;
-use crate::wire::xip::{NextHeader, XipRepr};
+use crate::wire::xip::{NextHeader, XipRepr, DEFAULT_HOP_LIMIT};
 use crate::xid::{Principal, Xid};
+
+/// Why a name did not resolve to a DAG.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResolveError {
+    /// The name server has no record of the name.
+    #[error("{0}: name not known")]
+    NotFound(String),
+    /// The name server refused the request (`why` is its reason).
+    #[error("{name}: {why}")]
+    Refused {
+        /// The name.
+        name: String,
+        /// The name server's reason.
+        why: String,
+    },
+}
+
+impl ResolveError {
+    /// What a name server's answer to resolving `name` means.
+    pub fn from_answer(
+        name: &str,
+        answer: &Result<NameResponse, String>,
+    ) -> Result<Dag, ResolveError> {
+        match answer {
+            Ok(NameResponse::Record { dag, .. }) => Ok(dag.clone()),
+            Ok(_) => Err(ResolveError::NotFound(name.to_string())),
+            Err(why) => Err(ResolveError::Refused {
+                name: name.to_string(),
+                why: why.clone(),
+            }),
+        }
+    }
+}
 
 impl Host {
     /// Makes this host a name server holding at most `limit` names.
@@ -74,12 +110,25 @@ impl Host {
         src: Dag,
         payload: &[u8],
     ) -> Result<(), HostError> {
+        self.send_datagram_with(dst, src, payload, DEFAULT_HOP_LIMIT)
+    }
+
+    /// Sends one XDGRAM datagram from `src` to `dst` with `hop_limit`.
+    pub(super) fn send_datagram_with(
+        &mut self,
+        dst: &Dag,
+        src: Dag,
+        payload: &[u8],
+        hop_limit: u8,
+    ) -> Result<(), HostError> {
         let seg = XdgramRepr {
             next_header: NextHeader::Data,
             payload,
         }
         .to_bytes();
-        let pkt = XipRepr::new(dst.clone(), src, NextHeader::Xdgram, 0)
+        let mut repr = XipRepr::new(dst.clone(), src, NextHeader::Xdgram, 0);
+        repr.hop_limit = hop_limit;
+        let pkt = repr
             .to_bytes(&seg)
             .map_err(|_| HostError::TooLarge(payload.len()))?;
         self.send_packet(pkt, dst)
@@ -87,7 +136,13 @@ impl Host {
 
     /// A datagram to the name-server SID or the resolver SID; `true` if it
     /// was one of those.
-    pub(super) fn deliver_names(&mut self, intent: &Xid, src: &Dag, payload: &[u8]) -> bool {
+    pub(super) fn deliver_names(
+        &mut self,
+        now: Instant,
+        intent: &Xid,
+        src: &Dag,
+        payload: &[u8],
+    ) -> bool {
         if *intent == NAME_SERVER_SID {
             let Some(server) = self.names.as_mut() else {
                 return false;
@@ -108,7 +163,11 @@ impl Host {
         if Some(*intent) == self.resolver {
             match split_message(payload).and_then(|(id, body)| Ok((id, NameResponse::parse(body)?)))
             {
-                Ok((id, answer)) => self.push_event(HostEvent::NameAnswer { id, answer }),
+                Ok((id, answer)) => {
+                    if !self.resolved(now, id, &answer) {
+                        self.push_event(HostEvent::NameAnswer { id, answer });
+                    }
+                }
                 Err(_) => self.counters.malformed += 1,
             }
             return true;

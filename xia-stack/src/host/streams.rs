@@ -6,18 +6,25 @@
 //! a connection by (local SID, peer SID) — never by locators, so a peer that
 //! moved is still recognised. When XHCP moves the host to another AD, every
 //! connection is rebound to the new local DAG.
+//!
+//! A stream opened by name ([`Host::connect_name`]) takes its handle at
+//! once and waits in [`StreamPhase::Resolving`] for the name server's
+//! answer; the answer connects it (the SID, the initial sequence number
+//! and the SYN come then) or fails it, and [`HostEvent::Resolved`] says
+//! which.
 
 use std::collections::VecDeque;
 
 use rand_chacha::rand_core::RngCore;
 
-use super::{Host, HostError, HostEvent};
+use super::{Host, HostError, HostEvent, ResolveError};
 use crate::dag::Dag;
 use crate::forward::Route;
 use crate::identity::Identity;
+use crate::naming::NameResponse;
 use crate::stream::{Connection, ConnectionId};
 use crate::time::Instant;
-use crate::wire::xip::{NextHeader, XipRepr};
+use crate::wire::xip::{NextHeader, XipRepr, DEFAULT_HOP_LIMIT};
 use crate::wire::xstream::{Flags, XstreamRepr};
 use crate::xid::{Principal, Xid};
 
@@ -37,9 +44,58 @@ pub(super) struct Listener {
 
 #[derive(Debug)]
 pub(super) struct Stream {
-    conn: Connection,
+    phase: Phase,
     // The SID was made for this connection (a client's) and goes with it.
     owns_sid: bool,
+    hop_limit: u8,
+}
+
+#[derive(Debug)]
+enum Phase {
+    Resolving { id: u32, name: String },
+    Unresolved(ResolveError),
+    Cancelled,
+    Open(Box<Connection>),
+}
+
+impl Stream {
+    fn new(phase: Phase, owns_sid: bool) -> Stream {
+        Stream {
+            phase,
+            owns_sid,
+            hop_limit: DEFAULT_HOP_LIMIT,
+        }
+    }
+
+    fn conn(&self) -> Option<&Connection> {
+        match &self.phase {
+            Phase::Open(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    fn conn_mut(&mut self) -> Option<&mut Connection> {
+        match &mut self.phase {
+            Phase::Open(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
+/// Where a stream is in its life, as [`Host::stream_phase`] tells it.
+#[derive(Clone, Copy, Debug)]
+pub enum StreamPhase<'a> {
+    /// Waiting for the name server to resolve the peer's name.
+    Resolving {
+        /// The name.
+        name: &'a str,
+    },
+    /// The name did not resolve; the stream never connected.
+    Unresolved(&'a ResolveError),
+    /// Closed while it was resolving; it never connected.
+    Cancelled,
+    /// A connection (in any state of its own).
+    Open(&'a Connection),
 }
 
 impl Host {
@@ -67,16 +123,50 @@ impl Host {
     }
 
     /// The next connection a listener accepted (its handshake may still be
-    /// completing; [`StreamEvent::Connected`] says when it is done).
+    /// completing; [`StreamEvent::Connected`](crate::stream::StreamEvent::Connected)
+    /// says when it is done).
     pub fn accept(&mut self, l: ListenerHandle) -> Option<StreamHandle> {
         self.listeners.get_mut(l.0)?.as_mut()?.backlog.pop_front()
     }
 
     /// Opens a stream from a fresh SID to `dst` at `now`.
     pub fn connect(&mut self, dst: &Dag, now: Instant) -> Result<StreamHandle, HostError> {
+        self.check_stream_limit()?;
+        let conn = self.open_connection(dst, now)?;
+        let h = StreamHandle(put(
+            &mut self.streams,
+            Stream::new(Phase::Open(Box::new(conn)), true),
+        ));
+        self.flush_stream(now, h);
+        Ok(h)
+    }
+
+    /// Opens a stream to the service called `name`: asks the name server
+    /// (as [`Host::resolve`] does) and connects when it answers. The
+    /// handle is valid at once; [`HostEvent::Resolved`] says when the name
+    /// resolved (and the SYN left) or why it did not.
+    pub fn connect_name(&mut self, name: &str) -> Result<StreamHandle, HostError> {
+        self.check_stream_limit()?;
+        let id = self.resolve(name)?;
+        let phase = Phase::Resolving {
+            id,
+            name: name.to_string(),
+        };
+        Ok(StreamHandle(put(
+            &mut self.streams,
+            Stream::new(phase, true),
+        )))
+    }
+
+    fn check_stream_limit(&self) -> Result<(), HostError> {
         if self.streams.iter().flatten().count() >= self.config.max_streams {
             return Err(HostError::TooManyStreams(self.config.max_streams));
         }
+        Ok(())
+    }
+
+    /// A client connection from a fresh SID to `dst`.
+    fn open_connection(&mut self, dst: &Dag, now: Instant) -> Result<Connection, HostError> {
         let sid = Identity::generate(Principal::SID, &mut self.rng).xid();
         let _ = self.tables.insert(sid, Route::LOCAL);
         let local = self
@@ -84,29 +174,110 @@ impl Host {
             .append_xid(sid)
             .map_err(|_| HostError::NoRoute(*dst.intent()))?;
         let iss = self.rng.next_u32();
-        let conn = Connection::connect(local, dst.clone(), iss, now, self.config.stream.clone());
-        let h = StreamHandle(put(
-            &mut self.streams,
-            Stream {
-                conn,
-                owns_sid: true,
-            },
-        ));
+        Ok(Connection::connect(
+            local,
+            dst.clone(),
+            iss,
+            now,
+            self.config.stream.clone(),
+        ))
+    }
+
+    /// A name server's answer to request `id`: if a stream is resolving
+    /// with it, connect or fail that stream and return `true`.
+    pub(super) fn resolved(
+        &mut self,
+        now: Instant,
+        id: u32,
+        answer: &Result<NameResponse, String>,
+    ) -> bool {
+        let Some(i) = self.streams.iter().position(
+            |s| matches!(s, Some(Stream { phase: Phase::Resolving { id: r, .. }, .. }) if *r == id),
+        ) else {
+            return false;
+        };
+        let h = StreamHandle(i);
+        let name = match &self.streams[i] {
+            Some(Stream {
+                phase: Phase::Resolving { name, .. },
+                ..
+            }) => name.clone(),
+            _ => return false,
+        };
+        let result = ResolveError::from_answer(&name, answer);
+        self.push_event(HostEvent::Resolved {
+            stream: h,
+            result: result.clone(),
+        });
+        let phase = match result.map(|dag| self.open_connection(&dag, now)) {
+            Ok(Ok(conn)) => Phase::Open(Box::new(conn)),
+            // Only a DAG with no room for our SID gets here: no name
+            // server can tell us a usable address for it.
+            Ok(Err(_)) => Phase::Unresolved(ResolveError::NotFound(name)),
+            Err(e) => Phase::Unresolved(e),
+        };
+        if let Some(s) = self.streams[i].as_mut() {
+            s.phase = phase;
+        }
         self.flush_stream(now, h);
-        Ok(h)
+        true
     }
 
-    /// The connection behind a handle.
+    /// The connection behind a handle (`None` while it has none: see
+    /// [`Host::stream_phase`]).
     pub fn stream(&self, h: StreamHandle) -> Option<&Connection> {
-        self.streams.get(h.0)?.as_ref().map(|s| &s.conn)
+        self.streams.get(h.0)?.as_ref()?.conn()
     }
 
-    fn stream_mut(&mut self, h: StreamHandle) -> Result<&mut Connection, HostError> {
+    /// Where a stream is: resolving its peer's name, failed to, or a
+    /// connection.
+    pub fn stream_phase(&self, h: StreamHandle) -> Option<StreamPhase<'_>> {
+        let s = self.streams.get(h.0)?.as_ref()?;
+        Some(match &s.phase {
+            Phase::Resolving { name, .. } => StreamPhase::Resolving { name },
+            Phase::Unresolved(e) => StreamPhase::Unresolved(e),
+            Phase::Cancelled => StreamPhase::Cancelled,
+            Phase::Open(c) => StreamPhase::Open(c),
+        })
+    }
+
+    /// Sets the hop limit of a stream's packets (xia-core's `XOPT_HLIM`;
+    /// the default is [`DEFAULT_HOP_LIMIT`]).
+    pub fn set_stream_hop_limit(
+        &mut self,
+        h: StreamHandle,
+        hop_limit: u8,
+    ) -> Result<(), HostError> {
         self.streams
             .get_mut(h.0)
             .and_then(Option::as_mut)
-            .map(|s| &mut s.conn)
-            .ok_or(HostError::BadStream(h))
+            .ok_or(HostError::BadStream(h))?
+            .hop_limit = hop_limit;
+        Ok(())
+    }
+
+    /// The hop limit of a stream's packets.
+    pub fn stream_hop_limit(&self, h: StreamHandle) -> Option<u8> {
+        Some(self.streams.get(h.0)?.as_ref()?.hop_limit)
+    }
+
+    fn stream_mut(&mut self, h: StreamHandle) -> Result<&mut Connection, HostError> {
+        let s = self
+            .streams
+            .get_mut(h.0)
+            .and_then(Option::as_mut)
+            .ok_or(HostError::BadStream(h))?;
+        match &mut s.phase {
+            Phase::Open(c) => Ok(c),
+            Phase::Resolving { .. } => Err(HostError::Resolving(h)),
+            Phase::Unresolved(e) => Err(HostError::Resolve(e.clone())),
+            Phase::Cancelled => Err(HostError::Stream(
+                crate::stream::StreamError::InvalidState {
+                    op: "use",
+                    state: crate::stream::State::Closed,
+                },
+            )),
+        }
     }
 
     /// Writes what fits of `data`; returns how much was taken.
@@ -122,22 +293,54 @@ impl Host {
     }
 
     /// Reads received bytes into `buf`; 0 when none are ready (see
-    /// [`Connection::is_read_finished`] for the end of the stream).
+    /// [`Connection::is_read_finished`] for the end of the stream), also
+    /// while the stream is resolving or after it was cancelled.
     pub fn stream_read(
         &mut self,
         h: StreamHandle,
         buf: &mut [u8],
         now: Instant,
     ) -> Result<usize, HostError> {
-        let n = self.stream_mut(h)?.read(buf);
+        let n = match self.stream_mut(h) {
+            Ok(c) => c.read(buf),
+            Err(HostError::Resolving(_) | HostError::Stream(_)) => return Ok(0),
+            Err(e) => return Err(e),
+        };
         // Reading may open the window: let the connection say so.
         self.flush_stream(now, h);
         Ok(n)
     }
 
-    /// Closes our direction (FIN after the queued data).
+    /// Closes our direction (FIN after the queued data). A stream still
+    /// resolving its peer's name is cancelled; closing again is a no-op.
     pub fn stream_close(&mut self, h: StreamHandle, now: Instant) -> Result<(), HostError> {
-        self.stream_mut(h)?.close().map_err(HostError::Stream)?;
+        let s = self
+            .streams
+            .get_mut(h.0)
+            .and_then(Option::as_mut)
+            .ok_or(HostError::BadStream(h))?;
+        match &mut s.phase {
+            Phase::Open(c) => c.close().map_err(HostError::Stream)?,
+            Phase::Resolving { .. } => s.phase = Phase::Cancelled,
+            Phase::Unresolved(_) | Phase::Cancelled => {}
+        }
+        self.flush_stream(now, h);
+        Ok(())
+    }
+
+    /// Ends a stream at once: a connection is reset (RST), a resolution
+    /// cancelled.
+    pub fn stream_abort(&mut self, h: StreamHandle, now: Instant) -> Result<(), HostError> {
+        let s = self
+            .streams
+            .get_mut(h.0)
+            .and_then(Option::as_mut)
+            .ok_or(HostError::BadStream(h))?;
+        match &mut s.phase {
+            Phase::Open(c) => c.abort(),
+            Phase::Resolving { .. } => s.phase = Phase::Cancelled,
+            Phase::Unresolved(_) | Phase::Cancelled => {}
+        }
         self.flush_stream(now, h);
         Ok(())
     }
@@ -146,10 +349,40 @@ impl Host {
     /// is no longer local.
     pub fn release_stream(&mut self, h: StreamHandle) {
         if let Some(s) = self.streams.get_mut(h.0).and_then(Option::take) {
-            if s.owns_sid {
-                self.tables.remove(&s.conn.id().local);
+            if let (true, Some(c)) = (s.owns_sid, s.conn()) {
+                self.tables.remove(&c.id().local);
             }
         }
+    }
+
+    /// How many accepted connections wait on a listener.
+    pub fn listener_backlog(&self, l: ListenerHandle) -> Option<usize> {
+        Some(self.listeners.get(l.0)?.as_ref()?.backlog.len())
+    }
+
+    /// Stops listening. Connections it accepted go on; its SID stays local
+    /// while one of them uses it. Connections still in its backlog are
+    /// reset.
+    pub fn close_listener(&mut self, l: ListenerHandle, now: Instant) -> Result<(), HostError> {
+        let listener = self
+            .listeners
+            .get_mut(l.0)
+            .and_then(Option::take)
+            .ok_or(HostError::BadListener(l))?;
+        for h in listener.backlog {
+            let _ = self.stream_abort(h, now);
+            self.release_stream(h);
+        }
+        let in_use = self
+            .streams
+            .iter()
+            .flatten()
+            .filter_map(Stream::conn)
+            .any(|c| c.id().local == listener.sid);
+        if !in_use {
+            self.tables.remove(&listener.sid);
+        }
+        Ok(())
     }
 
     /// Handles an XSTREAM segment delivered to this host.
@@ -168,13 +401,13 @@ impl Host {
             return;
         };
         let id = ConnectionId { local, peer };
-        if let Some(i) = self
-            .streams
-            .iter()
-            .position(|s| s.as_ref().is_some_and(|s| s.conn.id() == id))
-        {
-            if let Some(s) = self.streams[i].as_mut() {
-                s.conn.handle_segment(now, &seg);
+        if let Some(i) = self.streams.iter().position(|s| {
+            s.as_ref()
+                .and_then(Stream::conn)
+                .is_some_and(|c| c.id() == id)
+        }) {
+            if let Some(c) = self.streams[i].as_mut().and_then(Stream::conn_mut) {
+                c.handle_segment(now, &seg);
             }
             return self.flush_stream(now, StreamHandle(i));
         }
@@ -208,10 +441,7 @@ impl Host {
         };
         let h = StreamHandle(put(
             &mut self.streams,
-            Stream {
-                conn,
-                owns_sid: false,
-            },
+            Stream::new(Phase::Open(Box::new(conn)), false),
         ));
         if let Some(l) = self.listeners[li].as_mut() {
             l.backlog.push_back(h);
@@ -227,16 +457,22 @@ impl Host {
     fn flush_stream(&mut self, now: Instant, h: StreamHandle) {
         let mut out = Vec::new();
         let mut events = Vec::new();
+        let mut hop_limit = DEFAULT_HOP_LIMIT;
         if let Some(Some(s)) = self.streams.get_mut(h.0) {
-            while let Some(seg) = s.conn.poll_transmit(now) {
-                out.push((s.conn.peer_dag().clone(), s.conn.local_dag().clone(), seg));
-            }
-            while let Some(e) = s.conn.poll_event() {
-                events.push(e);
+            hop_limit = s.hop_limit;
+            if let Some(c) = s.conn_mut() {
+                while let Some(seg) = c.poll_transmit(now) {
+                    out.push((c.peer_dag().clone(), c.local_dag().clone(), seg));
+                }
+                while let Some(e) = c.poll_event() {
+                    events.push(e);
+                }
             }
         }
         for (dst, src, seg) in out {
-            if let Ok(pkt) = XipRepr::new(dst.clone(), src, NextHeader::Xstream, 0).to_bytes(&seg) {
+            let mut repr = XipRepr::new(dst.clone(), src, NextHeader::Xstream, 0);
+            repr.hop_limit = hop_limit;
+            if let Ok(pkt) = repr.to_bytes(&seg) {
                 // A full queue or no route is a lost segment: the
                 // connection's retransmission covers it.
                 let _ = self.send_packet(pkt, &dst);
@@ -252,10 +488,10 @@ impl Host {
     pub(super) fn rebind_streams(&mut self, now: Instant) {
         let dag = self.dag();
         for i in 0..self.streams.len() {
-            if let Some(s) = self.streams[i].as_mut() {
-                let sid = s.conn.id().local;
+            if let Some(c) = self.streams[i].as_mut().and_then(Stream::conn_mut) {
+                let sid = c.id().local;
                 if let Ok(new) = dag.append_xid(sid) {
-                    let _ = s.conn.rebind_local(new);
+                    let _ = c.rebind_local(new);
                 }
             }
             self.flush_stream(now, StreamHandle(i));
@@ -269,7 +505,7 @@ impl Host {
             .streams
             .iter()
             .flatten()
-            .filter_map(|s| s.conn.poll_timeout())
+            .filter_map(|s| s.conn()?.poll_timeout())
             .min();
         match (streams, self.chunk_timeout()) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -283,11 +519,11 @@ impl Host {
         for i in 0..self.streams.len() {
             let due = self.streams[i]
                 .as_ref()
-                .and_then(|s| s.conn.poll_timeout())
+                .and_then(|s| s.conn()?.poll_timeout())
                 .is_some_and(|t| t <= now);
             if due {
-                if let Some(s) = self.streams[i].as_mut() {
-                    s.conn.handle_timeout(now);
+                if let Some(c) = self.streams[i].as_mut().and_then(Stream::conn_mut) {
+                    c.handle_timeout(now);
                 }
                 self.flush_stream(now, StreamHandle(i));
             }
