@@ -17,8 +17,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use xia_router::{Counters, Router, RouterConfig};
-use xia_stack::host::{Host, HostConfig, HostEvent, SocketHandle};
-use xia_stack::naming::{NameRequest, Registration, NAME_SERVER_SID};
+use xia_stack::host::{Host, HostConfig, HostEvent};
+use xia_stack::socket::{self, XDatagram, XListener};
+use xia_stack::naming::NAME_SERVER_SID;
 use xia_stack::time::Instant;
 use xia_stack::xid::{Principal, Xid};
 
@@ -48,7 +49,7 @@ enum App {
     Ping(Pinger, usize),
     Sender(FlowSender, usize),
     Sink(FlowSink, usize),
-    Service(SocketHandle, u64, usize),
+    Service(XDatagram, u64, usize),
     StreamClient(StreamClient, usize),
     Fetch(ChunkFetcher, usize),
     StreamServer(StreamServer, usize),
@@ -411,15 +412,13 @@ impl Simulation {
             };
             let setup =
                 |e: &dyn std::fmt::Display| SimError::Setup(format!("service {}: {e}", sv.name));
-            let sock = host.bind(Some(sv.sid)).map_err(|e| setup(&e))?;
+            let sock = XDatagram::bind(host, Some(sv.sid)).map_err(|e| setup(&e))?;
             // With a name server, the service registers its name (in
             // lowercase, as names are), signed by its SID's key.
-            if let Some(ns) = host.name_server().cloned() {
+            if host.name_server().is_some() {
                 let owner = derived_identity(Principal::SID, &format!("service {}", sv.name));
-                let dag = host.socket_dag(sock).expect("just bound");
-                let reg = Registration::sign(&owner, &sv.name.to_ascii_lowercase(), &dag, 1)
-                    .map_err(|e| setup(&e))?;
-                host.name_request(&ns, &NameRequest::Register(Box::new(reg)))
+                let dag = sock.local_dag(host).expect("just bound");
+                socket::register(host, &owner, &sv.name.to_ascii_lowercase(), &dag, 1)
                     .map_err(|e| setup(&e))?;
             }
             self.add_app(sv.host, App::Service(sock, 0, k));
@@ -469,7 +468,7 @@ impl Simulation {
             let NodeState::Host(host, _) = &mut self.nodes[c.host] else {
                 return Err(SimError::Setup(format!("chunk {}: not on a host", c.name)));
             };
-            host.put_chunk(&c.bytes)
+            socket::put_chunk(host, &c.bytes)
                 .map_err(|e| SimError::Setup(format!("chunk {}: {e}", c.name)))?;
         }
         for (k, f) in self.topo.fetches.clone().into_iter().enumerate() {
@@ -497,8 +496,7 @@ impl Simulation {
             let NodeState::Host(server, _) = &mut self.nodes[st.to] else {
                 return Err(SimError::Setup(format!("stream {k}: server is not a host")));
             };
-            let l = server
-                .listen(Some(sid))
+            let l = XListener::bind(server, Some(sid))
                 .map_err(|e| SimError::Setup(format!("stream {k}: {e}")))?;
             let base = match &st.dag {
                 Some(d) => d.clone(),
@@ -521,21 +519,19 @@ impl Simulation {
             let NodeState::Host(sink_host, _) = &mut self.nodes[flow.to] else {
                 return Err(SimError::Setup(format!("flow {k}: receiver is not a host")));
             };
-            let sink_sock = sink_host
-                .bind(Some(sink_sid))
+            let sink_sock = XDatagram::bind(sink_host, Some(sink_sid))
                 .map_err(|e| SimError::Setup(format!("flow {k}: {e}")))?;
             let dst = match &flow.dag {
                 Some(d) => d
                     .append_xid(sink_sid)
                     .map_err(|e| SimError::Setup(format!("flow {k}: {e}")))?,
-                None => sink_host.socket_dag(sink_sock).expect("just bound"),
+                None => sink_sock.local_dag(sink_host).expect("just bound"),
             };
             self.add_app(flow.to, App::Sink(FlowSink::new(sink_sock, flow.count), k));
             let NodeState::Host(src_host, _) = &mut self.nodes[flow.from] else {
                 return Err(SimError::Setup(format!("flow {k}: sender is not a host")));
             };
-            let sock = src_host
-                .bind(None)
+            let sock = XDatagram::bind(src_host, None)
                 .map_err(|e| SimError::Setup(format!("flow {k}: {e}")))?;
             let sender = FlowSender::new(sock, dst, flow.count, flow.interval, flow.size);
             let app = self.add_app(flow.from, App::Sender(sender, k));
@@ -1044,15 +1040,16 @@ fn dispatch(
             App::StreamClient(c, _) => c.on_event(now, e, host),
             App::Fetch(f, _) => f.on_event(now, e),
             App::StreamServer(sv, _) => sv.on_event(now, e, host),
-            App::Service(sock, count, _) => match e {
-                HostEvent::Readable(s) if s == sock => {
-                    while host.recv_from(*sock).is_some() {
+            App::Service(sock, count, _) => {
+                let mine = matches!(e, HostEvent::Readable(_)) && sock.matches(e);
+                if mine {
+                    let mut buf = [0u8; 2048];
+                    while sock.recv_from(host, &mut buf).is_ok() {
                         *count += 1;
                     }
-                    true
                 }
-                _ => false,
-            },
+                mine
+            }
         };
         if taken {
             break;
