@@ -125,7 +125,7 @@ impl Pinger {
             Target::Name(name) => {
                 if self.pending.is_none() {
                     self.started = Some(now);
-                    match socket::resolve(host, name) {
+                    match socket::resolve(host, now, name) {
                         Ok(r) => self.pending = Some(r),
                         Err(e) => {
                             self.lines.push(format!("ping: {}: {e}", self.label));

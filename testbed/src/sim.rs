@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use xia_router::{Counters, Router, RouterConfig};
 use xia_stack::host::{Host, HostConfig, HostEvent};
-use xia_stack::socket::{self, XDatagram, XListener};
 use xia_stack::naming::NAME_SERVER_SID;
+use xia_stack::socket::{self, XDatagram, XListener};
 use xia_stack::time::Instant;
 use xia_stack::xid::{Principal, Xid};
 
@@ -418,8 +418,15 @@ impl Simulation {
             if host.name_server().is_some() {
                 let owner = derived_identity(Principal::SID, &format!("service {}", sv.name));
                 let dag = sock.local_dag(host).expect("just bound");
-                socket::register(host, &owner, &sv.name.to_ascii_lowercase(), &dag, 1)
-                    .map_err(|e| setup(&e))?;
+                socket::register(
+                    host,
+                    Instant::ZERO,
+                    &owner,
+                    &sv.name.to_ascii_lowercase(),
+                    &dag,
+                    1,
+                )
+                .map_err(|e| setup(&e))?;
             }
             self.add_app(sv.host, App::Service(sock, 0, k));
         }

@@ -316,13 +316,14 @@ fn a_client_resolves_a_service_connects_and_gets_its_bytes_echoed() {
     let h2 = net.host("h2");
     let listener = XListener::bind(h2, Some(key.xid())).unwrap();
     let dag = listener.local_dag(h2).unwrap();
-    let reg = register(h2, &key, "echo.example", &dag, 1).unwrap();
+    let reg = register(h2, Instant::ZERO, &key, "echo.example", &dag, 1).unwrap();
     net.run_until("h2", Duration::from_secs(1), |evs| {
         evs.iter().any(|e| reg.answer(e) == Some(Ok(1)))
     });
 
     // The client asks for the name explicitly once…
-    let q = resolve(net.host("h1"), "echo.example").unwrap();
+    let now = net.now;
+    let q = resolve(net.host("h1"), now, "echo.example").unwrap();
     let mut found = None;
     net.run_until("h1", Duration::from_secs(1), |evs| {
         found = evs.iter().find_map(|e| q.answer(e));

@@ -30,6 +30,7 @@ mod raw;
 mod streams;
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -82,6 +83,10 @@ pub struct HostConfig {
     pub max_streams: usize,
     /// Bytes of chunks the host keeps (published and fetched).
     pub chunk_store: usize,
+    /// A name request unanswered this long is sent again ...
+    pub name_timeout: Duration,
+    /// ... up to this many times in all; then it fails.
+    pub name_tries: u8,
 }
 
 impl HostConfig {
@@ -97,6 +102,8 @@ impl HostConfig {
             stream: StreamConfig::default(),
             max_streams: 1024,
             chunk_store: 64 << 20,
+            name_timeout: Duration::from_secs(1),
+            name_tries: 3,
         }
     }
 }
@@ -311,6 +318,8 @@ pub struct Host {
     // The name-server role, and the SID answers to our requests come to.
     names: Option<crate::naming::NameServer>,
     resolver: Option<Xid>,
+    // Name requests awaiting an answer, by request id.
+    name_pending: std::collections::BTreeMap<u32, names::Pending>,
     chunks: crate::content::ChunkCache,
     fetches: Vec<chunks::Fetch>,
     fetcher: Option<Xid>,
@@ -377,6 +386,7 @@ impl Host {
             streams: Vec::new(),
             names: None,
             resolver: None,
+            name_pending: std::collections::BTreeMap::new(),
             chunks: crate::content::ChunkCache::new(chunk_store),
             fetches: Vec::new(),
             fetcher: None,
@@ -1005,7 +1015,11 @@ mod tests {
         let svc_dag = client.dag().append_xid(svc.xid()).unwrap();
         let reg = Registration::sign(&svc, "echo.example", &svc_dag, 1).unwrap();
         let id = client
-            .name_request(&ns, &NameRequest::Register(Box::new(reg.clone())))
+            .name_request(
+                Instant::ZERO,
+                &ns,
+                &NameRequest::Register(Box::new(reg.clone())),
+            )
             .unwrap();
         pump(&mut client, &mut server);
         assert_eq!(
@@ -1017,7 +1031,7 @@ mod tests {
         );
         // Replaying it is refused, over the wire too.
         let id2 = client
-            .name_request(&ns, &NameRequest::Register(Box::new(reg)))
+            .name_request(Instant::ZERO, &ns, &NameRequest::Register(Box::new(reg)))
             .unwrap();
         pump(&mut client, &mut server);
         match client.poll_event() {
@@ -1031,14 +1045,17 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // Resolving through the name server XHCP announced.
-        assert_eq!(client.resolve("echo.example"), Err(HostError::NoNameServer));
+        assert_eq!(
+            client.resolve(Instant::ZERO, "echo.example"),
+            Err(HostError::NoNameServer)
+        );
         let beacon = Beacon {
             ad: Xid::new(Principal::AD, [7; 20]),
             gateway: Xid::new(Principal::HID, [0xee; 20]),
             name_server: Some(ns),
         };
         client.handle_packet(Instant::ZERO, 0, beacon.packet());
-        let id3 = client.resolve("echo.example").unwrap();
+        let id3 = client.resolve(Instant::ZERO, "echo.example").unwrap();
         pump(&mut client, &mut server);
         assert_eq!(
             client.poll_event(),
@@ -1051,6 +1068,47 @@ mod tests {
                 })
             })
         );
+    }
+
+    #[test]
+    fn lost_name_requests_are_repeated_then_fail() {
+        use crate::naming::NameResponse;
+        let (mut client, mut server) = (host(1, 7), host(2, 7));
+        server.serve_names(100);
+        client.set_name_server(server.name_server_dag().unwrap());
+        let t0 = Instant::from_secs(5);
+        let id = client.resolve(t0, "nothing.example").unwrap();
+        // The first request is lost on the way.
+        assert!(client.poll_transmit().is_some());
+        assert_eq!(client.poll_timeout(), Some(t0 + Duration::from_secs(1)));
+        client.handle_timeout(t0 + Duration::from_secs(1));
+        pump(&mut client, &mut server);
+        assert_eq!(
+            client.poll_event(),
+            Some(HostEvent::NameAnswer {
+                id,
+                answer: Ok(NameResponse::NotFound)
+            })
+        );
+        assert_eq!(client.poll_timeout(), None, "answered: nothing pending");
+        // A name server that never answers: three tries, then an error;
+        // a stream opened by name fails with NoAnswer.
+        let s = client.connect_name(t0, "web.example").unwrap();
+        for k in 1..=3 {
+            assert!(client.poll_transmit().is_some(), "try {k}");
+            let due = client.poll_timeout().unwrap();
+            assert_eq!(due, t0 + Duration::from_secs(k));
+            client.handle_timeout(due);
+        }
+        assert!(client.poll_transmit().is_none());
+        assert_eq!(
+            client.poll_event(),
+            Some(HostEvent::Resolved {
+                stream: s,
+                result: Err(ResolveError::NoAnswer("web.example".into()))
+            })
+        );
+        assert_eq!(client.poll_timeout(), None);
     }
 
     #[test]

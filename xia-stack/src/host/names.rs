@@ -7,7 +7,11 @@
 //! announced): requests leave from the host's resolver SID with a request
 //! id, and answers come back as [`HostEvent::NameAnswer`] — except the
 //! answers for streams opened by name ([`Host::connect_name`]), which the
-//! host uses itself to connect them.
+//! host uses itself to connect them. A request unanswered for
+//! [`HostConfig::name_timeout`](super::HostConfig::name_timeout) is sent
+//! again, up to `name_tries` times; then it fails: a
+//! [`HostEvent::NameAnswer`] with an error, or a stream that fails with
+//! [`ResolveError::NoAnswer`].
 
 use rand_chacha::rand_core::RngCore;
 
@@ -37,7 +41,26 @@ pub enum ResolveError {
         /// The name server's reason.
         why: String,
     },
+    /// The name server did not answer, however often asked
+    /// ([`HostConfig::name_tries`](super::HostConfig::name_tries)).
+    #[error("{0}: no answer from the name server")]
+    NoAnswer(String),
 }
+
+/// A name request awaiting its answer.
+#[derive(Debug, Clone)]
+pub(super) struct Pending {
+    server: Dag,
+    body: Vec<u8>,
+    due: Instant,
+    tries: u8,
+}
+
+/// Most name requests awaiting answers; the oldest is failed to make room.
+const MAX_PENDING: usize = 1024;
+
+/// The refusal text of a request that timed out.
+pub const NO_ANSWER: &str = "no answer from the name server";
 
 impl ResolveError {
     /// What a name server's answer to resolving `name` means.
@@ -48,6 +71,7 @@ impl ResolveError {
         match answer {
             Ok(NameResponse::Record { dag, .. }) => Ok(dag.clone()),
             Ok(_) => Err(ResolveError::NotFound(name.to_string())),
+            Err(why) if why == NO_ANSWER => Err(ResolveError::NoAnswer(name.to_string())),
             Err(why) => Err(ResolveError::Refused {
                 name: name.to_string(),
                 why: why.clone(),
@@ -69,9 +93,15 @@ impl Host {
         self.dag().append_xid(NAME_SERVER_SID).ok()
     }
 
-    /// Sends `req` to the name server at `server`; the answer arrives as
-    /// [`HostEvent::NameAnswer`] with the returned id.
-    pub fn name_request(&mut self, server: &Dag, req: &NameRequest) -> Result<u32, HostError> {
+    /// Sends `req` to the name server at `server` at `now`; the answer
+    /// arrives as [`HostEvent::NameAnswer`] with the returned id (an
+    /// `Err` holding [`NO_ANSWER`] if every try went unanswered).
+    pub fn name_request(
+        &mut self,
+        now: Instant,
+        server: &Dag,
+        req: &NameRequest,
+    ) -> Result<u32, HostError> {
         let sid = match self.resolver {
             Some(s) => s,
             None => {
@@ -87,8 +117,71 @@ impl Host {
             .append_xid(sid)
             .map_err(|_| HostError::NoRoute(*server.intent()))?;
         let body = encode_message(id, &req.to_bytes());
-        self.send_datagram(server, src, &body)?;
+        if self.name_pending.len() >= MAX_PENDING {
+            if let Some((&old, _)) = self.name_pending.iter().min_by_key(|(_, p)| p.due) {
+                self.name_pending.remove(&old);
+                self.name_failed(now, old);
+            }
+        }
+        // Pending before it is sent: a host that is its own name server
+        // answers at once.
+        self.name_pending.insert(
+            id,
+            Pending {
+                server: server.clone(),
+                body: body.clone(),
+                due: now + self.config.name_timeout,
+                tries: 1,
+            },
+        );
+        if let Err(e) = self.send_datagram(server, src, &body) {
+            self.name_pending.remove(&id);
+            return Err(e);
+        }
         Ok(id)
+    }
+
+    /// When the next name request is due to be repeated or failed.
+    pub(super) fn name_timeout(&self) -> Option<Instant> {
+        self.name_pending.values().map(|p| p.due).min()
+    }
+
+    /// Repeats or fails the name requests that are due.
+    pub(super) fn name_timeouts(&mut self, now: Instant) {
+        let due: Vec<u32> = self
+            .name_pending
+            .iter()
+            .filter(|(_, p)| p.due <= now)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in due {
+            let Some(mut p) = self.name_pending.remove(&id) else {
+                continue;
+            };
+            if p.tries >= self.config.name_tries {
+                self.name_failed(now, id);
+                continue;
+            }
+            p.tries += 1;
+            p.due = now + self.config.name_timeout;
+            let src = self
+                .resolver
+                .and_then(|sid| self.dag().append_xid(sid).ok());
+            if let Some(src) = src {
+                let _ = self.send_datagram(&p.server, src, &p.body);
+            }
+            self.name_pending.insert(id, p);
+        }
+    }
+
+    // Request `id` got no answer.
+    fn name_failed(&mut self, now: Instant, id: u32) {
+        if !self.resolve_failed(now, id) {
+            self.push_event(HostEvent::NameAnswer {
+                id,
+                answer: Err(NO_ANSWER.to_string()),
+            });
+        }
     }
 
     /// Sets the name server to use (when it is known by configuration
@@ -98,9 +191,9 @@ impl Host {
     }
 
     /// Resolves `name` with the name server XHCP announced.
-    pub fn resolve(&mut self, name: &str) -> Result<u32, HostError> {
+    pub fn resolve(&mut self, now: Instant, name: &str) -> Result<u32, HostError> {
         let server = self.name_server.clone().ok_or(HostError::NoNameServer)?;
-        self.name_request(&server, &NameRequest::Resolve(name.to_string()))
+        self.name_request(now, &server, &NameRequest::Resolve(name.to_string()))
     }
 
     /// Sends one XDGRAM datagram from `src` to `dst`.
@@ -163,11 +256,14 @@ impl Host {
         if Some(*intent) == self.resolver {
             match split_message(payload).and_then(|(id, body)| Ok((id, NameResponse::parse(body)?)))
             {
-                Ok((id, answer)) => {
+                // An answer to a request we no longer wait for (a repeat's
+                // second answer, or one that came too late) is dropped.
+                Ok((id, answer)) if self.name_pending.remove(&id).is_some() => {
                     if !self.resolved(now, id, &answer) {
                         self.push_event(HostEvent::NameAnswer { id, answer });
                     }
                 }
+                Ok(_) => {}
                 Err(_) => self.counters.malformed += 1,
             }
             return true;

@@ -145,9 +145,9 @@ impl Host {
     /// (as [`Host::resolve`] does) and connects when it answers. The
     /// handle is valid at once; [`HostEvent::Resolved`] says when the name
     /// resolved (and the SYN left) or why it did not.
-    pub fn connect_name(&mut self, name: &str) -> Result<StreamHandle, HostError> {
+    pub fn connect_name(&mut self, now: Instant, name: &str) -> Result<StreamHandle, HostError> {
         self.check_stream_limit()?;
-        let id = self.resolve(name)?;
+        let id = self.resolve(now, name)?;
         let phase = Phase::Resolving {
             id,
             name: name.to_string(),
@@ -181,6 +181,33 @@ impl Host {
             now,
             self.config.stream.clone(),
         ))
+    }
+
+    /// Name request `id` went unanswered: if a stream is resolving with
+    /// it, fail that stream and return `true`.
+    pub(super) fn resolve_failed(&mut self, now: Instant, id: u32) -> bool {
+        let Some(i) = self.streams.iter().position(
+            |s| matches!(s, Some(Stream { phase: Phase::Resolving { id: r, .. }, .. }) if *r == id),
+        ) else {
+            return false;
+        };
+        let Some(Stream {
+            phase: Phase::Resolving { name, .. },
+            ..
+        }) = &self.streams[i]
+        else {
+            return false;
+        };
+        let e = ResolveError::NoAnswer(name.clone());
+        self.push_event(HostEvent::Resolved {
+            stream: StreamHandle(i),
+            result: Err(e.clone()),
+        });
+        if let Some(s) = self.streams[i].as_mut() {
+            s.phase = Phase::Unresolved(e);
+        }
+        self.flush_stream(now, StreamHandle(i));
+        true
     }
 
     /// A name server's answer to request `id`: if a stream is resolving
@@ -507,15 +534,16 @@ impl Host {
             .flatten()
             .filter_map(|s| s.conn()?.poll_timeout())
             .min();
-        match (streams, self.chunk_timeout()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [streams, self.chunk_timeout(), self.name_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Runs the connection timers and chunk-fetch retries that are due.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.chunk_timeouts(now);
+        self.name_timeouts(now);
         for i in 0..self.streams.len() {
             let due = self.streams[i]
                 .as_ref()

@@ -5,13 +5,14 @@ use crate::dag::Dag;
 use crate::host::{Host, HostError, HostEvent, ResolveError};
 use crate::identity::Identity;
 use crate::naming::{NameRequest, NameResponse, Registration};
+use crate::time::Instant;
 
 /// Asks the host's name server (from XHCP or [`Host::set_name_server`])
 /// for the DAG registered under `name` (xia-core's `XgetDAGbyName`). The
 /// answer comes as a [`HostEvent::NameAnswer`]; [`Resolution::answer`]
 /// reads it.
-pub fn resolve(host: &mut Host, name: &str) -> Result<Resolution, SocketError> {
-    let id = host.resolve(name)?;
+pub fn resolve(host: &mut Host, now: Instant, name: &str) -> Result<Resolution, SocketError> {
+    let id = host.resolve(now, name)?;
     Ok(Resolution {
         id,
         name: name.to_string(),
@@ -27,6 +28,7 @@ pub fn resolve(host: &mut Host, name: &str) -> Result<Resolution, SocketError> {
 /// [`NameRegistration::answer`] reads it.
 pub fn register(
     host: &mut Host,
+    now: Instant,
     owner: &Identity,
     name: &str,
     dag: &Dag,
@@ -34,7 +36,7 @@ pub fn register(
 ) -> Result<NameRegistration, SocketError> {
     let reg = Registration::sign(owner, name, dag, seq).map_err(SocketError::Name)?;
     let server = host.name_server().cloned().ok_or(HostError::NoNameServer)?;
-    let id = host.name_request(&server, &NameRequest::Register(Box::new(reg)))?;
+    let id = host.name_request(now, &server, &NameRequest::Register(Box::new(reg)))?;
     Ok(NameRegistration {
         id,
         name: name.to_string(),

@@ -52,7 +52,7 @@ impl XStream {
     ) -> Result<XStream, SocketError> {
         let h = match peer.into() {
             Peer::Dag(dag) => host.connect(&dag, now)?,
-            Peer::Name(name) => host.connect_name(&name)?,
+            Peer::Name(name) => host.connect_name(now, &name)?,
         };
         Ok(XStream(h))
     }

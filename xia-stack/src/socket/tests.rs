@@ -6,6 +6,8 @@ use crate::identity::Identity;
 use crate::naming::NAME_SERVER_SID;
 use crate::stream::StreamEvent;
 use crate::time::Instant;
+
+const T0: Instant = Instant::ZERO;
 use crate::wire::xcmp::Unreachable;
 use crate::wire::xip::{NextHeader, Packet, XipRepr};
 use crate::xid::{Principal, Xid};
@@ -143,7 +145,7 @@ fn a_stream_by_name_resolves_then_connects() {
     let svc = Identity::from_secret_bytes(Principal::SID, &[0x33; 32]);
     let listener = XListener::bind(&mut server, Some(svc.xid())).unwrap();
     let dag = listener.local_dag(&server).unwrap();
-    let reg = register(&mut server, &svc, "echo.example", &dag, 1).unwrap();
+    let reg = register(&mut server, T0, &svc, "echo.example", &dag, 1).unwrap();
     let answers: Vec<_> = events(&mut server)
         .iter()
         .filter_map(|e| reg.answer(e))
@@ -223,7 +225,7 @@ fn closing_a_resolving_stream_cancels_it() {
     let svc = Identity::from_secret_bytes(Principal::SID, &[0x44; 32]);
     let listener = XListener::bind(&mut server, Some(svc.xid())).unwrap();
     let dag = listener.local_dag(&server).unwrap();
-    register(&mut server, &svc, "svc", &dag, 1).unwrap();
+    register(&mut server, T0, &svc, "svc", &dag, 1).unwrap();
     let s = XStream::connect(&mut client, NOW, "svc").unwrap();
     s.close(&mut client, NOW).unwrap();
     assert_eq!(s.state(&client), StreamState::Closed);
@@ -446,12 +448,12 @@ fn resolve_and_register_answer_through_events() {
     let (mut client, mut server) = pair();
     let svc = Identity::from_secret_bytes(Principal::SID, &[0x55; 32]);
     let dag = server.dag().append_xid(svc.xid()).unwrap();
-    let reg = register(&mut client, &svc, "thing", &dag, 4).unwrap();
+    let reg = register(&mut client, T0, &svc, "thing", &dag, 4).unwrap();
     pump(&mut client, &mut server);
     let evs = events(&mut client);
     assert_eq!(evs.iter().find_map(|e| reg.answer(e)), Some(Ok(4)));
     // A replay is refused with the name server's reason.
-    let again = register(&mut client, &svc, "thing", &dag, 4).unwrap();
+    let again = register(&mut client, T0, &svc, "thing", &dag, 4).unwrap();
     pump(&mut client, &mut server);
     match events(&mut client).iter().find_map(|e| again.answer(e)) {
         Some(Err(SocketError::Refused(why))) => assert!(why.contains("not above"), "{why}"),
@@ -459,7 +461,7 @@ fn resolve_and_register_answer_through_events() {
     }
     // A key that does not certify the DAG's intent is refused too.
     let wrong = Identity::from_secret_bytes(Principal::SID, &[0x56; 32]);
-    let forged = register(&mut client, &wrong, "thing", &dag, 5).unwrap();
+    let forged = register(&mut client, T0, &wrong, "thing", &dag, 5).unwrap();
     pump(&mut client, &mut server);
     let answer = events(&mut client).iter().find_map(|e| forged.answer(e));
     assert!(
@@ -468,18 +470,18 @@ fn resolve_and_register_answer_through_events() {
     );
     // Not a name at all: refused before anything is sent.
     assert!(matches!(
-        register(&mut client, &svc, "Not A Name", &dag, 6),
+        register(&mut client, T0, &svc, "Not A Name", &dag, 6),
         Err(SocketError::Name(_))
     ));
 
-    let r = resolve(&mut client, "thing").unwrap();
+    let r = resolve(&mut client, T0, "thing").unwrap();
     assert_eq!(r.name(), "thing");
     pump(&mut client, &mut server);
     assert_eq!(
         events(&mut client).iter().find_map(|e| r.answer(e)),
         Some(Ok(dag))
     );
-    let r = resolve(&mut client, "other").unwrap();
+    let r = resolve(&mut client, T0, "other").unwrap();
     pump(&mut client, &mut server);
     assert_eq!(
         events(&mut client).iter().find_map(|e| r.answer(e)),
