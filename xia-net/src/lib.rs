@@ -11,11 +11,19 @@
 //!   reordering, duplication) — the simulator's links, and userspace
 //!   impairments on real links, since this kernel has no netem.
 //! - [`node`]: the driver that runs a router or host core on its links.
+//! - [`host_node`]: a host core with an event log for the daemon's waiters.
+//! - [`api`]: the protocol between a host daemon and its applications;
+//!   [`server`] is the daemon's side, [`client`] the applications' async
+//!   socket API (`XStream` is `AsyncRead + AsyncWrite`).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod api;
+pub mod client;
 pub mod clock;
+pub mod host_node;
 pub mod impair;
 pub mod node;
+pub mod server;
 pub mod udp;

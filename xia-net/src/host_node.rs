@@ -1,0 +1,121 @@
+//! A host core as a [`Node`](crate::node::Node), with what a daemon needs
+//! around it: the host's events, kept for whoever waits for them, and a
+//! counter that changes whenever new ones arrive.
+//!
+//! Events are few kinds and every waiter knows which it wants, so instead
+//! of one channel per socket there is one log: a waiter notes the log's
+//! position, checks its condition, and sleeps until the position moves
+//! ([`HostNode::subscribe`]). Chunk fetches keep their (possibly large)
+//! results in a map by id until taken.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use tokio::sync::watch;
+use xia_stack::content::ContentError;
+use xia_stack::forward::{PortId, Transmit};
+use xia_stack::host::{Host, HostEvent};
+use xia_stack::time::Instant;
+
+use crate::node::Node;
+
+/// Events kept for waiters (older ones are forgotten).
+pub const EVENT_LOG: usize = 4096;
+
+/// Fetched chunks kept until taken.
+pub const FETCHED: usize = 64;
+
+/// A host and its event log.
+#[derive(Debug)]
+pub struct HostNode {
+    /// The host.
+    pub host: Host,
+    log: VecDeque<(u64, HostEvent)>,
+    next: u64,
+    fetched: BTreeMap<u32, Result<Vec<u8>, ContentError>>,
+    changed: watch::Sender<u64>,
+}
+
+impl HostNode {
+    /// Wraps `host`.
+    pub fn new(host: Host) -> HostNode {
+        HostNode {
+            host,
+            log: VecDeque::new(),
+            next: 0,
+            fetched: BTreeMap::new(),
+            changed: watch::channel(0).0,
+        }
+    }
+
+    /// A receiver whose value is the log position; it changes when events
+    /// arrive.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// The log position: events after it are new.
+    pub fn position(&self) -> u64 {
+        self.next
+    }
+
+    /// Events at or after position `from`, oldest first.
+    pub fn events_since(&self, from: u64) -> impl Iterator<Item = &HostEvent> + '_ {
+        self.log
+            .iter()
+            .filter(move |(seq, _)| *seq >= from)
+            .map(|(_, e)| e)
+    }
+
+    /// Takes the result of chunk fetch `id`, if it has ended.
+    pub fn take_fetched(&mut self, id: u32) -> Option<Result<Vec<u8>, ContentError>> {
+        self.fetched.remove(&id)
+    }
+}
+
+impl Node for HostNode {
+    fn handle_packet(&mut self, now: Instant, port: PortId, packet: Vec<u8>) {
+        self.host.handle_packet(now, port, packet);
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        self.host.handle_timeout(now);
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.host.poll_timeout()
+    }
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.host.poll_transmit()
+    }
+    fn after_step(&mut self, _now: Instant) {
+        let before = self.next;
+        while let Some(e) = self.host.poll_event() {
+            if let HostEvent::ChunkFetched { id, result, .. } = e {
+                if self.fetched.len() >= FETCHED {
+                    self.fetched.pop_first();
+                }
+                self.fetched.insert(id, result);
+                // Waiters learn of it through a marker in the log.
+                let marker = HostEvent::ChunkFetched {
+                    id,
+                    cid: xia_stack::Xid::new(xia_stack::Principal::CID, [0; 20]),
+                    result: Ok(Vec::new()),
+                };
+                self.push(marker);
+                continue;
+            }
+            self.push(e);
+        }
+        if self.next != before {
+            self.changed.send_replace(self.next);
+        }
+    }
+}
+
+impl HostNode {
+    fn push(&mut self, e: HostEvent) {
+        if self.log.len() >= EVENT_LOG {
+            self.log.pop_front();
+        }
+        self.log.push_back((self.next, e));
+        self.next += 1;
+    }
+}
