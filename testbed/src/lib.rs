@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod apps;
+pub mod daemon;
 pub mod link;
 pub mod pcap;
 pub mod routes;

@@ -35,6 +35,37 @@ enum Command {
     Testbed(cmd::testbed::TestbedCmd),
     /// A short tour of what xia-rs does.
     Demo,
+    /// Run a router daemon on real links (UDP), until SIGINT/SIGTERM.
+    Router {
+        /// Its configuration (TOML: one [[router]], its [[link]]s).
+        #[arg(long)]
+        config: std::path::PathBuf,
+    },
+    /// Run a host daemon on real links; applications reach it through
+    /// its socket.
+    Host {
+        /// Its configuration (TOML: one [[host]], its [[link]]).
+        #[arg(long)]
+        config: std::path::PathBuf,
+    },
+    /// Send XCMP echo requests through a host daemon.
+    Ping(cmd::apps::PingArgs),
+    /// Show the routers on the path to a destination.
+    Traceroute(cmd::apps::TracerouteArgs),
+    /// Echo service and client, over streams or datagrams.
+    #[command(subcommand)]
+    Echo(cmd::apps::EchoCmd),
+    /// netcat over XStream: stdin to a stream, the stream to stdout.
+    Nc(cmd::apps::NcArgs),
+    /// Publish a file as content chunks; prints the manifest of CIDs.
+    Put(cmd::apps::PutArgs),
+    /// Fetch a file's chunks by the manifest `xia put` printed.
+    Get(cmd::apps::GetArgs),
+    /// Register and resolve names.
+    #[command(subcommand)]
+    Name(cmd::apps::NameCmd),
+    /// A host daemon's addresses and counters.
+    Stats(cmd::apps::HostArg),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +77,16 @@ fn main() -> ExitCode {
         Command::Xip(c) => cmd::xip::run(c),
         Command::Testbed(c) => cmd::testbed::run(c),
         Command::Demo => cmd::demo::run(),
+        Command::Router { config } => cmd::daemon::run(config, "router"),
+        Command::Host { config } => cmd::daemon::run(config, "host"),
+        Command::Ping(a) => cmd::apps::ping(a),
+        Command::Traceroute(a) => cmd::apps::traceroute(a),
+        Command::Echo(c) => cmd::apps::echo(c),
+        Command::Nc(a) => cmd::apps::nc(a),
+        Command::Put(a) => cmd::apps::put(a),
+        Command::Get(a) => cmd::apps::get(a),
+        Command::Name(c) => cmd::apps::name(c),
+        Command::Stats(h) => cmd::apps::stats(h),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -142,7 +142,7 @@ impl Client {
     /// Opens a stream to a DAG (xia-core text) or a registered name.
     pub async fn connect(&self, to: &str) -> Result<XStream, ClientError> {
         let (to, by_name) = match to.parse::<Dag>() {
-            Ok(d) => (d.to_string(), false),
+            Ok(d) => (crate::server::text(&d), false),
             Err(_) => (to.to_string(), true),
         };
         let mut c = self.open().await?;
@@ -245,7 +245,7 @@ impl Client {
     pub async fn fetch_chunk(&self, from: &Dag) -> Result<Vec<u8>, ClientError> {
         match self
             .ask(Request::FetchChunk {
-                dag: from.to_string(),
+                dag: crate::server::text(from),
             })
             .await?
         {
@@ -264,7 +264,7 @@ impl Client {
         timeout: Duration,
     ) -> Result<PingOutcome, ClientError> {
         let req = Request::Ping {
-            dst: dst.to_string(),
+            dst: crate::server::text(dst),
             seq,
             size,
             hop_limit,
@@ -359,7 +359,7 @@ impl XDatagram {
         write_frame(
             &mut self.conn,
             &Request::SendTo {
-                dst: dst.to_string(),
+                dst: crate::server::text(dst),
                 data: data.to_vec(),
             },
         )

@@ -27,6 +27,9 @@ use crate::api::{read_frame, write_frame, FrameError, Request, Response};
 use crate::host_node::HostNode;
 use crate::node::{NodeHandle, Stopped};
 
+/// How long a finished stream may take to close before it is reset.
+pub const LINGER: Duration = Duration::from_secs(60);
+
 /// Bytes moved per stream-mode frame at most.
 pub const STREAM_FRAME: usize = 64 * 1024;
 
@@ -87,6 +90,12 @@ fn error(e: impl std::fmt::Display) -> Response {
     Response::Error {
         message: e.to_string(),
     }
+}
+
+/// A DAG as one line: the RE form when it has one (xia-core reads both).
+pub fn text(d: &Dag) -> String {
+    d.to_re_string()
+        .unwrap_or_else(|| d.to_string().replace('\n', " ").trim().to_string())
 }
 
 fn parse_dag(text: &str) -> Result<Dag, Response> {
@@ -202,7 +211,7 @@ async fn connection(mut conn: UnixStream, ctx: &Ctx) -> Result<(), ConnError> {
                     .node
                     .call(move |n, _| {
                         let l = XListener::bind(&mut n.host, sid)?;
-                        let dag = l.local_dag(&n.host).map(|d| d.to_string());
+                        let dag = l.local_dag(&n.host).map(|d| text(&d));
                         Ok::<_, SocketError>((l, dag.unwrap_or_default()))
                     })
                     .await?;
@@ -279,13 +288,7 @@ async fn connection(mut conn: UnixStream, ctx: &Ctx) -> Result<(), ConnError> {
                     .await?;
                 match bound {
                     Ok((s, dag)) => {
-                        write_frame(
-                            &mut conn,
-                            &Response::Bound {
-                                dag: dag.to_string(),
-                            },
-                        )
-                        .await?;
+                        write_frame(&mut conn, &Response::Bound { dag: text(&dag) }).await?;
                         let r = datagrams(&mut conn, ctx, s).await;
                         ctx.node.call(move |n, _| s.close(&mut n.host)).await?;
                         return r;
@@ -311,7 +314,7 @@ async fn connection(mut conn: UnixStream, ctx: &Ctx) -> Result<(), ConnError> {
 async fn dags(ctx: &Ctx, s: XStream) -> Result<(String, String), Stopped> {
     ctx.node
         .call(move |n, _| {
-            let show = |d: Option<Dag>| d.map(|d| d.to_string()).unwrap_or_default();
+            let show = |d: Option<Dag>| d.map(|d| text(&d)).unwrap_or_default();
             (show(s.local_dag(&n.host)), show(s.peer_dag(&n.host)))
         })
         .await
@@ -324,8 +327,8 @@ async fn request(ctx: &Ctx, req: Request) -> Result<Response, Stopped> {
             ctx.node
                 .call(|n, _| Response::Info {
                     hid: n.host.hid().to_string(),
-                    dag: n.host.dag().to_string(),
-                    name_server: n.host.name_server().map(|d| d.to_string()),
+                    dag: text(&n.host.dag()),
+                    name_server: n.host.name_server().map(text),
                 })
                 .await?
         }
@@ -357,9 +360,7 @@ async fn request(ctx: &Ctx, req: Request) -> Result<Response, Stopped> {
                     .await?
                     .expect("no timeout");
                     match answer {
-                        Ok(dag) => Response::Resolved {
-                            dag: dag.to_string(),
-                        },
+                        Ok(dag) => Response::Resolved { dag: text(&dag) },
                         Err(e) => error(e),
                     }
                 }
@@ -416,9 +417,7 @@ async fn request(ctx: &Ctx, req: Request) -> Result<Response, Stopped> {
         Request::PutChunk { data } => {
             ctx.node
                 .call(move |n, _| match socket::put_chunk(&mut n.host, &data) {
-                    Ok(dag) => Response::Published {
-                        dag: dag.to_string(),
-                    },
+                    Ok(dag) => Response::Published { dag: text(&dag) },
                     Err(e) => error(e),
                 })
                 .await?
@@ -483,7 +482,7 @@ async fn request(ctx: &Ctx, req: Request) -> Result<Response, Stopped> {
                                     len,
                                     at,
                                 } if *i == ident && *seq_no == seq => Some(Response::Pong {
-                                    from: from.to_string(),
+                                    from: text(from),
                                     hop_limit: *hop_limit,
                                     rtt_us: (*at - t0).as_micros() as u64,
                                     len: *len as u32,
@@ -520,7 +519,7 @@ fn ping_error(e: &NetError) -> Response {
         NetError::Redirect { to, from } => (from, format!("redirect to {to}")),
     };
     Response::PingError {
-        from: from.to_string(),
+        from: text(from),
         what,
     }
 }
@@ -538,7 +537,7 @@ async fn datagrams(conn: &mut UnixStream, ctx: &Ctx, s: XDatagram) -> Result<(),
                 let mut out = Vec::new();
                 let mut buf = vec![0u8; 65_536];
                 while let Ok((len, from)) = s.recv_from(&mut n.host, &mut buf) {
-                    out.push((from.to_string(), buf[..len].to_vec()));
+                    out.push((text(&from), buf[..len].to_vec()));
                 }
                 out
             })
@@ -572,107 +571,162 @@ async fn datagrams(conn: &mut UnixStream, ctx: &Ctx, s: XDatagram) -> Result<(),
 
 /// Stream mode: moves bytes between the application and the XStream
 /// until both directions end or the stream fails; then releases it.
+///
+/// The two directions run concurrently: an application that writes
+/// before it reads (an echo server) must not stop us from reading what
+/// the network delivers, nor the other way round.
 async fn pump(conn: UnixStream, ctx: &Ctx, s: XStream) -> Result<(), ConnError> {
     let (mut rd, mut wr) = conn.into_split();
-    let mut rx = ctx.changed.clone();
-    let mut pending: Vec<u8> = Vec::new();
-    let (mut app_done, mut net_done, mut closed) = (false, false, false);
-    let mut incoming = Box::pin(read_frame_owned(&mut rd));
-    let result = loop {
-        rx.borrow_and_update();
-        let data = std::mem::take(&mut pending);
-        let close_now = app_done && !closed;
-        let step = ctx
-            .node
-            .call(move |n, now| {
-                let host = &mut n.host;
-                let mut written = 0;
-                let mut failure = None;
-                if !data.is_empty() {
-                    match s.write(host, now, &data) {
-                        Ok(k) => written = k,
-                        Err(SocketError::WouldBlock) => {}
-                        Err(e) => failure = Some(e.to_string()),
-                    }
+    // Application to network: frames in, written to the stream as the send
+    // buffer allows; its end closes our direction.
+    let up = async {
+        let mut rx = ctx.changed.clone();
+        loop {
+            let mut data = match read_frame::<_, StreamFrame>(&mut rd).await {
+                Ok(StreamFrame::Data(d)) => d,
+                Ok(StreamFrame::End | StreamFrame::Failed(_)) | Err(FrameError::Closed) => break,
+                Err(e) => return Err(ConnError::from(e)),
+            };
+            while !data.is_empty() {
+                rx.borrow_and_update();
+                let chunk = std::mem::take(&mut data);
+                let (rest, done) = ctx
+                    .node
+                    .call(move |n, now| match s.write(&mut n.host, now, &chunk) {
+                        Ok(k) => (chunk[k..].to_vec(), false),
+                        Err(SocketError::WouldBlock) => (chunk, false),
+                        // The stream failed: the other direction reports it.
+                        Err(_) => (Vec::new(), true),
+                    })
+                    .await?;
+                if done {
+                    return Ok(());
                 }
-                let mut did_close = false;
-                if close_now && written == data.len() && failure.is_none() {
-                    let _ = s.close(host, now);
-                    did_close = true;
+                data = rest;
+                if !data.is_empty() && rx.changed().await.is_err() {
+                    return Err(Stopped.into());
                 }
-                // Read until the frame is full, nothing is left, or the
-                // end: a short read may be followed by the end of the
-                // stream, which no further event would announce.
-                let mut out = Vec::new();
-                let mut buf = vec![0u8; STREAM_FRAME];
-                let mut end = false;
-                while out.len() < STREAM_FRAME {
-                    let room = STREAM_FRAME - out.len();
-                    match s.read(host, now, &mut buf[..room]) {
-                        Ok(0) => {
-                            end = true;
-                            break;
-                        }
-                        Ok(k) => out.extend_from_slice(&buf[..k]),
-                        Err(SocketError::WouldBlock) => break,
-                        Err(e) => {
-                            failure.get_or_insert(e.to_string());
-                            break;
-                        }
-                    }
-                }
-                let over = matches!(s.state(host), StreamState::Closed | StreamState::Failed(_));
-                (data, written, did_close, out, end, failure, over)
-            })
-            .await;
-        let (data, written, did_close, out, end, failure, over) = match step {
-            Ok(x) => x,
-            Err(e) => break Err(e.into()),
-        };
-        pending = data[written..].to_vec();
-        closed |= did_close;
-        let more = out.len() == STREAM_FRAME && !end;
-        if !out.is_empty() && write_frame(&mut wr, &StreamFrame::Data(out)).await.is_err() {
-            break Ok(()); // the application went away
-        }
-        if let Some(f) = failure {
-            let _ = write_frame(&mut wr, &StreamFrame::Failed(f)).await;
-            break Ok(());
-        }
-        if end && !net_done {
-            net_done = true;
-            let _ = write_frame(&mut wr, &StreamFrame::End).await;
-        }
-        if over && net_done && (closed || app_done) {
-            break Ok(());
-        }
-        if more {
-            continue;
-        }
-        tokio::select! {
-            r = &mut incoming, if pending.is_empty() && !app_done => {
-                match r {
-                    Ok(StreamFrame::Data(d)) => pending = d,
-                    Ok(StreamFrame::End) | Err(FrameError::Closed) => app_done = true,
-                    Ok(StreamFrame::Failed(_)) => app_done = true,
-                    Err(e) => break Err(e.into()),
-                }
-                drop(incoming);
-                incoming = Box::pin(read_frame_owned(&mut rd));
             }
-            r = rx.changed() => if r.is_err() { break Err(Stopped.into()) },
+        }
+        ctx.node
+            .call(move |n, now| {
+                let _ = s.close(&mut n.host, now);
+            })
+            .await?;
+        Ok(())
+    };
+    // Network to application: read what arrives; then the end or the
+    // error that ended the stream.
+    let down = async {
+        let mut rx = ctx.changed.clone();
+        loop {
+            rx.borrow_and_update();
+            let (out, end, failure) = ctx
+                .node
+                .call(move |n, now| {
+                    // Read until the frame is full, nothing is left, or the
+                    // end: a short read may be followed by the end of the
+                    // stream, which no further event would announce.
+                    let mut out = Vec::new();
+                    let mut buf = vec![0u8; STREAM_FRAME];
+                    let (mut end, mut failure) = (false, None);
+                    while out.len() < STREAM_FRAME {
+                        let room = STREAM_FRAME - out.len();
+                        match s.read(&mut n.host, now, &mut buf[..room]) {
+                            Ok(0) => {
+                                end = true;
+                                break;
+                            }
+                            Ok(k) => out.extend_from_slice(&buf[..k]),
+                            Err(SocketError::WouldBlock) => break,
+                            Err(e) => {
+                                failure = Some(e.to_string());
+                                break;
+                            }
+                        }
+                    }
+                    (out, end, failure)
+                })
+                .await?;
+            let full = out.len() == STREAM_FRAME;
+            if !out.is_empty() && write_frame(&mut wr, &StreamFrame::Data(out)).await.is_err() {
+                return Ok(()); // the application went away
+            }
+            if let Some(f) = failure {
+                let _ = write_frame(&mut wr, &StreamFrame::Failed(f)).await;
+                return Ok(());
+            }
+            if end {
+                let _ = write_frame(&mut wr, &StreamFrame::End).await;
+                return Ok(());
+            }
+            if !full && rx.changed().await.is_err() {
+                return Err(ConnError::from(Stopped));
+            }
         }
     };
-    drop(incoming);
+    let (u, d) = tokio::join!(up, down);
     let _ = wr.shutdown().await;
+    // Our FIN may still be unacknowledged: let the connection finish
+    // (a bounded wait) before releasing it, which would reset it.
+    let _ = wait_for(
+        ctx,
+        move |n, _| {
+            matches!(
+                s.state(&n.host),
+                StreamState::Closed | StreamState::Failed(_)
+            )
+            .then_some(())
+        },
+        Some(LINGER),
+    )
+    .await?;
     ctx.node
         .call(move |n, now| s.release(&mut n.host, now))
         .await?;
-    result
+    u.and(d)
 }
 
-async fn read_frame_owned(
-    rd: &mut tokio::net::unix::OwnedReadHalf,
-) -> Result<StreamFrame, FrameError> {
-    read_frame(rd).await
+/// Serves a router's control socket: `Info` and `Stats` requests.
+pub async fn serve_router(
+    listener: UnixListener,
+    node: NodeHandle<xia_router::Router>,
+) -> Result<(), Stopped> {
+    loop {
+        let Ok((mut conn, _)) = listener.accept().await else {
+            continue;
+        };
+        let node = node.clone();
+        tokio::spawn(async move {
+            while let Ok(req) = read_frame::<_, Request>(&mut conn).await {
+                let resp = match req {
+                    Request::Stats => {
+                        node.call(|r, _| {
+                            let mut text = format!("{}\n", r.counters());
+                            if let Some(c) = r.routing_counters() {
+                                text.push_str(&format!("{c:#?}\n"));
+                            }
+                            let routes: usize = r.tables().tables().iter().map(|t| t.len()).sum();
+                            text.push_str(&format!("routes: {routes}\n"));
+                            Response::Stats { text }
+                        })
+                        .await
+                    }
+                    Request::Info => {
+                        node.call(|r, _| Response::Info {
+                            hid: r.config().hid.to_string(),
+                            dag: text(r.own_dag()),
+                            name_server: r.config().name_server.as_ref().map(text),
+                        })
+                        .await
+                    }
+                    _ => Ok(error("a router answers only Info and Stats")),
+                };
+                let Ok(resp) = resp else { return };
+                if write_frame(&mut conn, &resp).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
 }

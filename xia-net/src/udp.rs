@@ -22,6 +22,10 @@ pub const DEFAULT_PORT: u16 = 13781;
 /// Datagrams read per receive call.
 pub const BATCH: usize = 32;
 
+/// Most bytes in one GSO super-datagram (the kernel refuses more than an
+/// IP packet's worth).
+const MAX_GSO_BYTES: usize = 60_000;
+
 /// Largest datagram (an XIP packet is at most 64 KiB).
 const MAX_DATAGRAM: usize = 65_535;
 
@@ -193,6 +197,7 @@ impl UdpLinks {
             let mut j = i + 1;
             while j < packets.len()
                 && j - i < max_seg
+                && (j - i + 1) * first.len() <= MAX_GSO_BYTES
                 && packets[j].0 == *port
                 && packets[j - 1].1.len() == first.len()
                 && packets[j].1.len() <= first.len()
@@ -216,24 +221,46 @@ impl UdpLinks {
                 segment_size: (j - i > 1).then_some(first.len()),
                 src_ip: None,
             };
-            loop {
-                self.socket.writable().await?;
-                let (socket, state) = (&self.socket, &self.state);
-                match socket.try_io(Interest::WRITABLE, || {
-                    state.send(UdpSockRef::from(socket), &transmit)
-                }) {
-                    Ok(()) => break,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    Err(_) => {
-                        self.stats.send_errors += (j - i) as u64;
-                        break;
+            let sent = self.transmit(&transmit).await?;
+            if !sent && j - i > 1 {
+                // GSO refused: one datagram at a time.
+                for (_, p) in &packets[i..j] {
+                    let one = Transmit {
+                        destination: dst,
+                        ecn: None,
+                        contents: p,
+                        segment_size: None,
+                        src_ip: None,
+                    };
+                    if !self.transmit(&one).await? {
+                        self.stats.send_errors += 1;
                     }
                 }
+            } else if !sent {
+                self.stats.send_errors += 1;
             }
             self.stats.sent += (j - i) as u64;
             i = j;
         }
         Ok(())
+    }
+
+    // Sends one transmit, waiting while the socket is full; `false` if
+    // the kernel refused it.
+    async fn transmit(&self, t: &Transmit<'_>) -> io::Result<bool> {
+        loop {
+            self.socket.writable().await?;
+            match self.socket.try_io(Interest::WRITABLE, || {
+                self.state.try_send(UdpSockRef::from(&self.socket), t)
+            }) {
+                Ok(()) => return Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => {
+                    tracing::debug!("UDP send to {} failed: {e}", t.destination);
+                    return Ok(false);
+                }
+            }
+        }
     }
 }
 

@@ -1,5 +1,7 @@
 //! One module per subcommand.
 
+pub mod apps;
+pub mod daemon;
 pub mod dag;
 pub mod demo;
 pub mod key;

@@ -1,0 +1,693 @@
+//! Daemon configuration files: one node of a topology, run as a real
+//! process by `xia router --config FILE` or `xia host --config FILE`.
+//!
+//! The node sections are those of topology files; links name the peer's
+//! UDP address instead of a node, and carry the impairments applied to
+//! what this node sends on them:
+//!
+//! ```toml
+//! [[ad]]
+//! name = "A"
+//!
+//! [[router]]             # or [[host]]: exactly one node
+//! name = "rA"
+//! ad = "A"
+//!
+//! [daemon]
+//! listen = "127.0.0.1:13781"   # UDP address of the node's links (default 0.0.0.0:13781)
+//! socket = "/tmp/rA.sock"      # control socket (hosts: the application API)
+//! seed = 1                     # for fresh SIDs and impairment draws
+//!
+//! [[link]]
+//! peer = "127.0.0.1:13782"     # the other end's UDP address; port i is the i-th link
+//! delay = "10ms"               # optional impairments, as for topology links
+//! loss = 0.01
+//!
+//! [routing]                    # routers: link-state (the default) with these timers
+//! hello = "1s"
+//!
+//! [xhcp]                       # routers: beacon interval (default 1s)
+//! interval = "1s"
+//!
+//! [name_server]
+//! dag = "RE AD:… HID:… SID:…1113"   # routers: the name server to announce
+//! serve = true                      # hosts: serve names
+//! ```
+//!
+//! Identities are derived from names exactly as in topology files, so a
+//! node has the same XIDs in the simulator and as a daemon.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+use xia_net::impair::Impairment;
+use xia_stack::dag::Dag;
+use xia_stack::identity::Identity;
+use xia_stack::xid::{Principal, Xid};
+
+use crate::topology::{derived_identity, parse_bandwidth, parse_duration, TopologyError};
+
+/// What kind of node a daemon runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DaemonKind {
+    /// A router.
+    Router {
+        /// Its 4ID, if it is an IPv4 gateway.
+        ipv4: Option<std::net::Ipv4Addr>,
+        /// Bytes of passing chunks to cache.
+        cache_bytes: usize,
+    },
+    /// A host.
+    Host {
+        /// Whether it serves names.
+        serve_names: bool,
+    },
+}
+
+/// One link of a daemon.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DaemonLink {
+    /// The peer's UDP address.
+    pub peer: SocketAddr,
+    /// Impairments on what this node sends (`None`: none).
+    pub impairment: Option<Impairment>,
+}
+
+/// Link-state timers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RoutingTimers {
+    /// HELLO interval.
+    pub hello: Duration,
+    /// Dead interval.
+    pub dead: Duration,
+    /// LSA refresh.
+    pub refresh: Duration,
+}
+
+/// A checked daemon configuration.
+#[derive(Clone, Debug)]
+pub struct DaemonConfig {
+    /// The node's name.
+    pub name: String,
+    /// Its AD's name and XID.
+    pub ad: (String, Xid),
+    /// Its identity (its HID).
+    pub identity: Identity,
+    /// Router or host.
+    pub kind: DaemonKind,
+    /// UDP address of its links.
+    pub listen: SocketAddr,
+    /// Control / application socket.
+    pub socket: Option<PathBuf>,
+    /// Seed.
+    pub seed: u64,
+    /// Links, in port order.
+    pub links: Vec<DaemonLink>,
+    /// Routers: link-state timers.
+    pub routing: RoutingTimers,
+    /// Routers: XHCP beacon interval.
+    pub xhcp_interval: Duration,
+    /// Routers: the name server to announce.
+    pub name_server: Option<Dag>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    #[serde(default)]
+    ad: Vec<RawAd>,
+    #[serde(default)]
+    router: Vec<RawRouter>,
+    #[serde(default)]
+    host: Vec<RawHost>,
+    daemon: Option<RawDaemon>,
+    #[serde(default)]
+    link: Vec<RawLink>,
+    routing: Option<RawRouting>,
+    xhcp: Option<RawXhcp>,
+    name_server: Option<RawNameServer>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAd {
+    name: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRouter {
+    name: Spanned<String>,
+    ad: Spanned<String>,
+    ipv4: Option<Spanned<String>>,
+    cache_bytes: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHost {
+    name: Spanned<String>,
+    ad: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDaemon {
+    listen: Option<Spanned<String>>,
+    socket: Option<Spanned<String>>,
+    seed: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLink {
+    peer: Spanned<String>,
+    bandwidth: Option<Spanned<String>>,
+    delay: Option<Spanned<String>>,
+    queue: Option<Spanned<i64>>,
+    loss: Option<Spanned<f64>>,
+    jitter: Option<Spanned<String>>,
+    reorder: Option<Spanned<f64>>,
+    duplicate: Option<Spanned<f64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRouting {
+    protocol: Option<Spanned<String>>,
+    hello: Option<Spanned<String>>,
+    dead: Option<Spanned<String>>,
+    refresh: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawXhcp {
+    interval: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNameServer {
+    dag: Option<Spanned<String>>,
+    serve: Option<Spanned<bool>>,
+}
+
+struct Cx<'a> {
+    file: &'a str,
+    text: &'a str,
+}
+
+impl Cx<'_> {
+    fn err<T>(
+        &self,
+        span: std::ops::Range<usize>,
+        msg: impl Into<String>,
+    ) -> Result<T, TopologyError> {
+        Err(TopologyError {
+            file: self.file.to_string(),
+            line: self.text[..span.start.min(self.text.len())]
+                .matches('\n')
+                .count()
+                + 1,
+            message: msg.into(),
+        })
+    }
+
+    fn duration(
+        &self,
+        s: &Option<Spanned<String>>,
+        default: Duration,
+        what: &str,
+    ) -> Result<Duration, TopologyError> {
+        match s {
+            None => Ok(default),
+            Some(s) => match parse_duration(s.get_ref()) {
+                Some(d) => Ok(d),
+                None => self.err(
+                    s.span(),
+                    format!("{what} {:?} is not a duration like \"5ms\"", s.get_ref()),
+                ),
+            },
+        }
+    }
+
+    fn prob(&self, s: &Option<Spanned<f64>>, what: &str) -> Result<f64, TopologyError> {
+        match s {
+            None => Ok(0.0),
+            Some(p) if (0.0..=1.0).contains(p.get_ref()) => Ok(*p.get_ref()),
+            Some(p) => self.err(
+                p.span(),
+                format!("{what} {} must be between 0 and 1", p.get_ref()),
+            ),
+        }
+    }
+
+    fn addr(&self, s: &Spanned<String>, what: &str) -> Result<SocketAddr, TopologyError> {
+        let text = s.get_ref();
+        let with_port = if text
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+            && !text.ends_with(']')
+        {
+            text.clone()
+        } else {
+            format!("{text}:{}", xia_net::udp::DEFAULT_PORT)
+        };
+        match with_port.to_socket_addrs().map(|mut a| a.next()) {
+            Ok(Some(a)) => Ok(a),
+            _ => self.err(
+                s.span(),
+                format!("{what} {text:?} is not an address like \"192.0.2.1:13781\""),
+            ),
+        }
+    }
+}
+
+impl DaemonConfig {
+    /// Reads a daemon configuration file.
+    pub fn load(path: &Path) -> Result<DaemonConfig, TopologyError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| TopologyError {
+            file: file.clone(),
+            line: 0,
+            message: e.to_string(),
+        })?;
+        DaemonConfig::parse(&file, &text)
+    }
+
+    /// Parses a daemon configuration.
+    pub fn parse(file: &str, text: &str) -> Result<DaemonConfig, TopologyError> {
+        let cx = Cx { file, text };
+        let raw: Raw = toml::from_str(text).map_err(|e| TopologyError {
+            file: file.to_string(),
+            line: e.span().map_or(0, |s| {
+                text[..s.start.min(text.len())].matches('\n').count() + 1
+            }),
+            message: e.message().to_string(),
+        })?;
+        let (name, ad_name, kind) = match (raw.router.as_slice(), raw.host.as_slice()) {
+            ([r], []) => {
+                let ipv4 = match &r.ipv4 {
+                    None => None,
+                    Some(s) => match s.get_ref().parse() {
+                        Ok(a) => Some(a),
+                        Err(_) => {
+                            return cx.err(
+                                s.span(),
+                                format!("ipv4 {:?} is not a dotted-quad address", s.get_ref()),
+                            )
+                        }
+                    },
+                };
+                let cache_bytes = match &r.cache_bytes {
+                    None => 0,
+                    Some(c) if (0..=1 << 34).contains(c.get_ref()) => *c.get_ref() as usize,
+                    Some(c) => {
+                        return cx.err(
+                            c.span(),
+                            format!("cache_bytes {} must be 0 to 2^34", c.get_ref()),
+                        )
+                    }
+                };
+                (&r.name, &r.ad, DaemonKind::Router { ipv4, cache_bytes })
+            }
+            ([], [h]) => {
+                let serve_names = raw
+                    .name_server
+                    .as_ref()
+                    .and_then(|n| n.serve.as_ref())
+                    .is_some_and(|s| *s.get_ref());
+                (&h.name, &h.ad, DaemonKind::Host { serve_names })
+            }
+            _ => {
+                return Err(TopologyError {
+                    file: file.to_string(),
+                    line: 1,
+                    message: format!(
+                        "a daemon runs exactly one node: found {} [[router]] and {} [[host]]",
+                        raw.router.len(),
+                        raw.host.len()
+                    ),
+                })
+            }
+        };
+        // The AD: a name defined with [[ad]] (derived as in topologies) or
+        // an XID written out.
+        let ad = if raw.ad.iter().any(|a| a.name.get_ref() == ad_name.get_ref()) {
+            derived_identity(Principal::AD, &format!("ad {}", ad_name.get_ref())).xid()
+        } else {
+            match ad_name.get_ref().parse::<Xid>() {
+                Ok(x) if x.principal() == Principal::AD => x,
+                _ => {
+                    return cx.err(
+                        ad_name.span(),
+                        format!(
+                            "unknown AD {:?} (define it with [[ad]] or write AD:<40 hex>)",
+                            ad_name.get_ref()
+                        ),
+                    )
+                }
+            }
+        };
+        let identity = derived_identity(Principal::HID, &format!("node {}", name.get_ref()));
+        let daemon = raw.daemon.as_ref();
+        let listen = match daemon.and_then(|d| d.listen.as_ref()) {
+            Some(s) => cx.addr(s, "listen")?,
+            None => SocketAddr::from(([0, 0, 0, 0], xia_net::udp::DEFAULT_PORT)),
+        };
+        let socket = daemon
+            .and_then(|d| d.socket.as_ref())
+            .map(|s| PathBuf::from(s.get_ref()));
+        let seed = match daemon.and_then(|d| d.seed.as_ref()) {
+            None => 1,
+            Some(s) if *s.get_ref() >= 0 => *s.get_ref() as u64,
+            Some(s) => return cx.err(s.span(), "seed must be 0 or more"),
+        };
+        let mut links = Vec::new();
+        for l in &raw.link {
+            let peer = cx.addr(&l.peer, "peer")?;
+            if links.iter().any(|k: &DaemonLink| k.peer == peer) {
+                return cx.err(l.peer.span(), format!("peer {peer} is named by two links"));
+            }
+            let impaired = l.bandwidth.is_some()
+                || l.delay.is_some()
+                || l.queue.is_some()
+                || l.loss.is_some()
+                || l.jitter.is_some()
+                || l.reorder.is_some()
+                || l.duplicate.is_some();
+            let impairment = if impaired {
+                let bandwidth_bps = match &l.bandwidth {
+                    None => u64::MAX,
+                    Some(s) => match parse_bandwidth(s.get_ref()) {
+                        Some(b) => b,
+                        None => {
+                            return cx.err(
+                                s.span(),
+                                format!("bandwidth {:?} is not like \"100Mbps\"", s.get_ref()),
+                            )
+                        }
+                    },
+                };
+                let queue = match &l.queue {
+                    None => 1000,
+                    Some(q) if (1..=1_000_000).contains(q.get_ref()) => *q.get_ref() as usize,
+                    Some(q) => {
+                        return cx.err(
+                            q.span(),
+                            format!("queue {} must be 1 to 1000000 packets", q.get_ref()),
+                        )
+                    }
+                };
+                Some(Impairment {
+                    bandwidth_bps,
+                    delay: cx.duration(&l.delay, Duration::ZERO, "delay")?,
+                    queue,
+                    loss: cx.prob(&l.loss, "loss")?,
+                    jitter: cx.duration(&l.jitter, Duration::ZERO, "jitter")?,
+                    reorder: cx.prob(&l.reorder, "reorder")?,
+                    duplicate: cx.prob(&l.duplicate, "duplicate")?,
+                })
+            } else {
+                None
+            };
+            links.push(DaemonLink { peer, impairment });
+        }
+        let routing = match &raw.routing {
+            None => RoutingTimers {
+                hello: Duration::from_secs(1),
+                dead: Duration::from_secs(4),
+                refresh: Duration::from_secs(30),
+            },
+            Some(r) => {
+                if let Some(p) = &r.protocol {
+                    if p.get_ref() != "link-state" {
+                        return cx.err(
+                            p.span(),
+                            format!(
+                                "routing protocol {:?}: daemons run \"link-state\"",
+                                p.get_ref()
+                            ),
+                        );
+                    }
+                }
+                let hello = cx.duration(&r.hello, Duration::from_secs(1), "hello")?;
+                let dead = cx.duration(&r.dead, hello * 4, "dead")?;
+                if hello.is_zero() || dead <= hello {
+                    return cx.err(
+                        r.dead
+                            .as_ref()
+                            .or(r.hello.as_ref())
+                            .map_or(0..0, |s| s.span()),
+                        "the dead interval must be longer than a positive hello interval",
+                    );
+                }
+                RoutingTimers {
+                    hello,
+                    dead,
+                    refresh: cx.duration(&r.refresh, Duration::from_secs(30), "refresh")?,
+                }
+            }
+        };
+        let xhcp_interval = match &raw.xhcp {
+            None => Duration::from_secs(1),
+            Some(x) => match parse_duration(x.interval.get_ref()) {
+                Some(d) if !d.is_zero() => d,
+                _ => {
+                    return cx.err(
+                        x.interval.span(),
+                        format!(
+                            "interval {:?} is not a positive duration",
+                            x.interval.get_ref()
+                        ),
+                    )
+                }
+            },
+        };
+        let name_server = match raw.name_server.as_ref().and_then(|n| n.dag.as_ref()) {
+            None => None,
+            Some(s) => match s.get_ref().parse::<Dag>() {
+                Ok(d) => Some(d),
+                Err(e) => return cx.err(s.span(), format!("name server DAG: {e}")),
+            },
+        };
+        Ok(DaemonConfig {
+            name: name.get_ref().clone(),
+            ad: (ad_name.get_ref().clone(), ad),
+            identity,
+            kind,
+            listen,
+            socket,
+            seed,
+            links,
+            routing,
+            xhcp_interval,
+            name_server,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ROUTER: &str = r#"
+[[ad]]
+name = "A"
+
+[[router]]
+name = "rA"
+ad = "A"
+
+[daemon]
+listen = "127.0.0.1:14000"
+socket = "/tmp/rA.sock"
+
+[[link]]
+peer = "127.0.0.1:14001"
+delay = "10ms"
+loss = 0.01
+
+[[link]]
+peer = "127.0.0.1"
+"#;
+
+    #[test]
+    fn a_router_config_gives_the_topology_identities() {
+        let c = DaemonConfig::parse("rA.toml", ROUTER).unwrap();
+        assert_eq!(c.name, "rA");
+        assert_eq!(
+            c.identity.xid(),
+            derived_identity(Principal::HID, "node rA").xid()
+        );
+        assert_eq!(c.ad.1, derived_identity(Principal::AD, "ad A").xid());
+        assert_eq!(c.links.len(), 2);
+        assert_eq!(c.links[1].peer.port(), xia_net::udp::DEFAULT_PORT);
+        let imp = c.links[0].impairment.as_ref().unwrap();
+        assert_eq!((imp.delay, imp.loss), (Duration::from_millis(10), 0.01));
+        assert!(c.links[1].impairment.is_none());
+        assert!(matches!(c.kind, DaemonKind::Router { .. }));
+    }
+
+    #[test]
+    fn bad_configs_name_their_line() {
+        let e = DaemonConfig::parse("x.toml", &ROUTER.replace("14001", "99999")).unwrap_err();
+        assert_eq!(e.line, 14, "{e}");
+        assert!(e.message.contains("not an address"), "{e}");
+        let e =
+            DaemonConfig::parse("x.toml", &ROUTER.replace("ad = \"A\"", "ad = \"Z\"")).unwrap_err();
+        assert!(e.message.contains("unknown AD \"Z\""), "{e}");
+        let e = DaemonConfig::parse(
+            "x.toml",
+            &format!("{ROUTER}\n[[host]]\nname = \"h\"\nad = \"A\"\n"),
+        )
+        .unwrap_err();
+        assert!(e.message.contains("exactly one node"), "{e}");
+        let e = DaemonConfig::parse(
+            "x.toml",
+            &format!("{ROUTER}\n[[link]]\npeer = \"127.0.0.1:14001\"\n"),
+        )
+        .unwrap_err();
+        assert!(e.message.contains("named by two links"), "{e}");
+        let e = DaemonConfig::parse("x.toml", &ROUTER.replace("loss = 0.01", "loss = 2.0"))
+            .unwrap_err();
+        assert!(e.message.contains("between 0 and 1"), "{e}");
+    }
+}
+
+/// Why a daemon could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The UDP links.
+    #[error(transparent)]
+    Udp(#[from] xia_net::udp::UdpError),
+    /// The control or application socket.
+    #[error("socket {path}: {source}")]
+    Socket {
+        /// Its path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The links failed while running.
+    #[error("links: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Removes a Unix socket file when dropped.
+struct SocketFile(Option<PathBuf>);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+fn bind_socket(
+    path: &Option<PathBuf>,
+) -> Result<(Option<tokio::net::UnixListener>, SocketFile), DaemonError> {
+    let Some(p) = path else {
+        return Ok((None, SocketFile(None)));
+    };
+    // A socket file left by a daemon that died is replaced; a live one
+    // is refused.
+    if std::os::unix::net::UnixStream::connect(p).is_ok() {
+        return Err(DaemonError::Socket {
+            path: p.clone(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                "another daemon is listening there",
+            ),
+        });
+    }
+    let _ = std::fs::remove_file(p);
+    let l = tokio::net::UnixListener::bind(p).map_err(|source| DaemonError::Socket {
+        path: p.clone(),
+        source,
+    })?;
+    Ok((Some(l), SocketFile(Some(p.clone()))))
+}
+
+impl DaemonConfig {
+    /// Runs the node on its links until `shutdown` completes.
+    pub async fn run(
+        &self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), DaemonError> {
+        use xia_net::clock::Clock;
+        use xia_net::node::Driver;
+        let peers = self.links.iter().map(|l| l.peer).collect();
+        let links = xia_net::udp::UdpLinks::bind(self.listen, peers)?;
+        tracing::info!(
+            node = %self.name,
+            hid = %self.identity.xid(),
+            listen = %links.local_addr()?,
+            links = self.links.len(),
+            "starting"
+        );
+        let (listener, _file) = bind_socket(&self.socket)?;
+        let clock = Clock::start();
+        let ports = self.links.len() as u16;
+        match &self.kind {
+            DaemonKind::Router { ipv4, cache_bytes } => {
+                let mut cfg = xia_router::RouterConfig::new(self.ad.1, self.identity.xid(), ports);
+                cfg.xhcp_interval = Some(self.xhcp_interval);
+                cfg.name_server = self.name_server.clone();
+                cfg.chunk_cache = *cache_bytes;
+                cfg.routing = Some(xia_router::routing::LinkStateConfig {
+                    hello_interval: self.routing.hello,
+                    dead_interval: self.routing.dead,
+                    refresh_interval: self.routing.refresh,
+                    max_age: self.routing.refresh * 4,
+                    ..Default::default()
+                });
+                let mut router = xia_router::Router::new(cfg);
+                if let Some(a) = ipv4 {
+                    let _ = router
+                        .tables_mut()
+                        .insert(Xid::from_ipv4(*a), xia_stack::forward::Route::LOCAL);
+                }
+                let mut d = Driver::new(router, links, clock);
+                self.impair(&mut d);
+                if let Some(l) = listener {
+                    tokio::spawn(xia_net::server::serve_router(l, d.handle()));
+                }
+                let r = d.run(shutdown).await?;
+                tracing::info!(node = %self.name, counters = %r.counters(), "stopped");
+            }
+            DaemonKind::Host { serve_names } => {
+                let gateway = None;
+                let mut cfg =
+                    xia_stack::host::HostConfig::new(self.identity.clone(), self.ad.1, gateway);
+                cfg.seed = self.seed;
+                let mut host = xia_stack::host::Host::new(cfg);
+                if *serve_names {
+                    host.serve_names(100_000);
+                }
+                let mut d = Driver::new(xia_net::host_node::HostNode::new(host), links, clock);
+                self.impair(&mut d);
+                if let Some(l) = listener {
+                    tokio::spawn(xia_net::server::serve(l, d.handle()));
+                }
+                let h = d.run(shutdown).await?;
+                tracing::info!(node = %self.name, counters = ?h.host.counters(), "stopped");
+            }
+        }
+        Ok(())
+    }
+
+    fn impair<N: xia_net::node::Node>(&self, d: &mut xia_net::node::Driver<N>) {
+        for (i, l) in self.links.iter().enumerate() {
+            if let Some(imp) = &l.impairment {
+                let seed = self.seed ^ ((i as u64) << 32) ^ 0x5eed;
+                d.impair(i as u16, xia_net::impair::Direction::new(imp.clone(), seed));
+            }
+        }
+    }
+}
