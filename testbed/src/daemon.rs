@@ -59,6 +59,8 @@ pub enum DaemonKind {
         ipv4: Option<std::net::Ipv4Addr>,
         /// Bytes of passing chunks to cache.
         cache_bytes: usize,
+        /// ADs it never routes (`unknown_ads`, for fallback experiments).
+        unknown_ads: Vec<Xid>,
     },
     /// A host.
     Host {
@@ -144,6 +146,8 @@ struct RawRouter {
     ad: Spanned<String>,
     ipv4: Option<Spanned<String>>,
     cache_bytes: Option<Spanned<i64>>,
+    #[serde(default)]
+    unknown_ads: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -267,6 +271,24 @@ impl Cx<'_> {
     }
 }
 
+/// An AD: a name defined with `[[ad]]` (derived as in topologies) or an
+/// XID written out.
+fn ad_xid(cx: &Cx, ads: &[RawAd], name: &Spanned<String>) -> Result<Xid, TopologyError> {
+    if ads.iter().any(|a| a.name.get_ref() == name.get_ref()) {
+        return Ok(derived_identity(Principal::AD, &format!("ad {}", name.get_ref())).xid());
+    }
+    match name.get_ref().parse::<Xid>() {
+        Ok(x) if x.principal() == Principal::AD => Ok(x),
+        _ => cx.err(
+            name.span(),
+            format!(
+                "unknown AD {:?} (define it with [[ad]] or write AD:<40 hex>)",
+                name.get_ref()
+            ),
+        ),
+    }
+}
+
 impl DaemonConfig {
     /// Reads a daemon configuration file.
     pub fn load(path: &Path) -> Result<DaemonConfig, TopologyError> {
@@ -313,7 +335,19 @@ impl DaemonConfig {
                         )
                     }
                 };
-                (&r.name, &r.ad, DaemonKind::Router { ipv4, cache_bytes })
+                let mut unknown_ads = Vec::new();
+                for a in &r.unknown_ads {
+                    unknown_ads.push(ad_xid(&cx, &raw.ad, a)?);
+                }
+                (
+                    &r.name,
+                    &r.ad,
+                    DaemonKind::Router {
+                        ipv4,
+                        cache_bytes,
+                        unknown_ads,
+                    },
+                )
             }
             ([], [h]) => {
                 let serve_names = raw
@@ -335,24 +369,7 @@ impl DaemonConfig {
                 })
             }
         };
-        // The AD: a name defined with [[ad]] (derived as in topologies) or
-        // an XID written out.
-        let ad = if raw.ad.iter().any(|a| a.name.get_ref() == ad_name.get_ref()) {
-            derived_identity(Principal::AD, &format!("ad {}", ad_name.get_ref())).xid()
-        } else {
-            match ad_name.get_ref().parse::<Xid>() {
-                Ok(x) if x.principal() == Principal::AD => x,
-                _ => {
-                    return cx.err(
-                        ad_name.span(),
-                        format!(
-                            "unknown AD {:?} (define it with [[ad]] or write AD:<40 hex>)",
-                            ad_name.get_ref()
-                        ),
-                    )
-                }
-            }
-        };
+        let ad = ad_xid(&cx, &raw.ad, ad_name)?;
         let identity = derived_identity(Principal::HID, &format!("node {}", name.get_ref()));
         let daemon = raw.daemon.as_ref();
         let listen = match daemon.and_then(|d| d.listen.as_ref()) {
@@ -635,7 +652,11 @@ impl DaemonConfig {
         let clock = Clock::start();
         let ports = self.links.len() as u16;
         match &self.kind {
-            DaemonKind::Router { ipv4, cache_bytes } => {
+            DaemonKind::Router {
+                ipv4,
+                cache_bytes,
+                unknown_ads,
+            } => {
                 let mut cfg = xia_router::RouterConfig::new(self.ad.1, self.identity.xid(), ports);
                 cfg.xhcp_interval = Some(self.xhcp_interval);
                 cfg.name_server = self.name_server.clone();
@@ -645,6 +666,7 @@ impl DaemonConfig {
                     dead_interval: self.routing.dead,
                     refresh_interval: self.routing.refresh,
                     max_age: self.routing.refresh * 4,
+                    exclude: unknown_ads.clone(),
                     ..Default::default()
                 });
                 let mut router = xia_router::Router::new(cfg);

@@ -18,6 +18,7 @@ pub mod apps;
 pub mod daemon;
 pub mod link;
 pub mod pcap;
+pub mod real;
 pub mod routes;
 pub mod sim;
 pub mod synthetic;

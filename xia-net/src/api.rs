@@ -181,6 +181,8 @@ pub enum Response {
         dag: String,
         /// The name server it uses.
         name_server: Option<String>,
+        /// Its gateway router's HID (hosts: once XHCP has told it).
+        gateway: Option<String>,
     },
     /// The host's counters, as text.
     Stats {

@@ -100,6 +100,8 @@ pub struct Info {
     pub dag: String,
     /// The name server it uses.
     pub name_server: Option<String>,
+    /// Its gateway's HID, once known.
+    pub gateway: Option<String>,
 }
 
 /// A host daemon, by the path of its application socket.
@@ -295,10 +297,12 @@ impl Client {
                 hid,
                 dag,
                 name_server,
+                gateway,
             } => Ok(Info {
                 hid,
                 dag,
                 name_server,
+                gateway,
             }),
             r => Err(ClientError::Unexpected(Box::new(r))),
         }

@@ -329,6 +329,7 @@ async fn request(ctx: &Ctx, req: Request) -> Result<Response, Stopped> {
                     hid: n.host.hid().to_string(),
                     dag: text(&n.host.dag()),
                     name_server: n.host.name_server().map(text),
+                    gateway: n.host.interfaces()[0].gateway.map(|g| g.to_string()),
                 })
                 .await?
         }
@@ -717,6 +718,7 @@ pub async fn serve_router(
                             hid: r.config().hid.to_string(),
                             dag: text(r.own_dag()),
                             name_server: r.config().name_server.as_ref().map(text),
+                            gateway: None,
                         })
                         .await
                     }

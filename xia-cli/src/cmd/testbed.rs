@@ -1,4 +1,5 @@
-//! `xia testbed …`: run topologies in the simulator.
+//! `xia testbed …`: run topologies in the simulator (`run`) or as real
+//! processes on loopback UDP (`up`, `exec`, `down`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -26,10 +27,122 @@ pub enum TestbedCmd {
         #[arg(long)]
         no_fast_path: bool,
     },
+    /// Start every node of a topology as a real daemon (loopback UDP).
+    Up {
+        /// The topology (TOML).
+        topology: PathBuf,
+        /// Where configurations, sockets, logs and the state go.
+        #[arg(long, env = "XIA_TESTBED_DIR", default_value = "/tmp/xia-testbed")]
+        dir: PathBuf,
+        /// Node i listens on UDP port BASE_PORT + i.
+        #[arg(long, default_value_t = 14000)]
+        base_port: u16,
+        /// Seed for fresh SIDs and link impairments.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Seconds to wait for the network to come up.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+    /// Run a command with XIA_HOST set to a node's socket.
+    Exec {
+        /// The node.
+        node: String,
+        /// The testbed's directory.
+        #[arg(long, env = "XIA_TESTBED_DIR", default_value = "/tmp/xia-testbed")]
+        dir: PathBuf,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Stop every daemon `up` started and remove its files.
+    Down {
+        /// The testbed's directory.
+        #[arg(long, env = "XIA_TESTBED_DIR", default_value = "/tmp/xia-testbed")]
+        dir: PathBuf,
+    },
 }
 
 pub fn run(cmd: TestbedCmd) -> Result<()> {
     match cmd {
+        TestbedCmd::Up {
+            topology,
+            dir,
+            base_port,
+            seed,
+            timeout,
+        } => {
+            let topo = Topology::load(&topology)?;
+            let cfg = testbed::real::UpConfig {
+                dir: dir.clone(),
+                base_port,
+                exe: std::env::current_exe().context("the xia executable")?,
+                timeout: Duration::from_secs(timeout),
+            };
+            if !topo.moves.is_empty() || !topo.events.is_empty() {
+                eprintln!("note: [[move]] and [[event]] run in the simulator only; real mode ignores them");
+            }
+            let state = match testbed::real::up(&topo, &topology, &cfg, seed) {
+                Ok(s) => s,
+                Err(e) => {
+                    // Leave nothing half-started behind.
+                    let _ = testbed::real::down(&dir);
+                    return Err(e.into());
+                }
+            };
+            println!(
+                "{:<10} {:<7} {:<16} {:>7}  socket",
+                "node", "kind", "udp", "pid"
+            );
+            for n in &state.node {
+                println!(
+                    "{:<10} {:<7} {:<16} {:>7}  {}",
+                    n.name,
+                    n.kind,
+                    n.udp,
+                    n.pid,
+                    n.socket.display()
+                );
+            }
+            println!("\nxia testbed exec NODE -- xia ping …    then    xia testbed down");
+            Ok(())
+        }
+        TestbedCmd::Exec { node, dir, command } => {
+            let state = testbed::real::State::load(&dir)?;
+            let n = state.node(&node)?;
+            // `@name` in arguments stands for a node's HID or an AD's XID,
+            // as in topology files; a lone `@host` for its `AD HID` DAG.
+            let topo = Topology::load(std::path::Path::new(&state.topology))?;
+            let mut args = Vec::new();
+            for a in &command[1..] {
+                if let Some(name) = a.strip_prefix('@').filter(|_| !a.contains(' ')) {
+                    if let Some(i) = topo.node(name) {
+                        let dag = topo.node_dag(i);
+                        args.push(dag.to_re_string().unwrap_or_else(|| dag.to_string()));
+                        continue;
+                    }
+                }
+                args.push(if a.contains('@') {
+                    topo.expand(a).map_err(|e| anyhow::anyhow!("{a}: {e}"))?
+                } else {
+                    a.clone()
+                });
+            }
+            let status = std::process::Command::new(&command[0])
+                .args(&args)
+                .env("XIA_HOST", &n.socket)
+                .status()
+                .with_context(|| format!("running {}", command[0]))?;
+            if !status.success() {
+                std::process::exit(status.code().unwrap_or(1));
+            }
+            Ok(())
+        }
+        TestbedCmd::Down { dir } => {
+            let state = testbed::real::down(&dir)?;
+            println!("stopped {} nodes", state.node.len());
+            Ok(())
+        }
         TestbedCmd::Run {
             topology,
             seed,

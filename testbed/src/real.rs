@@ -1,0 +1,412 @@
+//! Real mode: every node of a topology file as a real process (`xia
+//! router` / `xia host`), joined by UDP links on loopback — or, with
+//! network namespaces, each node in its own namespace (a later slice).
+//!
+//! `up` writes one daemon configuration per node into a directory, starts
+//! the daemons, records what it started in a state file there, and waits
+//! until every host has heard its router. `down` reads the state file and
+//! stops everything, also after a crash of `up` or of a daemon; `exec`
+//! runs a command with `XIA_HOST` set to a node's application socket.
+//!
+//! Node `i` listens on UDP port `base_port + i`; each link's impairments
+//! (rate, delay, queue, loss, jitter, reordering, duplication) are applied
+//! by the sending daemon in userspace, so a topology behaves as in the
+//! simulator, modulo real time.
+
+use std::fmt::Write as _;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use xia_stack::naming::NAME_SERVER_SID;
+
+use crate::routes;
+use crate::topology::{NodeKind, RoutingSpec, Topology};
+
+/// The state file in a testbed directory.
+pub const STATE_FILE: &str = "state.toml";
+
+/// Why real mode failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RealError {
+    /// A file or directory.
+    #[error("{path}: {source}")]
+    Io {
+        /// Which.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A testbed is already up in that directory.
+    #[error("a testbed is already up in {0} (run `xia testbed down` first)")]
+    AlreadyUp(PathBuf),
+    /// No testbed is up there.
+    #[error("no testbed in {0} (no {STATE_FILE})")]
+    NotUp(PathBuf),
+    /// A node's daemon did not start or did not come up in time.
+    #[error("node {node}: {why} (see {log})")]
+    Node {
+        /// The node.
+        node: String,
+        /// What happened.
+        why: String,
+        /// Its log file.
+        log: PathBuf,
+    },
+    /// No node of that name.
+    #[error("no node {0:?} in the testbed")]
+    NoNode(String),
+    /// The state file is damaged.
+    #[error("{0}: damaged state file: {1}")]
+    BadState(PathBuf, String),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RealError + '_ {
+    move |source| RealError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// One running node.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NodeState {
+    /// Its name.
+    pub name: String,
+    /// "router" or "host".
+    pub kind: String,
+    /// The daemon's process id.
+    pub pid: u32,
+    /// Its UDP address.
+    pub udp: String,
+    /// Its control or application socket.
+    pub socket: PathBuf,
+    /// Its log.
+    pub log: PathBuf,
+}
+
+/// What `up` started.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct State {
+    /// The topology file.
+    pub topology: String,
+    /// The nodes.
+    #[serde(default)]
+    pub node: Vec<NodeState>,
+}
+
+impl State {
+    /// Reads the state of the testbed in `dir`.
+    pub fn load(dir: &Path) -> Result<State, RealError> {
+        let path = dir.join(STATE_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(RealError::NotUp(dir.to_path_buf()))
+            }
+            Err(e) => return Err(io(&path)(e)),
+        };
+        toml::from_str(&text).map_err(|e| RealError::BadState(path, e.message().to_string()))
+    }
+
+    fn save(&self, dir: &Path) -> Result<(), RealError> {
+        let path = dir.join(STATE_FILE);
+        let text = toml::to_string(self).expect("state serialises");
+        std::fs::write(&path, text).map_err(io(&path))
+    }
+
+    /// A node by name.
+    pub fn node(&self, name: &str) -> Result<&NodeState, RealError> {
+        self.node
+            .iter()
+            .find(|n| n.name == name)
+            .ok_or_else(|| RealError::NoNode(name.to_string()))
+    }
+}
+
+/// How to bring a topology up.
+#[derive(Clone, Debug)]
+pub struct UpConfig {
+    /// Where configurations, sockets, logs and the state file go.
+    pub dir: PathBuf,
+    /// Node `i` listens on UDP `base_port + i`.
+    pub base_port: u16,
+    /// The `xia` executable to start daemons with.
+    pub exe: PathBuf,
+    /// Give up waiting for the network after this long.
+    pub timeout: Duration,
+}
+
+fn dur(d: Duration) -> String {
+    format!("{}ns", d.as_nanos())
+}
+
+/// The daemon configuration of node `i` (TOML).
+pub fn daemon_config(topo: &Topology, i: usize, cfg: &UpConfig, seed: u64) -> String {
+    let ports = routes::ports(topo);
+    let node = &topo.nodes[i];
+    let addr = |n: usize| SocketAddr::from((Ipv4Addr::LOCALHOST, cfg.base_port + n as u16));
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "# Generated by `xia testbed up` for node {} of {}.\n",
+        node.name,
+        topo.ads.len()
+    );
+    for ad in &topo.ads {
+        let _ = writeln!(t, "[[ad]]\nname = {:?}\n", ad.name);
+    }
+    let ad = &topo.ads[node.ad].name;
+    match &node.kind {
+        NodeKind::Router {
+            ipv4,
+            unknown_ads,
+            cache_bytes,
+        } => {
+            let _ = writeln!(t, "[[router]]\nname = {:?}\nad = {ad:?}", node.name);
+            if let Some(a) = ipv4 {
+                let _ = writeln!(t, "ipv4 = \"{a}\"");
+            }
+            if *cache_bytes > 0 {
+                let _ = writeln!(t, "cache_bytes = {cache_bytes}");
+            }
+            if !unknown_ads.is_empty() {
+                let names: Vec<String> = unknown_ads
+                    .iter()
+                    .map(|&a| format!("{:?}", topo.ads[a].name))
+                    .collect();
+                let _ = writeln!(t, "unknown_ads = [{}]", names.join(", "));
+            }
+        }
+        NodeKind::Host => {
+            let _ = writeln!(t, "[[host]]\nname = {:?}\nad = {ad:?}", node.name);
+        }
+    }
+    let _ = writeln!(
+        t,
+        "\n[daemon]\nlisten = \"{}\"\nsocket = {:?}\nseed = {seed}\n",
+        addr(i),
+        cfg.dir
+            .join(format!("{}.sock", node.name))
+            .display()
+            .to_string()
+    );
+    for &(li, peer) in &ports[i] {
+        let l = &topo.links[li];
+        let _ = writeln!(
+            t,
+            "[[link]]\npeer = \"{}\"\nbandwidth = \"{}bps\"\ndelay = \"{}\"\nqueue = {}\nloss = {:?}\njitter = \"{}\"\nreorder = {:?}\nduplicate = {:?}\n",
+            addr(peer),
+            l.bandwidth_bps,
+            dur(l.delay),
+            l.queue,
+            l.loss,
+            dur(l.jitter),
+            l.reorder,
+            l.duplicate
+        );
+    }
+    if let RoutingSpec::LinkState {
+        hello,
+        dead,
+        refresh,
+    } = topo.routing
+    {
+        let _ = writeln!(
+            t,
+            "[routing]\nhello = \"{}\"\ndead = \"{}\"\nrefresh = \"{}\"\n",
+            dur(hello),
+            dur(dead),
+            dur(refresh)
+        );
+    }
+    if let Some(x) = topo.xhcp_interval {
+        let _ = writeln!(t, "[xhcp]\ninterval = \"{}\"\n", dur(x));
+    }
+    if let Some(ns) = topo.name_server {
+        if ns == i {
+            let _ = writeln!(t, "[name_server]\nserve = true");
+        } else if matches!(node.kind, NodeKind::Router { .. }) {
+            let dag = topo
+                .node_dag(ns)
+                .append_xid(NAME_SERVER_SID)
+                .expect("three nodes");
+            let text = dag.to_re_string().unwrap_or_default();
+            let _ = writeln!(t, "[name_server]\ndag = {text:?}");
+        }
+    }
+    t
+}
+
+/// Starts every node of `topo`; returns what it started.
+pub fn up(
+    topo: &Topology,
+    topo_path: &Path,
+    cfg: &UpConfig,
+    seed: u64,
+) -> Result<State, RealError> {
+    std::fs::create_dir_all(&cfg.dir).map_err(io(&cfg.dir))?;
+    if cfg.dir.join(STATE_FILE).exists() {
+        return Err(RealError::AlreadyUp(cfg.dir.clone()));
+    }
+    let mut state = State {
+        topology: topo_path.display().to_string(),
+        node: Vec::new(),
+    };
+    // Recorded as each daemon starts, so `down` cleans up even if we stop
+    // half-way.
+    state.save(&cfg.dir)?;
+    for (i, node) in topo.nodes.iter().enumerate() {
+        let conf = cfg.dir.join(format!("{}.toml", node.name));
+        std::fs::write(&conf, daemon_config(topo, i, cfg, seed)).map_err(io(&conf))?;
+        let log = cfg.dir.join(format!("{}.log", node.name));
+        let logf = std::fs::File::create(&log).map_err(io(&log))?;
+        let kind = match node.kind {
+            NodeKind::Router { .. } => "router",
+            NodeKind::Host => "host",
+        };
+        let child = Command::new(&cfg.exe)
+            .arg(kind)
+            .arg("--config")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone().map_err(io(&log))?)
+            .stderr(logf)
+            .spawn()
+            .map_err(io(&cfg.exe))?;
+        state.node.push(NodeState {
+            name: node.name.clone(),
+            kind: kind.to_string(),
+            pid: child.id(),
+            udp: format!("127.0.0.1:{}", cfg.base_port + i as u16),
+            socket: cfg.dir.join(format!("{}.sock", node.name)),
+            log,
+        });
+        state.save(&cfg.dir)?;
+        // The child is reaped by `down` (or init); we do not wait for it.
+        std::mem::forget(child);
+    }
+    wait_ready(&state, cfg.timeout)?;
+    wait_routes(topo, &state, cfg.timeout)?;
+    Ok(state)
+}
+
+/// Waits until the first host reaches every other host (routing has
+/// converged enough for the scenario to start).
+fn wait_routes(topo: &Topology, state: &State, timeout: Duration) -> Result<(), RealError> {
+    let hosts: Vec<usize> = (0..topo.nodes.len())
+        .filter(|&i| topo.nodes[i].kind == NodeKind::Host)
+        .collect();
+    let Some((&first, rest)) = hosts.split_first() else {
+        return Ok(());
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(io(Path::new("tokio")))?;
+    let client = xia_net::client::Client::new(&state.node[first].socket);
+    let start = Instant::now();
+    for &h in rest {
+        let dst = topo.node_dag(h);
+        let mut seq = 0u16;
+        loop {
+            seq = seq.wrapping_add(1);
+            let ok = rt.block_on(client.ping(&dst, seq, 8, None, Duration::from_millis(300)));
+            if matches!(ok, Ok(xia_net::client::PingOutcome::Reply { .. })) {
+                break;
+            }
+            if start.elapsed() > timeout {
+                return Err(RealError::Node {
+                    node: topo.nodes[h].name.clone(),
+                    why: format!(
+                        "not reachable from {} after {timeout:?}",
+                        topo.nodes[first].name
+                    ),
+                    log: state.node[h].log.clone(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Waits until every daemon's socket answers and every host knows its
+/// gateway's AD (XHCP has run).
+fn wait_ready(state: &State, timeout: Duration) -> Result<(), RealError> {
+    let start = Instant::now();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(io(Path::new("tokio")))?;
+    for n in &state.node {
+        loop {
+            let alive = Command::new("kill")
+                .args(["-0", &n.pid.to_string()])
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !alive {
+                return Err(RealError::Node {
+                    node: n.name.clone(),
+                    why: "the daemon exited".into(),
+                    log: n.log.clone(),
+                });
+            }
+            let ready = rt.block_on(async {
+                let c = xia_net::client::Client::new(&n.socket);
+                match c.info().await {
+                    Ok(info) => n.kind == "router" || info.gateway.is_some(),
+                    Err(_) => false,
+                }
+            });
+            if ready {
+                break;
+            }
+            if start.elapsed() > timeout {
+                return Err(RealError::Node {
+                    node: n.name.clone(),
+                    why: format!("not ready after {timeout:?}"),
+                    log: n.log.clone(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    Ok(())
+}
+
+/// Stops the testbed in `dir`: SIGTERM to every daemon, SIGKILL to any
+/// still running after two seconds; then removes the directory's files.
+pub fn down(dir: &Path) -> Result<State, RealError> {
+    let state = State::load(dir)?;
+    let alive = |pid: u32| {
+        Command::new("kill")
+            .args(["-0", &pid.to_string()])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    for n in &state.node {
+        let _ = Command::new("kill")
+            .args(["-TERM", &n.pid.to_string()])
+            .stderr(Stdio::null())
+            .status();
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline && state.node.iter().any(|n| alive(n.pid)) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for n in state.node.iter().filter(|n| alive(n.pid)) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &n.pid.to_string()])
+            .stderr(Stdio::null())
+            .status();
+    }
+    for n in &state.node {
+        let _ = std::fs::remove_file(&n.socket);
+    }
+    let path = dir.join(STATE_FILE);
+    std::fs::remove_file(&path).map_err(io(&path))?;
+    Ok(state)
+}

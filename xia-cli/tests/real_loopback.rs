@@ -1,0 +1,157 @@
+//! Real daemons on loopback UDP, as a user runs them: `xia testbed up`
+//! starts a three-AD topology (two hosts, three routers), then ping, echo
+//! and a file transfer over content chunks cross it, and `down` stops
+//! everything. No root needed.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+fn xia() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_xia"))
+}
+
+fn topology(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../testbed/topologies")
+        .join(name)
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("runs");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8")
+}
+
+/// Brings a testbed down when dropped, whatever happened.
+struct Testbed(PathBuf);
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        let _ = xia()
+            .args(["testbed", "down", "--dir"])
+            .arg(&self.0)
+            .output();
+    }
+}
+
+#[test]
+fn ping_echo_and_a_file_transfer_through_two_routers() {
+    let dir = std::env::temp_dir().join(format!("xia-real-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let up = run_ok(
+        xia()
+            .args(["testbed", "up", "--base-port", "15100", "--dir"])
+            .arg(&dir)
+            .arg(topology("three-ads.toml")),
+    );
+    let tb = Testbed(dir.clone());
+    assert!(up.contains("h1") && up.contains("rB"), "{up}");
+    let exec = |node: &str| {
+        let mut c = xia();
+        c.args(["testbed", "exec", "--dir"])
+            .arg(&dir)
+            .arg(node)
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_xia"));
+        c
+    };
+
+    // ping: three ADs, the simulator's hop limit on arrival.
+    let ping = run_ok(exec("h1").args(["ping", "-c", "3", "-i", "0.1", "@h2"]));
+    assert!(ping.contains("3 packets transmitted, 3 received"), "{ping}");
+    assert!(ping.contains("hlim=246"), "{ping}");
+
+    // echo: a server on h2 prints its DAG; a client on h1 gets its bytes
+    // back.
+    let mut server = exec("h2")
+        .args(["echo", "server"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let echoed =
+        run_ok(exec("h1").args(["echo", "client", "--message", "hello over XIA", line.trim()]));
+    assert_eq!(echoed, "hello over XIA");
+    let _ = server.kill();
+    let _ = server.wait();
+
+    // A file as content chunks: put on h2, fetch by the manifest on h1.
+    let data: Vec<u8> = (0..700_000u32)
+        .map(|i| (i % 251) as u8 ^ (i >> 12) as u8)
+        .collect();
+    let file = dir.join("file.bin");
+    std::fs::write(&file, &data).unwrap();
+    let manifest = run_ok(exec("h2").args(["put", "--chunk", "262144"]).arg(&file));
+    assert_eq!(
+        manifest.lines().filter(|l| l.starts_with("RE")).count(),
+        3,
+        "{manifest}"
+    );
+    let mpath = dir.join("manifest.txt");
+    std::fs::write(&mpath, &manifest).unwrap();
+    let got = dir.join("got.bin");
+    run_ok(exec("h1").arg("get").arg(&mpath).arg("-o").arg(&got));
+    assert!(std::fs::read(&got).unwrap() == data, "fetched file differs");
+
+    // down stops every daemon.
+    let state = std::fs::read_to_string(dir.join("state.toml")).unwrap();
+    let down = run_ok(xia().args(["testbed", "down", "--dir"]).arg(&dir));
+    assert!(down.contains("stopped 5 nodes"), "{down}");
+    for pid in state.lines().filter_map(|l| l.strip_prefix("pid = ")) {
+        let alive = Command::new("kill")
+            .args(["-0", pid])
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(!alive.success(), "daemon {pid} still running");
+    }
+    std::mem::forget(tb);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_bad_daemon_config_is_refused_with_its_line() {
+    let dir = std::env::temp_dir().join(format!("xia-badconf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("r.toml");
+    std::fs::write(
+        &conf,
+        "[[ad]]\nname = \"A\"\n[[router]]\nname = \"r\"\nad = \"A\"\n[[link]]\npeer = \"not an address\"\n",
+    )
+    .unwrap();
+    let out = xia()
+        .args(["router", "--config"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("r.toml:7:") && err.contains("not an address"),
+        "{err}"
+    );
+    // A host config given to `xia router` is refused by name.
+    std::fs::write(
+        &conf,
+        "[[ad]]\nname = \"A\"\n[[host]]\nname = \"h\"\nad = \"A\"\n",
+    )
+    .unwrap();
+    let out = xia()
+        .args(["router", "--config"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("xia host --config"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
