@@ -239,6 +239,71 @@ pub fn daemon_config(topo: &Topology, i: usize, cfg: &UpConfig, seed: u64) -> St
     t
 }
 
+fn spawn(exe: &Path, kind: &str, conf: &Path, log: &Path) -> Result<u32, RealError> {
+    let logf = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(io(log))?;
+    let child = Command::new(exe)
+        .arg(kind)
+        .arg("--config")
+        .arg(conf)
+        .stdin(Stdio::null())
+        .stdout(logf.try_clone().map_err(io(log))?)
+        .stderr(logf)
+        .spawn()
+        .map_err(io(exe))?;
+    // The child is reaped by `down` (or init); we do not wait for it.
+    Ok(child.id())
+}
+
+fn alive(pid: u32) -> bool {
+    Command::new("kill")
+        .args(["-0", &pid.to_string()])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Stops one node's daemon at once (SIGKILL: a crash, as in a failure
+/// experiment); `start` brings it back.
+pub fn kill(dir: &Path, node: &str) -> Result<(), RealError> {
+    let state = State::load(dir)?;
+    let n = state.node(node)?;
+    let _ = Command::new("kill")
+        .args(["-KILL", &n.pid.to_string()])
+        .stderr(Stdio::null())
+        .status();
+    while alive(n.pid) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+/// Starts a node's daemon again from its configuration (after `kill` or
+/// a crash); it comes back with empty state, as after a reboot.
+pub fn start(dir: &Path, node: &str, exe: &Path) -> Result<(), RealError> {
+    let mut state = State::load(dir)?;
+    let i = state
+        .node
+        .iter()
+        .position(|n| n.name == node)
+        .ok_or_else(|| RealError::NoNode(node.to_string()))?;
+    if alive(state.node[i].pid) {
+        return Err(RealError::Node {
+            node: node.to_string(),
+            why: "is running".into(),
+            log: state.node[i].log.clone(),
+        });
+    }
+    let conf = dir.join(format!("{node}.toml"));
+    let n = &state.node[i];
+    let pid = spawn(exe, &n.kind, &conf, &n.log)?;
+    state.node[i].pid = pid;
+    state.save(dir)
+}
+
 /// Starts every node of `topo`; returns what it started.
 pub fn up(
     topo: &Topology,
@@ -261,31 +326,21 @@ pub fn up(
         let conf = cfg.dir.join(format!("{}.toml", node.name));
         std::fs::write(&conf, daemon_config(topo, i, cfg, seed)).map_err(io(&conf))?;
         let log = cfg.dir.join(format!("{}.log", node.name));
-        let logf = std::fs::File::create(&log).map_err(io(&log))?;
+        let _ = std::fs::remove_file(&log);
         let kind = match node.kind {
             NodeKind::Router { .. } => "router",
             NodeKind::Host => "host",
         };
-        let child = Command::new(&cfg.exe)
-            .arg(kind)
-            .arg("--config")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(logf.try_clone().map_err(io(&log))?)
-            .stderr(logf)
-            .spawn()
-            .map_err(io(&cfg.exe))?;
+        let pid = spawn(&cfg.exe, kind, &conf, &log)?;
         state.node.push(NodeState {
             name: node.name.clone(),
             kind: kind.to_string(),
-            pid: child.id(),
+            pid,
             udp: format!("127.0.0.1:{}", cfg.base_port + i as u16),
             socket: cfg.dir.join(format!("{}.sock", node.name)),
             log,
         });
         state.save(&cfg.dir)?;
-        // The child is reaped by `down` (or init); we do not wait for it.
-        std::mem::forget(child);
     }
     wait_ready(&state, cfg.timeout)?;
     wait_routes(topo, &state, cfg.timeout)?;
@@ -341,12 +396,7 @@ fn wait_ready(state: &State, timeout: Duration) -> Result<(), RealError> {
         .map_err(io(Path::new("tokio")))?;
     for n in &state.node {
         loop {
-            let alive = Command::new("kill")
-                .args(["-0", &n.pid.to_string()])
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if !alive {
+            if !alive(n.pid) {
                 return Err(RealError::Node {
                     node: n.name.clone(),
                     why: "the daemon exited".into(),
@@ -380,13 +430,6 @@ fn wait_ready(state: &State, timeout: Duration) -> Result<(), RealError> {
 /// still running after two seconds; then removes the directory's files.
 pub fn down(dir: &Path) -> Result<State, RealError> {
     let state = State::load(dir)?;
-    let alive = |pid: u32| {
-        Command::new("kill")
-            .args(["-0", &pid.to_string()])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
     for n in &state.node {
         let _ = Command::new("kill")
             .args(["-TERM", &n.pid.to_string()])

@@ -1,7 +1,8 @@
 //! Real daemons on loopback UDP, as a user runs them: `xia testbed up`
 //! starts a three-AD topology (two hosts, three routers), then ping, echo
-//! and a file transfer over content chunks cross it, and `down` stops
-//! everything. No root needed.
+//! (also across a crash and restart of the middle router) and a file
+//! transfer over content chunks cross it, and `down` stops everything.
+//! No root needed.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -55,6 +55,22 @@ pub enum TestbedCmd {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Crash a node's daemon (SIGKILL), for failure experiments.
+    Kill {
+        /// The node.
+        node: String,
+        /// The testbed's directory.
+        #[arg(long, env = "XIA_TESTBED_DIR", default_value = "/tmp/xia-testbed")]
+        dir: PathBuf,
+    },
+    /// Start a node's daemon again (empty state, as after a reboot).
+    Start {
+        /// The node.
+        node: String,
+        /// The testbed's directory.
+        #[arg(long, env = "XIA_TESTBED_DIR", default_value = "/tmp/xia-testbed")]
+        dir: PathBuf,
+    },
     /// Stop every daemon `up` started and remove its files.
     Down {
         /// The testbed's directory.
@@ -136,6 +152,17 @@ pub fn run(cmd: TestbedCmd) -> Result<()> {
             if !status.success() {
                 std::process::exit(status.code().unwrap_or(1));
             }
+            Ok(())
+        }
+        TestbedCmd::Kill { node, dir } => {
+            testbed::real::kill(&dir, &node)?;
+            println!("killed {node}");
+            Ok(())
+        }
+        TestbedCmd::Start { node, dir } => {
+            let exe = std::env::current_exe().context("the xia executable")?;
+            testbed::real::start(&dir, &node, &exe)?;
+            println!("started {node}");
             Ok(())
         }
         TestbedCmd::Down { dir } => {
