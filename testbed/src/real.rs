@@ -1,6 +1,8 @@
 //! Real mode: every node of a topology file as a real process (`xia
 //! router` / `xia host`), joined by UDP links on loopback — or, with
-//! network namespaces, each node in its own namespace (a later slice).
+//! `netns`, each node in its own network namespace (`xia-NODE`), each
+//! link a veth pair with a /24 of its own (`10.200.L.1`–`.2` for link
+//! L), XIA over UDP port 13781 on it (root and iproute2 needed).
 //!
 //! `up` writes one daemon configuration per node into a directory, starts
 //! the daemons, records what it started in a state file there, and waits
@@ -57,6 +59,9 @@ pub enum RealError {
     /// No node of that name.
     #[error("no node {0:?} in the testbed")]
     NoNode(String),
+    /// Making namespaces or veth pairs failed.
+    #[error("{0} (netns mode needs root and iproute2)")]
+    Netns(String),
     /// The state file is damaged.
     #[error("{0}: damaged state file: {1}")]
     BadState(PathBuf, String),
@@ -84,6 +89,9 @@ pub struct NodeState {
     pub socket: PathBuf,
     /// Its log.
     pub log: PathBuf,
+    /// Its network namespace (netns mode).
+    #[serde(default)]
+    pub netns: Option<String>,
 }
 
 /// What `up` started.
@@ -136,6 +144,22 @@ pub struct UpConfig {
     pub exe: PathBuf,
     /// Give up waiting for the network after this long.
     pub timeout: Duration,
+    /// One network namespace per node, veth pairs for links.
+    pub netns: bool,
+}
+
+/// The namespace of a node in netns mode.
+pub fn namespace(node: &str) -> String {
+    format!("xia-{node}")
+}
+
+/// Link `li`'s address at its `a` end (`end` 0) or `b` end (1).
+fn veth_ip(li: usize, end: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 200, li as u8, 1 + end as u8)
+}
+
+fn veth_name(li: usize, end: usize) -> String {
+    format!("xv{li}{}", if end == 0 { 'a' } else { 'b' })
 }
 
 fn dur(d: Duration) -> String {
@@ -147,6 +171,19 @@ pub fn daemon_config(topo: &Topology, i: usize, cfg: &UpConfig, seed: u64) -> St
     let ports = routes::ports(topo);
     let node = &topo.nodes[i];
     let addr = |n: usize| SocketAddr::from((Ipv4Addr::LOCALHOST, cfg.base_port + n as u16));
+    let listen = if cfg.netns {
+        SocketAddr::from((Ipv4Addr::UNSPECIFIED, xia_net::udp::DEFAULT_PORT))
+    } else {
+        addr(i)
+    };
+    let peer_addr = |li: usize, peer: usize| {
+        if cfg.netns {
+            let end = usize::from(topo.links[li].b == peer);
+            SocketAddr::from((veth_ip(li, end), xia_net::udp::DEFAULT_PORT))
+        } else {
+            addr(peer)
+        }
+    };
     let mut t = String::new();
     let _ = writeln!(
         t,
@@ -186,7 +223,7 @@ pub fn daemon_config(topo: &Topology, i: usize, cfg: &UpConfig, seed: u64) -> St
     let _ = writeln!(
         t,
         "\n[daemon]\nlisten = \"{}\"\nsocket = {:?}\nseed = {seed}\n",
-        addr(i),
+        listen,
         cfg.dir
             .join(format!("{}.sock", node.name))
             .display()
@@ -197,7 +234,7 @@ pub fn daemon_config(topo: &Topology, i: usize, cfg: &UpConfig, seed: u64) -> St
         let _ = writeln!(
             t,
             "[[link]]\npeer = \"{}\"\nbandwidth = \"{}bps\"\ndelay = \"{}\"\nqueue = {}\nloss = {:?}\njitter = \"{}\"\nreorder = {:?}\nduplicate = {:?}\n",
-            addr(peer),
+            peer_addr(li, peer),
             l.bandwidth_bps,
             dur(l.delay),
             l.queue,
@@ -239,13 +276,32 @@ pub fn daemon_config(topo: &Topology, i: usize, cfg: &UpConfig, seed: u64) -> St
     t
 }
 
-fn spawn(exe: &Path, kind: &str, conf: &Path, log: &Path) -> Result<u32, RealError> {
+/// A command run in `netns` if given (`ip netns exec` execs it there, so
+/// its pid is the command's).
+pub fn command_in(netns: Option<&str>, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
+fn spawn(
+    exe: &Path,
+    kind: &str,
+    conf: &Path,
+    log: &Path,
+    netns: Option<&str>,
+) -> Result<u32, RealError> {
     let logf = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .map_err(io(log))?;
-    let child = Command::new(exe)
+    let child = command_in(netns, exe)
         .arg(kind)
         .arg("--config")
         .arg(conf)
@@ -299,7 +355,7 @@ pub fn start(dir: &Path, node: &str, exe: &Path) -> Result<(), RealError> {
     }
     let conf = dir.join(format!("{node}.toml"));
     let n = &state.node[i];
-    let pid = spawn(exe, &n.kind, &conf, &n.log)?;
+    let pid = spawn(exe, &n.kind, &conf, &n.log, n.netns.as_deref())?;
     state.node[i].pid = pid;
     state.save(dir)
 }
@@ -322,6 +378,9 @@ pub fn up(
     // Recorded as each daemon starts, so `down` cleans up even if we stop
     // half-way.
     state.save(&cfg.dir)?;
+    if cfg.netns {
+        make_namespaces(topo, &cfg.dir, &mut state)?;
+    }
     for (i, node) in topo.nodes.iter().enumerate() {
         let conf = cfg.dir.join(format!("{}.toml", node.name));
         std::fs::write(&conf, daemon_config(topo, i, cfg, seed)).map_err(io(&conf))?;
@@ -331,15 +390,30 @@ pub fn up(
             NodeKind::Router { .. } => "router",
             NodeKind::Host => "host",
         };
-        let pid = spawn(&cfg.exe, kind, &conf, &log)?;
-        state.node.push(NodeState {
+        let netns = cfg.netns.then(|| namespace(&node.name));
+        let pid = spawn(&cfg.exe, kind, &conf, &log, netns.as_deref())?;
+        let udp = if cfg.netns {
+            let ips: Vec<String> = routes::ports(topo)[i]
+                .iter()
+                .map(|&(li, _)| veth_ip(li, usize::from(topo.links[li].b == i)).to_string())
+                .collect();
+            format!("{}:{}", ips.join(","), xia_net::udp::DEFAULT_PORT)
+        } else {
+            format!("127.0.0.1:{}", cfg.base_port + i as u16)
+        };
+        let entry = NodeState {
             name: node.name.clone(),
             kind: kind.to_string(),
             pid,
-            udp: format!("127.0.0.1:{}", cfg.base_port + i as u16),
+            udp,
             socket: cfg.dir.join(format!("{}.sock", node.name)),
             log,
-        });
+            netns,
+        };
+        match state.node.iter_mut().find(|n| n.name == node.name) {
+            Some(n) => *n = entry,
+            None => state.node.push(entry),
+        }
         state.save(&cfg.dir)?;
     }
     wait_ready(&state, cfg.timeout)?;
@@ -381,6 +455,58 @@ fn wait_routes(topo: &Topology, state: &State, timeout: Duration) -> Result<(), 
                     log: state.node[h].log.clone(),
                 });
             }
+        }
+    }
+    Ok(())
+}
+
+fn ip(args: &[&str]) -> Result<(), RealError> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(io(Path::new("ip")))?;
+    if !out.status.success() {
+        return Err(RealError::Netns(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// One namespace per node, one veth pair per link; recorded in the state
+/// before anything is made, so `down` removes whatever exists.
+fn make_namespaces(topo: &Topology, dir: &Path, state: &mut State) -> Result<(), RealError> {
+    for n in &topo.nodes {
+        state.node.push(NodeState {
+            name: n.name.clone(),
+            kind: String::new(),
+            pid: 0,
+            udp: String::new(),
+            socket: dir.join(format!("{}.sock", n.name)),
+            log: dir.join(format!("{}.log", n.name)),
+            netns: Some(namespace(&n.name)),
+        });
+    }
+    state.save(dir)?;
+    for n in &topo.nodes {
+        let ns = namespace(&n.name);
+        ip(&["netns", "add", &ns])?;
+        ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+    }
+    for (li, l) in topo.links.iter().enumerate() {
+        if l.initially_down {
+            continue;
+        }
+        let (va, vb) = (veth_name(li, 0), veth_name(li, 1));
+        let (na, nb) = (namespace(&topo.nodes[l.a].name), namespace(&topo.nodes[l.b].name));
+        ip(&["link", "add", &va, "type", "veth", "peer", "name", &vb])?;
+        for (v, ns, end) in [(&va, &na, 0), (&vb, &nb, 1)] {
+            ip(&["link", "set", v, "netns", ns])?;
+            let cidr = format!("{}/24", veth_ip(li, end));
+            ip(&["-n", ns, "addr", "add", &cidr, "dev", v])?;
+            ip(&["-n", ns, "link", "set", v, "up"])?;
         }
     }
     Ok(())
@@ -430,17 +556,17 @@ fn wait_ready(state: &State, timeout: Duration) -> Result<(), RealError> {
 /// still running after two seconds; then removes the directory's files.
 pub fn down(dir: &Path) -> Result<State, RealError> {
     let state = State::load(dir)?;
-    for n in &state.node {
+    for n in state.node.iter().filter(|n| n.pid > 0) {
         let _ = Command::new("kill")
             .args(["-TERM", &n.pid.to_string()])
             .stderr(Stdio::null())
             .status();
     }
     let deadline = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < deadline && state.node.iter().any(|n| alive(n.pid)) {
+    while Instant::now() < deadline && state.node.iter().any(|n| n.pid > 0 && alive(n.pid)) {
         std::thread::sleep(Duration::from_millis(20));
     }
-    for n in state.node.iter().filter(|n| alive(n.pid)) {
+    for n in state.node.iter().filter(|n| n.pid > 0 && alive(n.pid)) {
         let _ = Command::new("kill")
             .args(["-KILL", &n.pid.to_string()])
             .stderr(Stdio::null())
@@ -448,6 +574,13 @@ pub fn down(dir: &Path) -> Result<State, RealError> {
     }
     for n in &state.node {
         let _ = std::fs::remove_file(&n.socket);
+        // Deleting a namespace deletes its veth ends too.
+        if let Some(ns) = &n.netns {
+            let _ = Command::new("ip")
+                .args(["netns", "del", ns])
+                .stderr(Stdio::null())
+                .status();
+        }
     }
     let path = dir.join(STATE_FILE);
     std::fs::remove_file(&path).map_err(io(&path))?;

@@ -43,6 +43,9 @@ pub enum TestbedCmd {
         /// Seconds to wait for the network to come up.
         #[arg(long, default_value_t = 30)]
         timeout: u64,
+        /// One network namespace per node, joined by veth pairs (root).
+        #[arg(long)]
+        netns: bool,
     },
     /// Run a command with XIA_HOST set to a node's socket.
     Exec {
@@ -87,6 +90,7 @@ pub fn run(cmd: TestbedCmd) -> Result<()> {
             base_port,
             seed,
             timeout,
+            netns,
         } => {
             let topo = Topology::load(&topology)?;
             let cfg = testbed::real::UpConfig {
@@ -94,6 +98,7 @@ pub fn run(cmd: TestbedCmd) -> Result<()> {
                 base_port,
                 exe: std::env::current_exe().context("the xia executable")?,
                 timeout: Duration::from_secs(timeout),
+                netns,
             };
             if !topo.moves.is_empty() || !topo.events.is_empty() {
                 eprintln!("note: [[move]] and [[event]] run in the simulator only; real mode ignores them");
@@ -112,7 +117,7 @@ pub fn run(cmd: TestbedCmd) -> Result<()> {
             );
             for n in &state.node {
                 println!(
-                    "{:<10} {:<7} {:<16} {:>7}  {}",
+                    "{:<10} {:<7} {:<22} {:>7}  {}",
                     n.name,
                     n.kind,
                     n.udp,
@@ -144,7 +149,7 @@ pub fn run(cmd: TestbedCmd) -> Result<()> {
                     a.clone()
                 });
             }
-            let status = std::process::Command::new(&command[0])
+            let status = testbed::real::command_in(n.netns.as_deref(), &command[0])
                 .args(&args)
                 .env("XIA_HOST", &n.socket)
                 .status()
