@@ -146,6 +146,9 @@ pub struct UpConfig {
     pub timeout: Duration,
     /// One network namespace per node, veth pairs for links.
     pub netns: bool,
+    /// Nodes placed elsewhere: their UDP address (on another machine, say).
+    /// Others listen on loopback (`base_port + i`).
+    pub placed: std::collections::BTreeMap<String, SocketAddr>,
 }
 
 /// The namespace of a node in netns mode.
@@ -170,7 +173,12 @@ fn dur(d: Duration) -> String {
 pub fn daemon_config(topo: &Topology, i: usize, cfg: &UpConfig, seed: u64) -> String {
     let ports = routes::ports(topo);
     let node = &topo.nodes[i];
-    let addr = |n: usize| SocketAddr::from((Ipv4Addr::LOCALHOST, cfg.base_port + n as u16));
+    let addr = |n: usize| {
+        cfg.placed
+            .get(&topo.nodes[n].name)
+            .copied()
+            .unwrap_or_else(|| SocketAddr::from((Ipv4Addr::LOCALHOST, cfg.base_port + n as u16)))
+    };
     let listen = if cfg.netns {
         SocketAddr::from((Ipv4Addr::UNSPECIFIED, xia_net::udp::DEFAULT_PORT))
     } else {
@@ -358,6 +366,20 @@ pub fn start(dir: &Path, node: &str, exe: &Path) -> Result<(), RealError> {
     let pid = spawn(exe, &n.kind, &conf, &n.log, n.netns.as_deref())?;
     state.node[i].pid = pid;
     state.save(dir)
+}
+
+/// Writes every node's daemon configuration into `cfg.dir` without
+/// starting anything: for topologies that span machines, where each
+/// machine runs its nodes' daemons (`xia router --config …`).
+pub fn write_configs(topo: &Topology, cfg: &UpConfig, seed: u64) -> Result<Vec<PathBuf>, RealError> {
+    std::fs::create_dir_all(&cfg.dir).map_err(io(&cfg.dir))?;
+    let mut out = Vec::new();
+    for (i, node) in topo.nodes.iter().enumerate() {
+        let conf = cfg.dir.join(format!("{}.toml", node.name));
+        std::fs::write(&conf, daemon_config(topo, i, cfg, seed)).map_err(io(&conf))?;
+        out.push(conf);
+    }
+    Ok(out)
 }
 
 /// Starts every node of `topo`; returns what it started.

@@ -47,6 +47,25 @@ pub enum TestbedCmd {
         #[arg(long)]
         netns: bool,
     },
+    /// Write each node's daemon configuration without starting anything
+    /// (to run a topology across machines).
+    Configs {
+        /// The topology (TOML).
+        topology: PathBuf,
+        /// Where to write them.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Place a node at a real address: NODE=IP[:PORT] (repeatable);
+        /// other nodes listen on loopback.
+        #[arg(long = "addr", value_name = "NODE=IP[:PORT]")]
+        addrs: Vec<String>,
+        /// Node i not placed listens on UDP BASE_PORT + i.
+        #[arg(long, default_value_t = 14000)]
+        base_port: u16,
+        /// Seed for fresh SIDs and link impairments.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Run a command with XIA_HOST set to a node's socket.
     Exec {
         /// The node.
@@ -99,6 +118,7 @@ pub fn run(cmd: TestbedCmd) -> Result<()> {
                 exe: std::env::current_exe().context("the xia executable")?,
                 timeout: Duration::from_secs(timeout),
                 netns,
+                placed: Default::default(),
             };
             if !topo.moves.is_empty() || !topo.events.is_empty() {
                 eprintln!("note: [[move]] and [[event]] run in the simulator only; real mode ignores them");
@@ -156,6 +176,45 @@ pub fn run(cmd: TestbedCmd) -> Result<()> {
                 .with_context(|| format!("running {}", command[0]))?;
             if !status.success() {
                 std::process::exit(status.code().unwrap_or(1));
+            }
+            Ok(())
+        }
+        TestbedCmd::Configs {
+            topology,
+            dir,
+            addrs,
+            base_port,
+            seed,
+        } => {
+            let topo = Topology::load(&topology)?;
+            let mut placed = std::collections::BTreeMap::new();
+            for a in &addrs {
+                let Some((node, addr)) = a.split_once('=') else {
+                    anyhow::bail!("--addr {a:?}: expected NODE=IP[:PORT]");
+                };
+                if topo.node(node).is_none() {
+                    anyhow::bail!("--addr {a:?}: no node {node:?} in {}", topology.display());
+                }
+                let with_port = if addr.parse::<std::net::SocketAddr>().is_ok() {
+                    addr.to_string()
+                } else {
+                    format!("{addr}:{}", xia_net::udp::DEFAULT_PORT)
+                };
+                let sa: std::net::SocketAddr = with_port
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("--addr {a:?}: {addr:?} is not IP[:PORT]"))?;
+                placed.insert(node.to_string(), sa);
+            }
+            let cfg = testbed::real::UpConfig {
+                dir: dir.clone(),
+                base_port,
+                exe: PathBuf::from("xia"),
+                timeout: Duration::ZERO,
+                netns: false,
+                placed,
+            };
+            for f in testbed::real::write_configs(&topo, &cfg, seed)? {
+                println!("{}", f.display());
             }
             Ok(())
         }
