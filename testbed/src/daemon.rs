@@ -106,6 +106,9 @@ pub struct DaemonConfig {
     pub socket: Option<PathBuf>,
     /// Seed.
     pub seed: u64,
+    /// Write every packet received and sent here (pcap, Ethernet framing
+    /// with EtherType 0xC0DE, wall-clock timestamps).
+    pub pcap: Option<PathBuf>,
     /// Links, in port order.
     pub links: Vec<DaemonLink>,
     /// Routers: link-state timers.
@@ -163,6 +166,7 @@ struct RawDaemon {
     listen: Option<Spanned<String>>,
     socket: Option<Spanned<String>>,
     seed: Option<Spanned<i64>>,
+    pcap: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -492,7 +496,11 @@ impl DaemonConfig {
                 Err(e) => return cx.err(s.span(), format!("name server DAG: {e}")),
             },
         };
+        let pcap = daemon
+            .and_then(|d| d.pcap.as_ref())
+            .map(|s| PathBuf::from(s.get_ref()));
         Ok(DaemonConfig {
+            pcap,
             name: name.get_ref().clone(),
             ad: (ad_name.get_ref().clone(), ad),
             identity,
@@ -677,6 +685,9 @@ impl DaemonConfig {
                 }
                 let mut d = Driver::new(router, links, clock);
                 self.impair(&mut d);
+                if let Some(t) = self.pcap_tap()? {
+                    d.set_tap(t);
+                }
                 if let Some(l) = listener {
                     tokio::spawn(xia_net::server::serve_router(l, d.handle()));
                 }
@@ -694,6 +705,9 @@ impl DaemonConfig {
                 }
                 let mut d = Driver::new(xia_net::host_node::HostNode::new(host), links, clock);
                 self.impair(&mut d);
+                if let Some(t) = self.pcap_tap()? {
+                    d.set_tap(t);
+                }
                 if let Some(l) = listener {
                     tokio::spawn(xia_net::server::serve(l, d.handle()));
                 }
@@ -702,6 +716,43 @@ impl DaemonConfig {
             }
         }
         Ok(())
+    }
+
+    /// A tap writing a pcap: this node's interfaces are MAC `02:58:00:00:PP:00`
+    /// (port PP), each peer `02:58:00:01:PP:00`.
+    fn pcap_tap(&self) -> Result<Option<xia_net::node::Tap>, DaemonError> {
+        let Some(path) = &self.pcap else {
+            return Ok(None);
+        };
+        let mut cap = crate::pcap::Capture::create_unbuffered(path).map_err(|source| {
+            DaemonError::Socket {
+                path: path.clone(),
+                source,
+            }
+        })?;
+        let epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let mut broken = false;
+        Ok(Some(Box::new(
+            move |at: xia_stack::time::Instant, sent: bool, port: u16, p: &[u8]| {
+                if broken {
+                    return;
+                }
+                let (me, peer) = (
+                    crate::pcap::mac(0, port.into()),
+                    crate::pcap::mac(1, port.into()),
+                );
+                let frame = if sent {
+                    crate::pcap::frame(peer, me, p)
+                } else {
+                    crate::pcap::frame(me, peer, p)
+                };
+                let ts = xia_stack::time::Instant::from_nanos(epoch + at.as_nanos());
+                // A failing capture (disk full) stops capturing, not the node.
+                broken = cap.write(ts, &frame).is_err();
+            },
+        )))
     }
 
     fn impair<N: xia_net::node::Node>(&self, d: &mut xia_net::node::Driver<N>) {

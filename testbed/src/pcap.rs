@@ -45,6 +45,14 @@ impl Capture<BufWriter<File>> {
     }
 }
 
+impl Capture<File> {
+    /// Creates `path`, unbuffered: every frame is in the file as soon as it
+    /// is written (a daemon may be killed at any time).
+    pub fn create_unbuffered(path: &Path) -> std::io::Result<Capture<File>> {
+        Capture::new(File::create(path)?)
+    }
+}
+
 impl<W: Write> Capture<W> {
     /// A capture writing to `w`.
     pub fn new(w: W) -> std::io::Result<Capture<W>> {

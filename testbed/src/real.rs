@@ -146,6 +146,8 @@ pub struct UpConfig {
     pub timeout: Duration,
     /// One network namespace per node, veth pairs for links.
     pub netns: bool,
+    /// Each daemon writes `DIR/NODE.pcap`.
+    pub pcap: bool,
     /// Nodes placed elsewhere: their UDP address (on another machine, say).
     /// Others listen on loopback (`base_port + i`).
     pub placed: std::collections::BTreeMap<String, SocketAddr>,
@@ -228,9 +230,15 @@ pub fn daemon_config(topo: &Topology, i: usize, cfg: &UpConfig, seed: u64) -> St
             let _ = writeln!(t, "[[host]]\nname = {:?}\nad = {ad:?}", node.name);
         }
     }
+    if cfg.pcap {
+        let pcap = cfg.dir.join(format!("{}.pcap", node.name));
+        let _ = writeln!(t, "\n[daemon]\npcap = {:?}", pcap.display().to_string());
+    } else {
+        let _ = writeln!(t, "\n[daemon]");
+    }
     let _ = writeln!(
         t,
-        "\n[daemon]\nlisten = \"{}\"\nsocket = {:?}\nseed = {seed}\n",
+        "listen = \"{}\"\nsocket = {:?}\nseed = {seed}\n",
         listen,
         cfg.dir
             .join(format!("{}.sock", node.name))
@@ -371,7 +379,11 @@ pub fn start(dir: &Path, node: &str, exe: &Path) -> Result<(), RealError> {
 /// Writes every node's daemon configuration into `cfg.dir` without
 /// starting anything: for topologies that span machines, where each
 /// machine runs its nodes' daemons (`xia router --config …`).
-pub fn write_configs(topo: &Topology, cfg: &UpConfig, seed: u64) -> Result<Vec<PathBuf>, RealError> {
+pub fn write_configs(
+    topo: &Topology,
+    cfg: &UpConfig,
+    seed: u64,
+) -> Result<Vec<PathBuf>, RealError> {
     std::fs::create_dir_all(&cfg.dir).map_err(io(&cfg.dir))?;
     let mut out = Vec::new();
     for (i, node) in topo.nodes.iter().enumerate() {
@@ -522,7 +534,10 @@ fn make_namespaces(topo: &Topology, dir: &Path, state: &mut State) -> Result<(),
             continue;
         }
         let (va, vb) = (veth_name(li, 0), veth_name(li, 1));
-        let (na, nb) = (namespace(&topo.nodes[l.a].name), namespace(&topo.nodes[l.b].name));
+        let (na, nb) = (
+            namespace(&topo.nodes[l.a].name),
+            namespace(&topo.nodes[l.b].name),
+        );
         ip(&["link", "add", &va, "type", "veth", "peer", "name", &vb])?;
         for (v, ns, end) in [(&va, &na, 0), (&vb, &nb, 1)] {
             ip(&["link", "set", v, "netns", ns])?;

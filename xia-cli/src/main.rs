@@ -40,6 +40,9 @@ enum Command {
         /// Its configuration (TOML: one [[router]], its [[link]]s).
         #[arg(long)]
         config: std::path::PathBuf,
+        /// Write every packet received and sent to this pcap.
+        #[arg(long)]
+        pcap: Option<std::path::PathBuf>,
     },
     /// Run a host daemon on real links; applications reach it through
     /// its socket.
@@ -47,6 +50,9 @@ enum Command {
         /// Its configuration (TOML: one [[host]], its [[link]]).
         #[arg(long)]
         config: std::path::PathBuf,
+        /// Write every packet received and sent to this pcap.
+        #[arg(long)]
+        pcap: Option<std::path::PathBuf>,
     },
     /// Send XCMP echo requests through a host daemon.
     Ping(cmd::apps::PingArgs),
@@ -77,8 +83,8 @@ fn main() -> ExitCode {
         Command::Xip(c) => cmd::xip::run(c),
         Command::Testbed(c) => cmd::testbed::run(c),
         Command::Demo => cmd::demo::run(),
-        Command::Router { config } => cmd::daemon::run(config, "router"),
-        Command::Host { config } => cmd::daemon::run(config, "host"),
+        Command::Router { config, pcap } => cmd::daemon::run(config, pcap, "router"),
+        Command::Host { config, pcap } => cmd::daemon::run(config, pcap, "host"),
         Command::Ping(a) => cmd::apps::ping(a),
         Command::Traceroute(a) => cmd::apps::traceroute(a),
         Command::Echo(c) => cmd::apps::echo(c),

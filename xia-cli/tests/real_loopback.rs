@@ -47,7 +47,7 @@ fn ping_echo_and_a_file_transfer_through_two_routers() {
     let _ = std::fs::remove_dir_all(&dir);
     let up = run_ok(
         xia()
-            .args(["testbed", "up", "--base-port", "15100", "--dir"])
+            .args(["testbed", "up", "--pcap", "--base-port", "15100", "--dir"])
             .arg(&dir)
             .arg(topology("three-ads.toml")),
     );
@@ -116,6 +116,16 @@ fn ping_echo_and_a_file_transfer_through_two_routers() {
             .unwrap();
         assert!(!alive.success(), "daemon {pid} still running");
     }
+    // Every daemon wrote its packets: h1's pcap holds the pings, echoes
+    // and chunk pieces (a 24-byte header, then Ethernet/XIP frames).
+    let pcap = std::fs::read(dir.join("h1.pcap")).unwrap();
+    assert!(pcap.len() > 700_000, "h1.pcap has {} bytes", pcap.len());
+    assert_eq!(&pcap[..4], &[0xa1, 0xb2, 0xc3, 0xd4]);
+    assert_eq!(
+        &pcap[24 + 16 + 12..24 + 16 + 14],
+        &[0xc0, 0xde],
+        "EtherType 0xC0DE"
+    );
     std::mem::forget(tb);
     let _ = std::fs::remove_dir_all(&dir);
 }

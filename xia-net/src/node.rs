@@ -71,6 +71,11 @@ impl Node for Host {
     }
 }
 
+/// Sees every packet the node receives (`sent` false) or sends (`sent`
+/// true, when it leaves, after any impairment delay), with the port: for
+/// pcaps and tracing.
+pub type Tap = Box<dyn FnMut(Instant, bool, PortId, &[u8]) + Send>;
+
 /// A packet held back by a link impairment: (release, order, port, bytes).
 type Held = Reverse<(Instant, u64, PortId, Vec<u8>)>;
 
@@ -121,6 +126,7 @@ pub struct Driver<N> {
     held: BinaryHeap<Held>,
     order: u64,
     impair: Vec<Option<crate::impair::Direction>>,
+    tap: Option<Tap>,
 }
 
 impl<N: Node> Driver<N> {
@@ -136,7 +142,13 @@ impl<N: Node> Driver<N> {
             held: BinaryHeap::new(),
             order: 0,
             impair: Vec::new(),
+            tap: None,
         }
+    }
+
+    /// Shows every packet to `tap` (see [`Tap`]).
+    pub fn set_tap(&mut self, tap: Tap) {
+        self.tap = Some(tap);
     }
 
     /// Impairs what this node sends on `port` (delay, jitter, rate, loss,
@@ -176,6 +188,12 @@ impl<N: Node> Driver<N> {
                 r = self.links.recv(&mut inbox) => {
                     r?;
                     let mut packets = std::mem::take(&mut inbox);
+                    if let Some(tap) = self.tap.as_mut() {
+                        let now = self.clock.now();
+                        for (port, p) in &packets {
+                            tap(now, false, *port, p);
+                        }
+                    }
                     self.step(move |n, now| {
                         for (port, p) in packets.drain(..) {
                             n.handle_packet(now, port, p);
@@ -222,10 +240,20 @@ impl<N: Node> Driver<N> {
                 }
             }
         }
-        if !out.is_empty() {
-            self.links.send(&out).await?;
-        }
+        self.send(now, out).await?;
         self.release(now).await
+    }
+
+    async fn send(&mut self, now: Instant, out: Vec<(PortId, Vec<u8>)>) -> io::Result<()> {
+        if out.is_empty() {
+            return Ok(());
+        }
+        if let Some(tap) = self.tap.as_mut() {
+            for (port, p) in &out {
+                tap(now, true, *port, p);
+            }
+        }
+        self.links.send(&out).await
     }
 
     fn hold(&mut self, at: Instant, port: PortId, packet: Vec<u8>) {
@@ -240,10 +268,7 @@ impl<N: Node> Driver<N> {
             let Reverse((_, _, port, p)) = self.held.pop().expect("peeked");
             out.push((port, p));
         }
-        if out.is_empty() {
-            return Ok(());
-        }
-        self.links.send(&out).await
+        self.send(now, out).await
     }
 
     /// Its UDP links.

@@ -8,8 +8,11 @@ use testbed::daemon::{DaemonConfig, DaemonKind};
 
 /// Runs the daemon in `config`, which must be of `want` kind ("router" or
 /// "host").
-pub fn run(config: PathBuf, want: &str) -> Result<()> {
-    let cfg = DaemonConfig::load(&config)?;
+pub fn run(config: PathBuf, pcap: Option<PathBuf>, want: &str) -> Result<()> {
+    let mut cfg = DaemonConfig::load(&config)?;
+    if pcap.is_some() {
+        cfg.pcap = pcap;
+    }
     let kind = match cfg.kind {
         DaemonKind::Router { .. } => "router",
         DaemonKind::Host { .. } => "host",

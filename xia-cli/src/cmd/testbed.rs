@@ -46,6 +46,9 @@ pub enum TestbedCmd {
         /// One network namespace per node, joined by veth pairs (root).
         #[arg(long)]
         netns: bool,
+        /// Each daemon writes every packet to DIR/NODE.pcap.
+        #[arg(long)]
+        pcap: bool,
     },
     /// Write each node's daemon configuration without starting anything
     /// (to run a topology across machines).
@@ -110,6 +113,7 @@ pub fn run(cmd: TestbedCmd) -> Result<()> {
             seed,
             timeout,
             netns,
+            pcap,
         } => {
             let topo = Topology::load(&topology)?;
             let cfg = testbed::real::UpConfig {
@@ -118,6 +122,7 @@ pub fn run(cmd: TestbedCmd) -> Result<()> {
                 exe: std::env::current_exe().context("the xia executable")?,
                 timeout: Duration::from_secs(timeout),
                 netns,
+                pcap,
                 placed: Default::default(),
             };
             if !topo.moves.is_empty() || !topo.events.is_empty() {
@@ -211,6 +216,7 @@ pub fn run(cmd: TestbedCmd) -> Result<()> {
                 exe: PathBuf::from("xia"),
                 timeout: Duration::ZERO,
                 netns: false,
+                pcap: false,
                 placed,
             };
             for f in testbed::real::write_configs(&topo, &cfg, seed)? {
