@@ -19,6 +19,7 @@ pub mod daemon;
 pub mod link;
 pub mod pcap;
 pub mod real;
+pub mod real_scenario;
 pub mod routes;
 pub mod sim;
 pub mod synthetic;

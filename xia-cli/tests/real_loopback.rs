@@ -166,3 +166,37 @@ fn a_bad_daemon_config_is_refused_with_its_line() {
     assert!(err.contains("xia host --config"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_same_topology_gives_the_same_results_in_the_simulator_and_real_mode() {
+    let topo = topology("three-ads.toml");
+    let sim = run_ok(xia().args(["testbed", "run"]).arg(&topo));
+    let dir = std::env::temp_dir().join(format!("xia-same-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let real = run_ok(
+        xia()
+            .args(["testbed", "up", "--run", "--base-port", "15200", "--dir"])
+            .arg(&dir)
+            .arg(&topo),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    // The same pings, answered by the same host with the same hop limit;
+    // the same stream, every byte delivered (timing differs).
+    let replies = |out: &str| {
+        out.lines()
+            .filter(|l| l.contains("bytes from h2"))
+            .map(|l| l.split(" time=").next().unwrap().trim().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(replies(&sim), replies(&real), "sim:\n{sim}\nreal:\n{real}");
+    assert_eq!(replies(&real).len(), 3);
+    assert!(sim.contains("h1 -> h2: 2000000 of 2000000 bytes"), "{sim}");
+    assert!(
+        real.contains("h1 -> h2: 2000000 of 2000000 bytes"),
+        "{real}"
+    );
+    assert!(
+        real.contains("skipped (simulator only): [[flow]]"),
+        "{real}"
+    );
+}

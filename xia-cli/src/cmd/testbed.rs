@@ -49,6 +49,10 @@ pub enum TestbedCmd {
         /// Each daemon writes every packet to DIR/NODE.pcap.
         #[arg(long)]
         pcap: bool,
+        /// Run the topology's pings and streams, print what they did,
+        /// then bring the testbed down.
+        #[arg(long)]
+        run: bool,
     },
     /// Write each node's daemon configuration without starting anything
     /// (to run a topology across machines).
@@ -114,6 +118,7 @@ pub fn run(cmd: TestbedCmd) -> Result<()> {
             timeout,
             netns,
             pcap,
+            run,
         } => {
             let topo = Topology::load(&topology)?;
             let cfg = testbed::real::UpConfig {
@@ -136,8 +141,18 @@ pub fn run(cmd: TestbedCmd) -> Result<()> {
                     return Err(e.into());
                 }
             };
+            if run {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .context("tokio runtime")?;
+                let report = rt.block_on(testbed::real_scenario::run(&topo, &state));
+                print!("{report}");
+                testbed::real::down(&dir)?;
+                return Ok(());
+            }
             println!(
-                "{:<10} {:<7} {:<16} {:>7}  socket",
+                "{:<10} {:<7} {:<22} {:>7}  socket",
                 "node", "kind", "udp", "pid"
             );
             for n in &state.node {

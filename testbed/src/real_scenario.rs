@@ -1,0 +1,320 @@
+//! A topology's scenario on a real testbed: the `[[run]]` pings and
+//! `[[stream]]` transfers, at their times, through the host daemons'
+//! application API — so the same file gives comparable results in the
+//! simulator and in real mode (modulo timing). Other scenario entries
+//! (`[[flow]]`, `[[fetch]]`, `[[move]]`, `[[event]]`) run in the
+//! simulator only, and are reported as skipped.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use xia_net::client::{Client, PingOutcome};
+use xia_stack::dag::Dag;
+use xia_stack::xid::Principal;
+
+use crate::apps::stream_byte;
+use crate::real::State;
+use crate::topology::{derived_identity, Command, Target, Topology};
+
+/// What one ping printed and counted.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RealPing {
+    /// The node and command.
+    pub title: String,
+    /// ping(8)-style lines.
+    pub lines: Vec<String>,
+    /// Requests sent.
+    pub transmitted: u32,
+    /// Replies.
+    pub received: u32,
+    /// Hop limits of the replies.
+    pub hop_limits: Vec<u8>,
+}
+
+/// One stream transfer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RealStream {
+    /// Client and server names.
+    pub from: String,
+    /// Server.
+    pub to: String,
+    /// Bytes to send.
+    pub bytes: u64,
+    /// Bytes the server received.
+    pub received: u64,
+    /// Bytes that were not the pattern's.
+    pub corrupt: u64,
+    /// Wall time from connect to the server seeing the end.
+    pub duration: Option<Duration>,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+}
+
+/// What the scenario did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RealReport {
+    /// Pings, in file order.
+    pub pings: Vec<RealPing>,
+    /// Streams, in file order.
+    pub streams: Vec<RealStream>,
+    /// Scenario entries not run in real mode.
+    pub skipped: Vec<String>,
+}
+
+impl std::fmt::Display for RealReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for p in &self.pings {
+            writeln!(f, "{}", p.title)?;
+            for l in &p.lines {
+                writeln!(f, "  {l}")?;
+            }
+            writeln!(f)?;
+        }
+        if !self.streams.is_empty() {
+            writeln!(f, "streams:")?;
+            for s in &self.streams {
+                let mut line = format!(
+                    "  {} -> {}: {} of {} bytes",
+                    s.from, s.to, s.received, s.bytes
+                );
+                if let Some(d) = s.duration {
+                    let secs = d.as_secs_f64();
+                    let _ = write!(
+                        line,
+                        " in {secs:.3} s, {:.2} Mbit/s",
+                        s.received as f64 * 8.0 / secs / 1e6
+                    );
+                }
+                if s.corrupt > 0 {
+                    let _ = write!(line, ", {} CORRUPT bytes", s.corrupt);
+                }
+                if let Some(e) = &s.error {
+                    let _ = write!(line, ", error: {e}");
+                }
+                writeln!(f, "{line}")?;
+            }
+            writeln!(f)?;
+        }
+        for s in &self.skipped {
+            writeln!(f, "skipped (simulator only): {s}")?;
+        }
+        Ok(())
+    }
+}
+
+fn show(d: &Dag) -> String {
+    xia_net::server::text(d)
+}
+
+/// Runs `topo`'s pings and streams on the testbed `state` describes;
+/// times are from now.
+pub async fn run(topo: &Topology, state: &State) -> RealReport {
+    let mut report = RealReport::default();
+    for m in &topo.moves {
+        report.skipped.push(format!(
+            "[[move]] of {} at {:?}",
+            topo.nodes[m.host].name, m.at
+        ));
+    }
+    for e in &topo.events {
+        report.skipped.push(format!("[[event]] at {:?}", e.at));
+    }
+    for f in &topo.flows {
+        report.skipped.push(format!(
+            "[[flow]] {} -> {}",
+            topo.nodes[f.from].name, topo.nodes[f.to].name
+        ));
+    }
+    for f in &topo.fetches {
+        report
+            .skipped
+            .push(format!("[[fetch]] on {}", topo.nodes[f.node].name));
+    }
+    let client = |n: usize| Client::new(&state.node[n].socket);
+    let t0 = tokio::time::Instant::now();
+    let name_of = |dag: &str| -> String {
+        topo.nodes
+            .iter()
+            .enumerate()
+            .find(|(i, _)| show(&topo.node_dag(*i)) == dag)
+            .map_or_else(|| dag.to_string(), |(_, n)| n.name.clone())
+    };
+    let pings = topo.runs.iter().map(|run| {
+        let c = client(run.node);
+        let title = format!("[{}] {}", topo.nodes[run.node].name, run.text);
+        async move {
+            let Command::Ping {
+                dst,
+                count,
+                interval,
+                size,
+                timeout,
+                hop_limit,
+            } = &run.command;
+            tokio::time::sleep_until(t0 + run.at).await;
+            let mut p = RealPing {
+                title,
+                lines: Vec::new(),
+                transmitted: 0,
+                received: 0,
+                hop_limits: Vec::new(),
+            };
+            let (dag, label) = match dst {
+                Target::Dag(d) => (
+                    d.clone(),
+                    topo.name_of(d.intent()).unwrap_or_else(|| show(d)),
+                ),
+                Target::Name(n) => match c.resolve(n).await {
+                    Ok(d) => (d, n.clone()),
+                    Err(e) => {
+                        p.lines.push(format!("ping: {n}: {e}"));
+                        return p;
+                    }
+                },
+            };
+            p.lines
+                .push(format!("PING {} ({label}): {size} data bytes", show(&dag)));
+            let size16 = u16::try_from(*size).unwrap_or(u16::MAX);
+            for seq in 0..*count {
+                if seq > 0 {
+                    tokio::time::sleep(*interval).await;
+                }
+                p.transmitted += 1;
+                let seq16 = seq as u16;
+                match c.ping(&dag, seq16, size16, *hop_limit, *timeout).await {
+                    Ok(PingOutcome::Reply {
+                        hop_limit,
+                        rtt,
+                        len,
+                        ..
+                    }) => {
+                        p.received += 1;
+                        p.hop_limits.push(hop_limit);
+                        p.lines.push(format!(
+                            "{} bytes from {label}: xcmp_seq={seq} hlim={hop_limit} time={:.3} ms",
+                            len + 8,
+                            rtt.as_secs_f64() * 1e3
+                        ));
+                    }
+                    Ok(PingOutcome::Error { from, what }) => {
+                        p.lines
+                            .push(format!("From {}: xcmp_seq={seq} {what}", name_of(&from)));
+                    }
+                    Ok(PingOutcome::Timeout) => {}
+                    Err(e) => p.lines.push(format!("ping: {e}")),
+                }
+            }
+            p.lines.push(format!("--- {label} ping statistics ---"));
+            p.lines.push(format!(
+                "{} packets transmitted, {} received, {}% packet loss",
+                p.transmitted,
+                p.received,
+                (p.transmitted - p.received) * 100 / p.transmitted.max(1)
+            ));
+            p
+        }
+    });
+    let streams = topo.streams.iter().enumerate().map(|(k, st)| {
+        let (cc, sc) = (client(st.from), client(st.to));
+        async move {
+            let mut r = RealStream {
+                from: topo.nodes[st.from].name.clone(),
+                to: topo.nodes[st.to].name.clone(),
+                bytes: st.bytes,
+                received: 0,
+                corrupt: 0,
+                duration: None,
+                error: None,
+            };
+            // The server listens at once, on the SID the simulator uses.
+            let (sid, name) = match st.service {
+                Some(i) => (
+                    topo.services[i].sid,
+                    Some(topo.services[i].name.to_ascii_lowercase()),
+                ),
+                None => (
+                    derived_identity(Principal::SID, &format!("stream {k} server")).xid(),
+                    None,
+                ),
+            };
+            let listener = match sc.listen(Some(sid)).await {
+                Ok(l) => l,
+                Err(e) => {
+                    r.error = Some(format!("server: {e}"));
+                    return r;
+                }
+            };
+            if let (Some(i), Some(name)) = (st.service, &name) {
+                let owner = derived_identity(
+                    Principal::SID,
+                    &format!("service {}", topo.services[i].name),
+                );
+                if let Err(e) = sc.register(&owner, name, listener.dag(), 1).await {
+                    r.error = Some(format!("registering {name}: {e}"));
+                    return r;
+                }
+            }
+            let server = async {
+                let mut s = listener.accept().await?;
+                let (mut got, mut corrupt) = (0u64, 0u64);
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = s.read(&mut buf).await?;
+                    if n == 0 {
+                        break;
+                    }
+                    for (i, b) in buf[..n].iter().enumerate() {
+                        if *b != stream_byte(got + i as u64) {
+                            corrupt += 1;
+                        }
+                    }
+                    got += n as u64;
+                }
+                s.shutdown().await?;
+                Ok::<_, xia_net::client::ClientError>((got, corrupt, Instant::now()))
+            };
+            let client = async {
+                tokio::time::sleep_until(t0 + st.at).await;
+                let start = Instant::now();
+                let to = match &name {
+                    Some(n) => n.clone(),
+                    None => {
+                        let base = st.dag.clone().unwrap_or_else(|| topo.node_dag(st.to));
+                        show(&base.append_xid(sid).expect("room for the SID"))
+                    }
+                };
+                let mut s = cc.connect(&to).await?;
+                let mut sent = 0u64;
+                let mut chunk = vec![0u8; 64 * 1024];
+                while sent < st.bytes {
+                    let n = (st.bytes - sent).min(chunk.len() as u64) as usize;
+                    for (i, b) in chunk[..n].iter_mut().enumerate() {
+                        *b = stream_byte(sent + i as u64);
+                    }
+                    s.write_all(&chunk[..n]).await?;
+                    sent += n as u64;
+                }
+                s.shutdown().await?;
+                let mut rest = Vec::new();
+                s.read_to_end(&mut rest).await?;
+                Ok::<_, xia_net::client::ClientError>(start)
+            };
+            let (srv, cli) = tokio::join!(server, client);
+            match (srv, cli) {
+                (Ok((got, corrupt, end)), Ok(start)) => {
+                    r.received = got;
+                    r.corrupt = corrupt;
+                    r.duration = Some(end.saturating_duration_since(start));
+                }
+                (Err(e), _) | (_, Err(e)) => r.error = Some(e.to_string()),
+            }
+            r
+        }
+    });
+    let (pings, streams) = tokio::join!(join_all(pings), join_all(streams));
+    report.pings = pings;
+    report.streams = streams;
+    report
+}
