@@ -312,4 +312,20 @@ mod tests {
         assert_eq!(a.stats().unknown_peer, 1);
         assert_eq!(a.stats().sent, 12);
     }
+
+    #[tokio::test]
+    async fn ipv6_links_work_the_same() {
+        let v6: SocketAddr = "[::1]:0".parse().unwrap();
+        let Ok(mut a) = UdpLinks::bind(v6, vec![]) else {
+            eprintln!("skipping: no IPv6 loopback here");
+            return;
+        };
+        let mut b = UdpLinks::bind(v6, vec![]).unwrap();
+        a.add_peer(b.local_addr().unwrap()).unwrap();
+        b.add_peer(a.local_addr().unwrap()).unwrap();
+        a.send(&[(0, vec![1, 2, 3])]).await.unwrap();
+        let mut got = Vec::new();
+        b.recv(&mut got).await.unwrap();
+        assert_eq!(got, vec![(0, vec![1, 2, 3])]);
+    }
 }
