@@ -41,6 +41,17 @@ impl Reassembly {
         self.capacity.saturating_sub(self.ready.len())
     }
 
+    /// The buffer's size: the most the window may offer.
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Raises the size to `capacity` (receive-buffer autotuning); the
+    /// buffer never shrinks, since the window it offered must stay valid.
+    pub(crate) fn grow(&mut self, capacity: usize) {
+        self.capacity = self.capacity.max(capacity);
+    }
+
     /// Bytes ready to read.
     pub(crate) fn readable(&self) -> usize {
         self.ready.len()
@@ -124,9 +135,11 @@ impl Reassembly {
     /// Copies ready bytes out.
     pub(crate) fn read(&mut self, out: &mut [u8]) -> usize {
         let n = out.len().min(self.ready.len());
-        for (o, b) in out.iter_mut().zip(self.ready.drain(..n)) {
-            *o = b;
-        }
+        let (a, b) = self.ready.as_slices();
+        let from_a = n.min(a.len());
+        out[..from_a].copy_from_slice(&a[..from_a]);
+        out[from_a..n].copy_from_slice(&b[..n - from_a]);
+        self.ready.drain(..n);
         n
     }
 }

@@ -2,10 +2,13 @@
 //!
 //! The connection decides *when* (new ACK, duplicate ACKs, partial ACK,
 //! timeout); the controller decides *how much*. Two implementations:
-//! [`NewReno`] and [`Cubic`] (RFC 9438, the default).
+//! [`NewReno`] and [`Cubic`] (RFC 9438, the default). [`HyStart`] (RFC
+//! 9406) ends the first slow start before it overflows the bottleneck.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
+use super::{seq_ge, seq_le};
 use crate::time::Instant;
 
 /// A congestion controller's window arithmetic, in bytes.
@@ -33,6 +36,9 @@ pub trait CongestionController: std::fmt::Debug + Send {
     /// The retransmission timer expired; `first` is false for repeated
     /// timeouts of the same data, which keep ssthresh (RFC 5681 §3.1).
     fn on_timeout(&mut self, flight: usize, mss: usize, first: bool);
+    /// Slow start ends without a loss (HyStart++): ssthresh becomes the
+    /// current window. By default nothing happens.
+    fn end_slow_start(&mut self, _mss: usize) {}
 }
 
 /// Slow start with RFC 3465's limit of L = 2 MSS per ACK, so stretch ACKs
@@ -131,6 +137,10 @@ impl CongestionController for NewReno {
         }
         self.cwnd = mss;
         self.acked_in_ca = 0;
+    }
+
+    fn end_slow_start(&mut self, _mss: usize) {
+        self.ssthresh = self.cwnd;
     }
 }
 
@@ -274,6 +284,164 @@ impl CongestionController for Cubic {
         }
         self.cwnd = mss;
     }
+
+    fn end_slow_start(&mut self, mss: usize) {
+        // Avoidance starts at the plateau (K = 0): the curve grows slowly
+        // first, then faster, probing above where slow start stopped.
+        self.ssthresh = self.cwnd;
+        self.w_max = self.cwnd as f64 / mss as f64;
+        self.epoch = None;
+    }
+}
+
+/// RFC 9406's constants.
+const HYSTART_MIN_RTT_THRESH: Duration = Duration::from_millis(4);
+const HYSTART_MAX_RTT_THRESH: Duration = Duration::from_millis(16);
+const HYSTART_MIN_RTT_DIVISOR: u32 = 8;
+const HYSTART_N_RTT_SAMPLE: u32 = 8;
+const HYSTART_CSS_GROWTH_DIVISOR: usize = 4;
+const HYSTART_CSS_ROUNDS: u32 = 5;
+/// Most segments whose send times are kept for RTT samples.
+const HYSTART_MAX_TIMED: usize = 4096;
+
+/// Where HyStart++ is.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum HyPhase {
+    /// Ordinary slow start, watching the round trip time.
+    SlowStart,
+    /// Conservative slow start: the RTT rose above this baseline.
+    Css { baseline: Duration, rounds: u32 },
+    /// Finished: avoidance, or a loss ended slow start first.
+    Done,
+}
+
+/// What the window should do on an ACK in slow start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SlowStartStep {
+    /// Grow by what was acknowledged divided by this.
+    Grow(usize),
+    /// The round trip time rose for long enough: leave slow start now.
+    Exit,
+}
+
+/// HyStart++ (RFC 9406) for the first slow start: within each round trip
+/// it takes the minimum of the per-ACK RTT samples; when a round's
+/// minimum exceeds the previous round's by an eighth (4–16 ms), the queue
+/// at the bottleneck is filling, and slow start continues at a quarter of
+/// its pace (conservative slow start) for five rounds, then ends without
+/// a loss. Going back below the baseline resumes slow start (the rise was
+/// noise). A loss or timeout ends it for good.
+///
+/// Without timestamps the samples come from the send times of new
+/// segments, kept only during this first slow start (bounded), and
+/// forgotten at the first retransmission (Karn).
+#[derive(Clone, Debug)]
+pub(crate) struct HyStart {
+    phase: HyPhase,
+    /// The round ends when this is acknowledged (SND.NXT at its start).
+    window_end: Option<u32>,
+    last_round_min: Option<Duration>,
+    round_min: Option<Duration>,
+    samples: u32,
+    /// Ends and send times of new segments not yet acknowledged.
+    timed: VecDeque<(u32, Instant)>,
+}
+
+impl HyStart {
+    /// Active if `enabled`, else done from the start.
+    pub(crate) fn new(enabled: bool) -> HyStart {
+        HyStart {
+            phase: if enabled {
+                HyPhase::SlowStart
+            } else {
+                HyPhase::Done
+            },
+            window_end: None,
+            last_round_min: None,
+            round_min: None,
+            samples: 0,
+            timed: VecDeque::new(),
+        }
+    }
+
+    /// Whether it still watches.
+    pub(crate) fn active(&self) -> bool {
+        self.phase != HyPhase::Done
+    }
+
+    /// A loss or timeout: slow start is the loss response's business now.
+    pub(crate) fn finish(&mut self) {
+        self.phase = HyPhase::Done;
+        self.timed = VecDeque::new();
+    }
+
+    /// A new segment ending at `end` left at `now`.
+    pub(crate) fn on_send(&mut self, end: u32, now: Instant) {
+        if self.active() && self.timed.len() < HYSTART_MAX_TIMED {
+            self.timed.push_back((end, now));
+        }
+    }
+
+    /// An ACK of new data up to `ack`, with `snd_nxt` the next sequence
+    /// number to send; the window is in slow start.
+    pub(crate) fn on_ack(&mut self, ack: u32, snd_nxt: u32, now: Instant) -> SlowStartStep {
+        let mut sample = None;
+        while let Some(&(end, sent)) = self.timed.front() {
+            if !seq_le(end, ack) {
+                break;
+            }
+            sample = Some(now.saturating_since(sent));
+            self.timed.pop_front();
+        }
+        if !self.active() {
+            return SlowStartStep::Grow(1);
+        }
+        let new_round = self.window_end.is_none_or(|e| seq_ge(ack, e));
+        if new_round {
+            self.window_end = Some(snd_nxt);
+            self.last_round_min = self.round_min;
+            self.round_min = None;
+            self.samples = 0;
+            if let HyPhase::Css { baseline, rounds } = self.phase {
+                if rounds + 1 >= HYSTART_CSS_ROUNDS {
+                    self.finish();
+                    return SlowStartStep::Exit;
+                }
+                self.phase = HyPhase::Css {
+                    baseline,
+                    rounds: rounds + 1,
+                };
+            }
+        }
+        if let Some(r) = sample {
+            self.round_min = Some(self.round_min.map_or(r, |m| m.min(r)));
+            self.samples += 1;
+        }
+        if let (Some(cur), Some(last)) = (self.round_min, self.last_round_min) {
+            if self.samples >= HYSTART_N_RTT_SAMPLE {
+                match self.phase {
+                    HyPhase::SlowStart => {
+                        let thresh = (last / HYSTART_MIN_RTT_DIVISOR)
+                            .clamp(HYSTART_MIN_RTT_THRESH, HYSTART_MAX_RTT_THRESH);
+                        if cur >= last + thresh {
+                            self.phase = HyPhase::Css {
+                                baseline: cur,
+                                rounds: 0,
+                            };
+                        }
+                    }
+                    HyPhase::Css { baseline, .. } if cur < baseline => {
+                        self.phase = HyPhase::SlowStart;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        match self.phase {
+            HyPhase::Css { .. } => SlowStartStep::Grow(HYSTART_CSS_GROWTH_DIVISOR),
+            _ => SlowStartStep::Grow(1),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -312,6 +480,73 @@ mod tests {
         // A timeout resets to one segment.
         c.on_timeout(later, mss, true);
         assert_eq!(c.window(), mss);
+    }
+
+    #[test]
+    fn hystart_leaves_slow_start_when_the_rtt_rises() {
+        let mut h = HyStart::new(true);
+        let ms = Duration::from_millis;
+        let mut now = Instant::from_secs(1);
+        let mut seq = 0u32;
+        // One round of 10 segments, each acknowledged after `rtt`.
+        let mut round = |h: &mut HyStart, rtt: Duration, now: &mut Instant| {
+            let start = *now;
+            let mut steps = Vec::new();
+            for i in 0..10u32 {
+                h.on_send(seq + (i + 1) * 100, start);
+            }
+            let end = seq + 1000;
+            for i in 0..10u32 {
+                *now = start + rtt + ms(u64::from(i));
+                // Each ACK releases a segment of the next round.
+                steps.push(h.on_ack(seq + (i + 1) * 100, end + (i + 1) * 100, *now));
+            }
+            seq = end;
+            steps
+        };
+        assert!(round(&mut h, ms(50), &mut now)
+            .iter()
+            .all(|s| *s == SlowStartStep::Grow(1)));
+        // A rise of less than an eighth (6.25 ms) is not a queue.
+        assert!(round(&mut h, ms(55), &mut now)
+            .iter()
+            .all(|s| *s == SlowStartStep::Grow(1)));
+        // 10 ms more than the last round: conservative slow start.
+        let steps = round(&mut h, ms(65), &mut now);
+        assert_eq!(steps.last(), Some(&SlowStartStep::Grow(4)));
+        // It stays conservative while the RTT stays high, then exits.
+        let mut exit = false;
+        for _ in 0..6 {
+            exit |= round(&mut h, ms(70), &mut now).contains(&SlowStartStep::Exit);
+        }
+        assert!(exit);
+        assert!(!h.active());
+    }
+
+    #[test]
+    fn hystart_resumes_slow_start_when_the_rise_was_noise() {
+        let mut h = HyStart::new(true);
+        let ms = Duration::from_millis;
+        let t0 = Instant::from_secs(1);
+        let mut seq = 0u32;
+        let mut last = SlowStartStep::Grow(1);
+        for (r, rtt) in [50u64, 70, 45].into_iter().enumerate() {
+            let start = t0 + ms(200 * r as u64);
+            for i in 0..10u32 {
+                h.on_send(seq + (i + 1) * 100, start);
+            }
+            for i in 0..10u32 {
+                let (ack, nxt) = (seq + (i + 1) * 100, seq + 1000 + (i + 1) * 100);
+                last = h.on_ack(ack, nxt, start + ms(rtt));
+            }
+            seq += 1000;
+            if r == 1 {
+                assert_eq!(last, SlowStartStep::Grow(4));
+            }
+        }
+        assert_eq!(last, SlowStartStep::Grow(1));
+        h.finish();
+        assert!(!h.active());
     }
 
     #[test]

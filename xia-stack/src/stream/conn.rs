@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 
 use super::buffer::Reassembly;
-use super::cc::{CongestionController, NewReno};
+use super::cc::{CongestionController, HyStart, NewReno, SlowStartStep};
 use super::rtt::RttEstimator;
 use super::state::{State, Transition};
 use super::{seq_ge, seq_gt, seq_le, seq_lt};
@@ -22,11 +22,14 @@ const MAX_WSCALE: u8 = 14;
 const EVENT_LIMIT: usize = 32;
 /// Most SACKed ranges the sender remembers; beyond it the highest ranges
 /// are forgotten (SACK is advisory, so forgetting only costs repeats).
-const SCOREBOARD_LIMIT: usize = 64;
+const SCOREBOARD_LIMIT: usize = 1024;
 /// SACK blocks we put in an ACK (the wire format's maximum).
 const SACK_BLOCKS: usize = crate::wire::xstream::MAX_SACK_BLOCKS;
 /// Consecutive timeouts after which the scoreboard is forgotten.
 const SACK_RENEGE_TIMEOUTS: u32 = 3;
+/// Shortest round trip over which receive-buffer autotuning measures (a
+/// near-zero RTT would measure noise).
+const TUNE_MIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// What identifies a connection: the two SIDs, not their locators.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -58,6 +61,8 @@ pub struct Stats {
     pub bytes_acked: u64,
     /// Payload bytes delivered in order to the receive buffer.
     pub bytes_received: u64,
+    /// Keepalive probes sent.
+    pub keepalive_probes: u64,
 }
 
 /// One XStream connection. See the [module docs](super) for the calling
@@ -85,6 +90,9 @@ pub struct Connection {
     /// Effective send MSS.
     mss: usize,
     send_buf: VecDeque<u8>,
+    /// What the send buffer may hold now: `config.send_buffer`, grown with
+    /// the window up to `config.send_buffer_max`.
+    send_cap: usize,
     /// Sequence number of `send_buf[0]`.
     buf_seq: u32,
     /// Sequence number of our FIN, once the application closed.
@@ -98,11 +106,26 @@ pub struct Connection {
     peer_fin: Option<u32>,
     /// Right edge of the window we last advertised.
     adv_edge: u32,
+    /// Bytes the application has read, in total (for autotuning).
+    app_read: u64,
+    /// Autotuning's current measurement: when it began and `app_read`
+    /// then.
+    tune_mark: Option<(Instant, u64)>,
+    /// Bytes the application read in the last measured round trip
+    /// (Linux's `rcvq_space`).
+    tune_space: usize,
 
     // Timers.
     rto_deadline: Option<Instant>,
     ack_deadline: Option<Instant>,
     time_wait_deadline: Option<Instant>,
+    /// When the next keepalive probe is due (or, after the last one, when
+    /// the connection fails).
+    keepalive_deadline: Option<Instant>,
+    /// Keepalive probes sent since the peer was last heard.
+    keepalive_unanswered: u32,
+    /// A keepalive probe is to be sent.
+    keepalive_now: bool,
     rtt: RttEstimator,
     /// The segment being timed: its end and when it left (Karn: cleared on
     /// any retransmission).
@@ -124,6 +147,8 @@ pub struct Connection {
     probe_now: bool,
     resend_synack: bool,
     cc: Box<dyn CongestionController>,
+    /// HyStart++ for the first slow start.
+    hystart: HyStart,
 
     // Pending control output.
     ack_now: bool,
@@ -141,6 +166,7 @@ impl Connection {
         Connection {
             rtt: RttEstimator::new(config.initial_rto, config.min_rto, config.max_rto),
             cc: Box::new(NewReno::new(config.initial_window, mss)),
+            hystart: HyStart::new(config.hystart),
             recv: Reassembly::new(config.recv_buffer, config.max_out_of_order),
             rcv_wscale: config.window_scale.min(MAX_WSCALE),
             local_dag,
@@ -156,15 +182,23 @@ impl Connection {
             snd_wscale: 0,
             mss,
             send_buf: VecDeque::new(),
+            send_cap: config.send_buffer.min(config.send_buffer_max.max(1)),
             buf_seq: iss.wrapping_add(1),
             fin_seq: None,
             irs: 0,
             rcv_nxt: 0,
             peer_fin: None,
             adv_edge: 0,
+            app_read: 0,
+            tune_mark: None,
+            // Linux starts from ten segments (TCP_INIT_CWND).
+            tune_space: (10 * mss).min(config.recv_buffer),
             rto_deadline: None,
             ack_deadline: None,
             time_wait_deadline: None,
+            keepalive_deadline: None,
+            keepalive_unanswered: 0,
+            keepalive_now: false,
             rtt_probe: None,
             retries: 0,
             dup_acks: 0,
@@ -287,7 +321,19 @@ impl Connection {
 
     /// Free space in the send buffer.
     pub fn writable(&self) -> usize {
-        self.config.send_buffer.saturating_sub(self.send_buf.len())
+        self.send_cap.saturating_sub(self.send_buf.len())
+    }
+
+    /// The receive buffer's current size (grown by autotuning up to
+    /// [`Config::recv_buffer_max`](super::Config::recv_buffer_max)).
+    pub fn recv_buffer(&self) -> usize {
+        self.recv.capacity()
+    }
+
+    /// The send buffer's current size (grown with the window up to
+    /// [`Config::send_buffer_max`](super::Config::send_buffer_max)).
+    pub fn send_buffer(&self) -> usize {
+        self.send_cap
     }
 
     /// Whether the peer closed and every byte it sent has been read.
@@ -351,12 +397,13 @@ impl Connection {
     /// [`is_read_finished`](Self::is_read_finished) for end of stream).
     pub fn read(&mut self, out: &mut [u8]) -> usize {
         let n = self.recv.read(out);
+        self.app_read += n as u64;
         if n > 0 && self.state.is_synchronized() {
             // Announce an opened window once it grew enough to matter
             // (RFC 1122's receiver side silly-window avoidance).
             let edge = self.rcv_nxt.wrapping_add(self.advertised_window() as u32);
             let grown = edge.wrapping_sub(self.adv_edge) as usize;
-            let threshold = (2 * self.mss).min(self.config.recv_buffer / 2).max(1);
+            let threshold = (2 * self.mss).min(self.recv.capacity() / 2).max(1);
             if seq_gt(edge, self.adv_edge) && grown >= threshold {
                 self.ack_now = true;
             }
@@ -436,6 +483,12 @@ impl Connection {
     /// Handles one segment addressed to this connection (RFC 793 3.9,
     /// "SEGMENT ARRIVES", with RFC 5961's challenge ACKs).
     pub fn handle_segment(&mut self, now: Instant, seg: &XstreamRepr<'_>) {
+        self.segment_arrives(now, seg);
+        // Whatever the segment was, the peer is alive.
+        self.arm_keepalive(now);
+    }
+
+    fn segment_arrives(&mut self, now: Instant, seg: &XstreamRepr<'_>) {
         self.stats.segments_received += 1;
         let f = seg.flags;
         let (syn, ack, rst, fin) = (
@@ -683,6 +736,7 @@ impl Connection {
             if in_window && pure && window == old_wnd && self.snd_una != self.snd_max {
                 self.on_dup_ack();
             }
+            self.check_sack_loss();
             return;
         }
 
@@ -725,14 +779,25 @@ impl Connection {
                 // as the pipe allows.
             }
         } else {
-            self.cc.on_ack_at(acked, self.mss, now, self.rtt.srtt());
+            let mut grow_by = acked;
+            if self.hystart.active() && self.cc.window() < self.cc.ssthresh() {
+                match self.hystart.on_ack(ack, self.snd_nxt, now) {
+                    SlowStartStep::Grow(divisor) => grow_by = acked / divisor,
+                    SlowStartStep::Exit => self.cc.end_slow_start(self.mss),
+                }
+            }
+            if self.cwnd_limited(flight + acked) {
+                self.cc.on_ack_at(grow_by, self.mss, now, self.rtt.srtt());
+            }
         }
+        self.grow_send_buffer();
         self.dup_acks = 0;
         self.rto_deadline = if self.snd_una == self.snd_max {
             None
         } else {
             Some(now + self.rtt.rto())
         };
+        self.check_sack_loss();
         if self.write_blocked && self.writable() > 0 && self.state.can_write() {
             self.write_blocked = false;
             self.push_event(StreamEvent::Writable);
@@ -740,6 +805,65 @@ impl Connection {
         if fin_acked {
             self.on_fin_acked(now);
         }
+    }
+
+    /// Whether the congestion window, rather than the peer's window or the
+    /// application, limited what was outstanding (`outstanding` bytes
+    /// before this ACK). The window grows only then (RFC 7661's concern,
+    /// decided as Linux's `tcp_is_cwnd_limited` does): otherwise a flow
+    /// held back by the receiver would inflate it without bound, and the
+    /// first loss would cut a meaningless number.
+    fn cwnd_limited(&self, outstanding: usize) -> bool {
+        let cwnd = self.cc.window();
+        if cwnd < self.cc.ssthresh() {
+            // Slow start may double what was actually used.
+            cwnd < 2 * outstanding
+        } else {
+            // Silly-window avoidance leaves up to an MSS unused.
+            outstanding + 3 * self.mss >= cwnd
+        }
+    }
+
+    /// Send-buffer autotuning: room for twice the usable window (one
+    /// window in flight, the next one queued), as Linux sizes `sk_sndbuf`
+    /// from the congestion window; bounded by `send_buffer_max`, never
+    /// shrinking.
+    fn grow_send_buffer(&mut self) {
+        let want = 2 * self.cc.window().min(self.snd_wnd);
+        if want > self.send_cap {
+            self.send_cap = want.min(self.config.send_buffer_max).max(self.send_cap);
+        }
+    }
+
+    /// Receive-buffer autotuning after Linux's dynamic right-sizing
+    /// (`tcp_rcv_space_adjust`): once per round trip, if the application
+    /// read more than in the round trip before, the buffer grows to twice
+    /// what it read (loss and queueing margin), plus 16 segments, plus
+    /// twice the growth (a sender in slow start doubles each round trip),
+    /// up to `recv_buffer_max`. Reads, not arrivals, drive it: a slow
+    /// reader keeps a small window.
+    fn tune_recv_buffer(&mut self, now: Instant) {
+        let max = self.config.recv_buffer_max;
+        if self.recv.capacity() >= max {
+            return;
+        }
+        // The handshake gave both ends a sample; without one, wait.
+        let Some(rtt) = self.rtt.srtt() else {
+            return;
+        };
+        let (start, read_then) = *self.tune_mark.get_or_insert((now, self.app_read));
+        if now.saturating_since(start) < rtt.max(TUNE_MIN_INTERVAL) {
+            return;
+        }
+        let copied = (self.app_read - read_then).min(u32::MAX as u64);
+        let space = self.tune_space.max(1) as u64;
+        if copied > space {
+            let mut win = 2 * copied + 16 * self.mss as u64;
+            win += 2 * (win * (copied - space) / space);
+            self.recv.grow(win.min(max as u64) as usize);
+            self.tune_space = copied as usize;
+        }
+        self.tune_mark = Some((now, self.app_read));
     }
 
     fn on_dup_ack(&mut self) {
@@ -752,14 +876,35 @@ impl Connection {
         } else if self.dup_acks == 3 && seq_gt(self.snd_una, self.recover) {
             // RFC 6582 3.2 (2): only when the ACK covers more than
             // `recover`, so one loss event is not answered twice.
-            let flight = self.snd_max.wrapping_sub(self.snd_una) as usize;
-            self.recover = self.snd_max;
-            self.in_recovery = true;
-            self.high_rxt = self.snd_una;
-            self.cc.on_enter_recovery(flight, self.mss);
-            self.retransmit_now = true;
-            self.stats.fast_retransmits += 1;
+            self.enter_recovery();
         }
+    }
+
+    /// RFC 6675 5: with SACK, recovery also begins once the first
+    /// unacknowledged segment counts as lost (three segments' worth
+    /// SACKed above it), though fewer than three duplicate ACKs arrived
+    /// (some were lost, or the window is small).
+    fn check_sack_loss(&mut self) {
+        if self.sack_ok
+            && !self.in_recovery
+            && self.snd_una != self.snd_max
+            && seq_gt(self.snd_una, self.recover)
+            && self.holes_to_repeat().is_some()
+        {
+            self.enter_recovery();
+        }
+    }
+
+    /// Fast retransmit and the start of fast recovery.
+    fn enter_recovery(&mut self) {
+        let flight = self.snd_max.wrapping_sub(self.snd_una) as usize;
+        self.recover = self.snd_max;
+        self.in_recovery = true;
+        self.high_rxt = self.snd_una;
+        self.cc.on_enter_recovery(flight, self.mss);
+        self.hystart.finish();
+        self.retransmit_now = true;
+        self.stats.fast_retransmits += 1;
     }
 
     fn on_fin_acked(&mut self, now: Instant) {
@@ -808,6 +953,7 @@ impl Connection {
             return;
         }
         let advanced = self.recv.insert(rel, data);
+        self.tune_recv_buffer(now);
         if advanced == 0 {
             // Out of order: ACK at once so the sender sees duplicates.
             self.ack_now = true;
@@ -880,6 +1026,7 @@ impl Connection {
         self.rto_deadline = None;
         self.ack_deadline = None;
         self.time_wait_deadline = None;
+        self.keepalive_deadline = None;
     }
 
     fn push_event(&mut self, e: StreamEvent) {
@@ -896,6 +1043,7 @@ impl Connection {
             self.rto_deadline,
             self.ack_deadline,
             self.time_wait_deadline,
+            self.keepalive_deadline,
         ]
         .into_iter()
         .flatten()
@@ -920,6 +1068,53 @@ impl Connection {
         if self.rto_deadline.is_some_and(|t| t <= now) {
             self.on_rto(now);
         }
+        if self.keepalive_deadline.is_some_and(|t| t <= now) {
+            self.on_keepalive(now);
+        }
+    }
+
+    // ---- keepalive (RFC 1122 4.2.3.6) ----
+
+    /// Whether keepalive is on and the state is one where an idle
+    /// connection is probed: ESTABLISHED, CLOSE-WAIT, and FIN-WAIT-2 (which
+    /// waits for the peer's FIN, possibly forever). In the other states a
+    /// SYN or FIN of ours is outstanding, or TIME-WAIT runs.
+    fn keepalive_applies(&self) -> bool {
+        self.config.keepalive.is_some()
+            && matches!(
+                self.state,
+                State::Established | State::CloseWait | State::FinWait2
+            )
+    }
+
+    /// The peer was heard: the idle time starts again.
+    fn arm_keepalive(&mut self, now: Instant) {
+        self.keepalive_unanswered = 0;
+        self.keepalive_deadline = match self.config.keepalive {
+            Some(idle) if self.keepalive_applies() => Some(now + idle),
+            _ => None,
+        };
+    }
+
+    fn on_keepalive(&mut self, now: Instant) {
+        let Some(idle) = self.config.keepalive.filter(|_| self.keepalive_applies()) else {
+            self.keepalive_deadline = None;
+            return;
+        };
+        if self.snd_una != self.snd_max || self.unsent() > 0 {
+            // Not idle: the retransmission or persist timer watches the
+            // peer; look again after another idle period.
+            self.keepalive_unanswered = 0;
+            self.keepalive_deadline = Some(now + idle);
+            return;
+        }
+        if self.keepalive_unanswered >= self.config.keepalive_probes {
+            self.fail(ConnectionError::TimedOut);
+            return;
+        }
+        self.keepalive_unanswered += 1;
+        self.keepalive_now = true;
+        self.keepalive_deadline = Some(now + self.config.keepalive_interval);
     }
 
     fn on_rto(&mut self, now: Instant) {
@@ -939,6 +1134,7 @@ impl Connection {
         } else {
             let flight = self.snd_max.wrapping_sub(self.snd_una) as usize;
             self.cc.on_timeout(flight, self.mss, self.retries == 1);
+            self.hystart.finish();
             self.in_recovery = false;
             self.recover = self.snd_max;
             self.dup_acks = 0;
@@ -1037,6 +1233,15 @@ impl Connection {
                 self.rto_deadline = Some(now + self.rtt.rto());
             }
         }
+        if std::mem::take(&mut self.keepalive_now) && self.state.is_synchronized() {
+            // A segment the peer has already seen (SND.UNA - 1, no data):
+            // out of its window, so it answers with an ACK (RFC 1122
+            // 4.2.3.6; RFC 9293 3.8.4).
+            self.stats.keepalive_probes += 1;
+            let window = (self.advertised_window() >> self.rcv_wscale) as u32;
+            let seq = self.snd_una.wrapping_sub(1);
+            return Some(self.segment(Flags::ACK, seq, window, Vec::new(), &[]));
+        }
         if self.ack_now {
             return Some(self.emit_ack());
         }
@@ -1103,7 +1308,7 @@ impl Connection {
             Mode::Probe => 1,
             Mode::New => {
                 let flight = self.snd_nxt.wrapping_sub(self.snd_una) as usize;
-                if self.sack_ok {
+                let (wnd, sacked) = if self.sack_ok {
                     let cwnd = if self.in_recovery {
                         self.cc.ssthresh()
                     } else {
@@ -1115,10 +1320,19 @@ impl Connection {
                         Some(l) => l.wrapping_sub(seq) as usize,
                         None => usize::MAX,
                     };
-                    cwnd.saturating_sub(self.pipe()).min(peer).min(sacked)
+                    (cwnd.saturating_sub(self.pipe()).min(peer), sacked)
                 } else {
                     let wnd = self.cc.window().min(self.snd_wnd);
-                    wnd.saturating_sub(flight)
+                    (wnd.saturating_sub(flight), usize::MAX)
+                };
+                // Sender-side silly window avoidance (RFC 1122 4.2.3.4):
+                // while data is in flight, wait until the windows admit a
+                // full segment, or all that is queued. Otherwise every ACK
+                // would release a sliver of window as a tiny segment.
+                if wnd < self.mss.min(avail) && flight > 0 {
+                    0
+                } else {
+                    wnd.min(sacked)
                 }
             }
         };
@@ -1139,8 +1353,11 @@ impl Connection {
             self.stats.retransmissions += 1;
             // Karn: an ACK may now be for either copy.
             self.rtt_probe = None;
-        } else if self.rtt_probe.is_none() {
-            self.rtt_probe = Some((end, now));
+        } else {
+            if self.rtt_probe.is_none() {
+                self.rtt_probe = Some((end, now));
+            }
+            self.hystart.on_send(end, now);
         }
         if seq_gt(end, self.snd_nxt) {
             self.snd_nxt = end;

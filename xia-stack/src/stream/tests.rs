@@ -48,6 +48,9 @@ struct LinkConfig {
     loss: f64,
     reorder: f64,
     duplicate: f64,
+    /// Time each packet occupies its direction (zero: a whole window
+    /// arrives at once and is answered by one ACK).
+    spacing: Duration,
 }
 
 impl LinkConfig {
@@ -57,6 +60,7 @@ impl LinkConfig {
             loss: 0.0,
             reorder: 0.0,
             duplicate: 0.0,
+            spacing: Duration::ZERO,
         }
     }
 }
@@ -81,8 +85,12 @@ struct Pair {
     rng: Rng,
     queue: Vec<InFlight>,
     next_id: u64,
+    /// When each direction (to the server, to the client) is next free.
+    wire_free: [Instant; 2],
     /// Drop everything (the peer vanished).
     blackhole: bool,
+    /// Client segments with these sequence numbers are dropped, once each.
+    drop_once: std::collections::BTreeSet<u32>,
     /// The client learns the server's new address at this time.
     move_peer_at: Option<(Instant, Dag)>,
     client_events: Vec<StreamEvent>,
@@ -112,7 +120,9 @@ impl Pair {
             rng: Rng(seed),
             queue: Vec::new(),
             next_id: 0,
+            wire_free: [Instant::ZERO; 2],
             blackhole: false,
+            drop_once: Default::default(),
             move_peer_at: None,
             client_events: Vec::new(),
             server_events: Vec::new(),
@@ -127,13 +137,23 @@ impl Pair {
         if self.blackhole || self.rng.chance(self.link.loss) {
             return;
         }
+        if to_server && !self.drop_once.is_empty() {
+            if let Ok(seg) = XstreamRepr::parse(&bytes) {
+                if !seg.payload.is_empty() && self.drop_once.remove(&seg.seq) {
+                    return;
+                }
+            }
+        }
         let copies = if self.rng.chance(self.link.duplicate) {
             2
         } else {
             1
         };
+        let dir = usize::from(!to_server);
+        let depart = self.now.max(self.wire_free[dir]);
+        self.wire_free[dir] = depart + self.link.spacing;
         for _ in 0..copies {
-            let mut delay = self.link.delay;
+            let mut delay = self.link.delay + (depart - self.now);
             if self.rng.chance(self.link.reorder) {
                 delay += Duration::from_micros(self.rng.next() % 30_000);
             }
@@ -375,6 +395,7 @@ fn one_megabyte_with_loss_and_reordering() {
         loss: 0.07,
         reorder: 0.1,
         duplicate: 0.02,
+        spacing: Duration::ZERO,
     };
     let o = transfer(Pair::new(link, 42, Config::default()), &data, |_| {});
     assert_eq!(o.client_error, None);
@@ -467,6 +488,7 @@ fn lossy_megabyte(sack: bool, seed: u64) -> (Stats, Instant) {
         loss: 0.07,
         reorder: 0.05,
         duplicate: 0.0,
+        spacing: Duration::ZERO,
     };
     let config = Config {
         sack,
@@ -707,7 +729,13 @@ proptest! {
         duplicate in 0.0f64..0.1,
     ) {
         let data = pattern(200_000, seed);
-        let link = LinkConfig { delay: Duration::from_millis(10), loss, reorder, duplicate };
+        let link = LinkConfig {
+            delay: Duration::from_millis(10),
+            loss,
+            reorder,
+            duplicate,
+            spacing: Duration::ZERO,
+        };
         let o = transfer(Pair::new(link, seed, Config::default()), &data, |_| {});
         // Whatever arrived is a prefix, in order, without duplicates.
         prop_assert!(data.starts_with(&o.received));
@@ -730,4 +758,276 @@ proptest! {
         let _ = p.server().handle_bytes(now, &bytes);
         while p.client.poll_transmit(now).is_some() {}
     }
+}
+
+// ---- keepalive ----
+
+fn keepalive_config() -> Config {
+    Config {
+        keepalive: Some(Duration::from_secs(10)),
+        keepalive_interval: Duration::from_secs(1),
+        keepalive_probes: 3,
+        ..Config::default()
+    }
+}
+
+#[test]
+fn without_keepalive_an_idle_connection_has_no_timer() {
+    let mut p = Pair::new(LinkConfig::perfect(), 1, Config::default());
+    p.handshake();
+    p.drain();
+    assert_eq!(p.client.poll_timeout(), None);
+    assert_eq!(p.server().poll_timeout(), None);
+}
+
+#[test]
+fn keepalive_probe_repeats_an_old_byte_and_is_answered() {
+    let mut p = Pair::new(LinkConfig::perfect(), 1, keepalive_config());
+    p.handshake();
+    p.client.write(b"hello").unwrap();
+    while p.client.stats().bytes_acked < 5 {
+        assert!(p.step());
+    }
+    p.drain();
+    let heard = p.now;
+    // Idle: the first probe is due 10 s after the peer was last heard.
+    let due = p.client.poll_timeout().expect("keepalive armed");
+    assert!(due <= heard + Duration::from_secs(10), "{due:?}");
+    assert!(due >= heard + Duration::from_secs(9), "{due:?}");
+    p.client.handle_timeout(due);
+    let probe = p.client.poll_transmit(due).expect("a probe");
+    let probe = XstreamRepr::parse(&probe).unwrap();
+    let una = (u32::MAX - 5000).wrapping_add(1 + 5);
+    assert_eq!(probe.seq, una.wrapping_sub(1), "SND.UNA - 1");
+    assert!(probe.payload.is_empty());
+    assert_eq!(probe.flags, Flags::ACK);
+    assert_eq!(p.client.stats().keepalive_probes, 1);
+    // The peer sees an old sequence number and answers with an ACK.
+    let server = p.server();
+    server.handle_segment(due, &probe);
+    let answer = server.poll_transmit(due).expect("an ACK");
+    let answer = XstreamRepr::parse(&answer).unwrap();
+    assert!(answer.flags.contains(Flags::ACK));
+    assert_eq!(answer.ack, una);
+    assert_eq!(p.server().state(), State::Established);
+}
+
+#[test]
+fn keepalive_times_out_a_silent_peer() {
+    let mut p = Pair::new(LinkConfig::perfect(), 1, keepalive_config());
+    p.handshake();
+    p.drain();
+    let idle_from = p.now;
+    p.blackhole = true; // the server's host died silently
+    while p.client.state() != State::Closed {
+        assert!(p.step(), "a timer must stay armed");
+        assert!(p.now < Instant::from_secs(3600), "never timed out");
+    }
+    assert_eq!(p.client.error(), Some(ConnectionError::TimedOut));
+    assert!(p
+        .client_events
+        .contains(&StreamEvent::Error(ConnectionError::TimedOut)));
+    assert_eq!(p.client.stats().keepalive_probes, 3);
+    // 10 s idle, three probes 1 s apart, 1 s for the last one's answer,
+    // counted from the SYN|ACK (one 10 ms hop before `idle_from`).
+    let took = p.now - idle_from;
+    assert_eq!(took, Duration::from_millis(12_990));
+}
+
+#[test]
+fn keepalive_keeps_a_live_idle_connection_up() {
+    let mut p = Pair::new(LinkConfig::perfect(), 1, keepalive_config());
+    p.handshake();
+    while p.now < Instant::from_secs(120) {
+        assert!(p.step());
+    }
+    assert_eq!(p.client.state(), State::Established);
+    assert_eq!(p.server().state(), State::Established);
+    assert_eq!(p.client.error(), None);
+    // Each end probed about once per 10 s idle period, and each probe was
+    // answered before the next was due.
+    let probes = p.client.stats().keepalive_probes + p.server().stats().keepalive_probes;
+    assert!((6..=24).contains(&probes), "{probes}");
+}
+
+#[test]
+fn keepalive_waits_while_data_is_outstanding() {
+    // A silent peer with data in flight is the retransmission timer's
+    // business: it fails after its retransmissions, not via probes.
+    let config = Config {
+        max_retransmissions: 3,
+        ..keepalive_config()
+    };
+    let mut p = Pair::new(LinkConfig::perfect(), 4, config);
+    p.handshake();
+    p.blackhole = true;
+    p.client.write(&[1; 3000]).unwrap();
+    while p.client.state() != State::Closed {
+        assert!(p.step());
+    }
+    assert_eq!(p.client.error(), Some(ConnectionError::TimedOut));
+    assert_eq!(p.client.stats().keepalive_probes, 0);
+    assert_eq!(p.client.stats().timeouts, 4);
+}
+
+// ---- buffers and windows ----
+
+#[test]
+fn receive_buffer_grows_for_a_fast_reader_up_to_the_limit() {
+    let data = pattern(8 << 20, 11);
+    let run = |config: Config| {
+        let o = transfer(Pair::new(LinkConfig::perfect(), 1, config), &data, |_| {});
+        assert_eq!(o.client_error, None);
+        assert!(o.received == data, "stream differs");
+        let grown = o.pair.server.as_ref().unwrap().recv_buffer();
+        let sent = o.pair.client.send_buffer();
+        (o.pair.now, grown, sent)
+    };
+    // The test link delivers a whole window at once and gets one ACK
+    // for it, so slow start crawls (2 MSS per round trip, RFC 3465): a
+    // large initial window makes the receive window the limit.
+    let fixed = Config {
+        recv_buffer_max: 256 * 1024,
+        initial_window: 4000,
+        ..Config::default()
+    };
+    let (t_fixed, rcv_fixed, _) = run(fixed);
+    assert_eq!(rcv_fixed, 256 * 1024, "autotuning off");
+    let capped = Config {
+        recv_buffer_max: 1 << 20,
+        initial_window: 4000,
+        ..Config::default()
+    };
+    let (t_tuned, rcv_tuned, snd_tuned) = run(capped);
+    // The reader keeps up, so the window grows, but never past the limit.
+    assert_eq!(rcv_tuned, 1 << 20);
+    assert!(
+        snd_tuned > 256 * 1024 && snd_tuned <= 4 << 20,
+        "{snd_tuned}"
+    );
+    // A window-limited transfer (the test link has no bandwidth limit)
+    // ends sooner with the larger window.
+    assert!(t_tuned < t_fixed, "{t_tuned:?} vs {t_fixed:?}");
+}
+
+#[test]
+fn receive_buffer_stays_small_for_a_reader_that_does_not_read() {
+    let mut p = Pair::new(LinkConfig::perfect(), 1, Config::default());
+    p.handshake();
+    let data = pattern(2 << 20, 12);
+    let mut written = 0;
+    while p.now < Instant::from_secs(5) {
+        if let Ok(n) = p.client.write(&data[written..]) {
+            written += n;
+        }
+        assert!(p.step());
+    }
+    // The application never read: the window closed at the initial size
+    // (less what the 128-byte scaling granularity could not offer).
+    assert_eq!(p.server().recv_buffer(), 256 * 1024);
+    assert!(p.server().readable() > 256 * 1024 - 128);
+    assert_eq!(p.client.error(), None);
+}
+
+#[test]
+fn congestion_window_does_not_grow_while_the_peer_window_limits() {
+    let small = Config {
+        recv_buffer: 64 * 1024,
+        recv_buffer_max: 64 * 1024,
+        ..Config::default()
+    };
+    let data = pattern(2 << 20, 13);
+    // Spaced packets: an ACK per segment, so slow start really doubles.
+    let link = LinkConfig {
+        spacing: Duration::from_micros(100),
+        ..LinkConfig::perfect()
+    };
+    let o = transfer(Pair::new(link, 1, small), &data, |_| {});
+    assert!(o.received == data);
+    // Slow start may reach twice what was in flight, and no further.
+    let cwnd = o.pair.client.congestion_window();
+    assert!(cwnd <= 2 * 64 * 1024 + 2 * 1200, "cwnd {cwnd}");
+}
+
+#[test]
+fn segments_stay_full_sized_when_the_congestion_window_limits() {
+    // CUBIC opens the window by fractions of a segment per ACK; without
+    // sender-side silly-window avoidance each ACK released a sliver.
+    let data = pattern(2 << 20, 14);
+    let link = LinkConfig {
+        delay: Duration::from_millis(10),
+        loss: 0.01,
+        reorder: 0.0,
+        duplicate: 0.0,
+        spacing: Duration::from_micros(100),
+    };
+    let o = transfer(Pair::new(link, 5, Config::default()), &data, |_| {});
+    assert!(o.received == data);
+    let st = o.pair.client.stats();
+    let per_segment = st.bytes_sent / st.segments_sent;
+    assert!(
+        per_segment >= 1100,
+        "{per_segment} bytes per segment: {st:?}"
+    );
+}
+
+#[test]
+fn sack_recovers_from_hundreds_of_holes_without_a_timeout() {
+    // Every other segment of a large window is lost, as when slow start
+    // overshoots a drop-tail queue: hundreds of SACK holes at once. The
+    // link spaces packets (about 100 Mbit/s), so each gets its own ACK.
+    let link = LinkConfig {
+        spacing: Duration::from_micros(100),
+        ..LinkConfig::perfect()
+    };
+    let mut p = Pair::new(link, 1, Config::default());
+    let base = (u32::MAX - 5000).wrapping_add(1);
+    for i in 0..300u32 {
+        p.drop_once.insert(base.wrapping_add((2000 + 2 * i) * 1200));
+    }
+    let data = pattern(4 << 20, 15);
+    let o = transfer(p, &data, |_| {});
+    assert!(o.received == data, "stream differs");
+    let st = o.pair.client.stats();
+    assert!(o.pair.drop_once.is_empty(), "the losses happened");
+    // Exactly the lost segments are repeated, in one recovery: the
+    // scoreboard holds every hole, so none is resent needlessly.
+    assert_eq!(st.retransmissions, 300, "{st:?}");
+    assert_eq!(st.timeouts, 0, "{st:?}");
+    assert_eq!(st.fast_retransmits, 1, "{st:?}");
+}
+
+#[test]
+fn sack_starts_recovery_when_duplicate_acks_were_lost() {
+    // RFC 6675 5: one ACK whose SACK blocks cover three segments above
+    // the first unacknowledged one is enough; waiting for three
+    // duplicate ACKs would wait for the timer if ACKs are lost.
+    let mut p = Pair::new(LinkConfig::perfect(), 1, Config::default());
+    p.handshake();
+    p.drain();
+    let now = p.now;
+    p.client.write(&pattern(6 * 1200, 16)).unwrap();
+    let mut segments = Vec::new();
+    while let Some(s) = p.client.poll_transmit(now) {
+        segments.push(s);
+    }
+    assert_eq!(segments.len(), 6);
+    let first = XstreamRepr::parse(&segments[0]).unwrap().seq;
+    // The first segment is lost; the server answers each other one.
+    let mut acks = Vec::new();
+    for s in &segments[1..] {
+        p.server().handle_bytes(now, s).unwrap();
+        while let Some(a) = p.server().poll_transmit(now) {
+            acks.push(a);
+        }
+    }
+    assert_eq!(acks.len(), 5);
+    // Only the last of the five duplicate ACKs arrives.
+    p.client.handle_bytes(now, &acks[4]).unwrap();
+    let repeat = p.client.poll_transmit(now).expect("a fast retransmit");
+    let repeat = XstreamRepr::parse(&repeat).unwrap();
+    assert_eq!(repeat.seq, first);
+    assert_eq!(repeat.payload.len(), 1200);
+    let st = p.client.stats();
+    assert_eq!((st.fast_retransmits, st.timeouts), (1, 0));
 }
