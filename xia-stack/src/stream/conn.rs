@@ -1121,7 +1121,11 @@ impl Connection {
         self.rto_deadline = None;
         self.stats.timeouts += 1;
         self.retries += 1;
-        if self.retries > self.config.max_retransmissions {
+        let limit = match self.state() {
+            State::SynSent | State::SynReceived => self.config.syn_retries,
+            _ => self.config.max_retransmissions,
+        };
+        if self.retries > limit {
             self.fail(ConnectionError::TimedOut);
             return;
         }

@@ -30,7 +30,8 @@
 //! scaled receive window from free buffer space, with window updates,
 //! receiver- and sender-side silly-window avoidance and zero-window
 //! probes; RFC 6298 retransmission timing with Karn's rule, exponential
-//! backoff and a retransmission limit; fast retransmit and NewReno fast
+//! backoff and retransmission limits (a lower one for the handshake, as Linux's
+//! `tcp_syn_retries`); fast retransmit and NewReno fast
 //! recovery (RFC 6582) behind the [`CongestionController`] trait;
 //! selective acknowledgements (RFC 2018, [`Config::sack`], negotiated in
 //! the handshake) with SACK-based loss recovery after RFC 6675; FIN in
@@ -169,6 +170,10 @@ pub struct Config {
     pub max_rto: Duration,
     /// Retransmissions of the same data before giving up.
     pub max_retransmissions: u32,
+    /// Retransmissions of a SYN (or SYN|ACK) before giving up: 6, as
+    /// Linux's `tcp_syn_retries`, fails a connection to a silent peer
+    /// after about two minutes instead of many.
+    pub syn_retries: u32,
     /// How long TIME-WAIT lasts (2×MSL).
     pub time_wait: Duration,
     /// Delay ACKs by at most this long (`None`: ACK every segment).
@@ -206,6 +211,7 @@ impl Default for Config {
             min_rto: Duration::from_millis(200),
             max_rto: Duration::from_secs(60),
             max_retransmissions: 12,
+            syn_retries: 6,
             time_wait: Duration::from_secs(1),
             delayed_ack: None,
             congestion: Algorithm::Cubic,

@@ -568,6 +568,22 @@ fn half_close_both_ways() {
 }
 
 #[test]
+fn a_connection_to_a_silent_peer_fails_after_its_syn_retries() {
+    let mut p = Pair::new(LinkConfig::perfect(), 4, Config::default());
+    p.blackhole = true;
+    let start = p.now;
+    while p.client.state() != State::Closed {
+        assert!(p.step());
+    }
+    assert_eq!(p.client.error(), Some(ConnectionError::TimedOut));
+    // Six SYN retransmissions at 1, 3, 7, 15, 31 and 63 s; the seventh
+    // timeout, 60 s later (the RTO's cap), gives up at 123 s — about when
+    // Linux does with tcp_syn_retries = 6.
+    assert_eq!(p.client.stats().timeouts, 7);
+    assert_eq!(p.now - start, Duration::from_secs(123));
+}
+
+#[test]
 fn vanished_peer_times_out_with_backoff() {
     let config = Config {
         max_retransmissions: 6,
