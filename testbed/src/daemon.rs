@@ -48,7 +48,10 @@ use xia_stack::dag::Dag;
 use xia_stack::identity::Identity;
 use xia_stack::xid::{Principal, Xid};
 
-use crate::topology::{derived_identity, parse_bandwidth, parse_duration, TopologyError};
+use crate::topology::{
+    derived_identity, parse_duration, Ctx as Cx, LinkKeys, RawAd, RawHost, RawRouter, RawXhcp,
+    TopologyError,
+};
 
 /// What kind of node a daemon runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -138,30 +141,6 @@ struct Raw {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawAd {
-    name: Spanned<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRouter {
-    name: Spanned<String>,
-    ad: Spanned<String>,
-    ipv4: Option<Spanned<String>>,
-    cache_bytes: Option<Spanned<i64>>,
-    #[serde(default)]
-    unknown_ads: Vec<Spanned<String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawHost {
-    name: Spanned<String>,
-    ad: Spanned<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawDaemon {
     listen: Option<Spanned<String>>,
     socket: Option<Spanned<String>>,
@@ -193,85 +172,29 @@ struct RawRouting {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawXhcp {
-    interval: Spanned<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawNameServer {
     dag: Option<Spanned<String>>,
     serve: Option<Spanned<bool>>,
 }
 
-struct Cx<'a> {
-    file: &'a str,
-    text: &'a str,
-}
-
-impl Cx<'_> {
-    fn err<T>(
-        &self,
-        span: std::ops::Range<usize>,
-        msg: impl Into<String>,
-    ) -> Result<T, TopologyError> {
-        Err(TopologyError {
-            file: self.file.to_string(),
-            line: self.text[..span.start.min(self.text.len())]
-                .matches('\n')
-                .count()
-                + 1,
-            message: msg.into(),
-        })
-    }
-
-    fn duration(
-        &self,
-        s: &Option<Spanned<String>>,
-        default: Duration,
-        what: &str,
-    ) -> Result<Duration, TopologyError> {
-        match s {
-            None => Ok(default),
-            Some(s) => match parse_duration(s.get_ref()) {
-                Some(d) => Ok(d),
-                None => self.err(
-                    s.span(),
-                    format!("{what} {:?} is not a duration like \"5ms\"", s.get_ref()),
-                ),
-            },
-        }
-    }
-
-    fn prob(&self, s: &Option<Spanned<f64>>, what: &str) -> Result<f64, TopologyError> {
-        match s {
-            None => Ok(0.0),
-            Some(p) if (0.0..=1.0).contains(p.get_ref()) => Ok(*p.get_ref()),
-            Some(p) => self.err(
-                p.span(),
-                format!("{what} {} must be between 0 and 1", p.get_ref()),
-            ),
-        }
-    }
-
-    fn addr(&self, s: &Spanned<String>, what: &str) -> Result<SocketAddr, TopologyError> {
-        let text = s.get_ref();
-        let with_port = if text
-            .rsplit_once(':')
-            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-            && !text.ends_with(']')
-        {
-            text.clone()
-        } else {
-            format!("{text}:{}", xia_net::udp::DEFAULT_PORT)
-        };
-        match with_port.to_socket_addrs().map(|mut a| a.next()) {
-            Ok(Some(a)) => Ok(a),
-            _ => self.err(
-                s.span(),
-                format!("{what} {text:?} is not an address like \"192.0.2.1:13781\""),
-            ),
-        }
+/// A peer or listen address; the port defaults to 13781.
+fn addr(cx: &Cx, s: &Spanned<String>, what: &str) -> Result<SocketAddr, TopologyError> {
+    let text = s.get_ref();
+    let with_port = if text
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        && !text.ends_with(']')
+    {
+        text.clone()
+    } else {
+        format!("{text}:{}", xia_net::udp::DEFAULT_PORT)
+    };
+    match with_port.to_socket_addrs().map(|mut a| a.next()) {
+        Ok(Some(a)) => Ok(a),
+        _ => cx.err(
+            s.span(),
+            format!("{what} {text:?} is not an address like \"192.0.2.1:13781\""),
+        ),
     }
 }
 
@@ -377,7 +300,7 @@ impl DaemonConfig {
         let identity = derived_identity(Principal::HID, &format!("node {}", name.get_ref()));
         let daemon = raw.daemon.as_ref();
         let listen = match daemon.and_then(|d| d.listen.as_ref()) {
-            Some(s) => cx.addr(s, "listen")?,
+            Some(s) => addr(&cx, s, "listen")?,
             None => SocketAddr::from(([0, 0, 0, 0], xia_net::udp::DEFAULT_PORT)),
         };
         let socket = daemon
@@ -390,49 +313,22 @@ impl DaemonConfig {
         };
         let mut links = Vec::new();
         for l in &raw.link {
-            let peer = cx.addr(&l.peer, "peer")?;
+            let peer = addr(&cx, &l.peer, "peer")?;
             if links.iter().any(|k: &DaemonLink| k.peer == peer) {
                 return cx.err(l.peer.span(), format!("peer {peer} is named by two links"));
             }
-            let impaired = l.bandwidth.is_some()
-                || l.delay.is_some()
-                || l.queue.is_some()
-                || l.loss.is_some()
-                || l.jitter.is_some()
-                || l.reorder.is_some()
-                || l.duplicate.is_some();
-            let impairment = if impaired {
-                let bandwidth_bps = match &l.bandwidth {
-                    None => u64::MAX,
-                    Some(s) => match parse_bandwidth(s.get_ref()) {
-                        Some(b) => b,
-                        None => {
-                            return cx.err(
-                                s.span(),
-                                format!("bandwidth {:?} is not like \"100Mbps\"", s.get_ref()),
-                            )
-                        }
-                    },
-                };
-                let queue = match &l.queue {
-                    None => 1000,
-                    Some(q) if (1..=1_000_000).contains(q.get_ref()) => *q.get_ref() as usize,
-                    Some(q) => {
-                        return cx.err(
-                            q.span(),
-                            format!("queue {} must be 1 to 1000000 packets", q.get_ref()),
-                        )
-                    }
-                };
-                Some(Impairment {
-                    bandwidth_bps,
-                    delay: cx.duration(&l.delay, Duration::ZERO, "delay")?,
-                    queue,
-                    loss: cx.prob(&l.loss, "loss")?,
-                    jitter: cx.duration(&l.jitter, Duration::ZERO, "jitter")?,
-                    reorder: cx.prob(&l.reorder, "reorder")?,
-                    duplicate: cx.prob(&l.duplicate, "duplicate")?,
-                })
+            let keys = LinkKeys {
+                bandwidth: &l.bandwidth,
+                delay: &l.delay,
+                queue: &l.queue,
+                loss: &l.loss,
+                jitter: &l.jitter,
+                reorder: &l.reorder,
+                duplicate: &l.duplicate,
+            };
+            // No keys, no impairment; any key, the rest unlimited.
+            let impairment = if keys.any() {
+                Some(cx.impairment(&keys, u64::MAX, Duration::ZERO)?)
             } else {
                 None
             };

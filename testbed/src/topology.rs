@@ -80,6 +80,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
+use xia_net::impair::Impairment;
 use xia_stack::dag::Dag;
 use xia_stack::identity::Identity;
 use xia_stack::xid::{sha1, Principal, Xid};
@@ -189,8 +190,8 @@ struct RawStream {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawXhcp {
-    interval: Spanned<String>,
+pub(crate) struct RawXhcp {
+    pub(crate) interval: Spanned<String>,
 }
 
 #[derive(Deserialize)]
@@ -202,26 +203,26 @@ struct RawService {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawAd {
-    name: Spanned<String>,
+pub(crate) struct RawAd {
+    pub(crate) name: Spanned<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawRouter {
-    name: Spanned<String>,
-    ad: Spanned<String>,
-    ipv4: Option<Spanned<String>>,
+pub(crate) struct RawRouter {
+    pub(crate) name: Spanned<String>,
+    pub(crate) ad: Spanned<String>,
+    pub(crate) ipv4: Option<Spanned<String>>,
     #[serde(default)]
-    unknown_ads: Vec<Spanned<String>>,
-    cache_bytes: Option<Spanned<i64>>,
+    pub(crate) unknown_ads: Vec<Spanned<String>>,
+    pub(crate) cache_bytes: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawHost {
-    name: Spanned<String>,
-    ad: Spanned<String>,
+pub(crate) struct RawHost {
+    pub(crate) name: Spanned<String>,
+    pub(crate) ad: Spanned<String>,
 }
 
 #[derive(Deserialize)]
@@ -550,12 +551,110 @@ pub fn derived_identity(principal: Principal, label: &str) -> Identity {
     Identity::from_secret_bytes(principal, &secret)
 }
 
-struct Ctx<'a> {
-    file: &'a str,
-    text: &'a str,
+/// Where parse errors point: a file's name and text.
+pub(crate) struct Ctx<'a> {
+    pub(crate) file: &'a str,
+    pub(crate) text: &'a str,
+}
+
+/// The impairment keys of a `[[link]]`, shared by topology and daemon
+/// files.
+pub(crate) struct LinkKeys<'a> {
+    pub(crate) bandwidth: &'a Option<Spanned<String>>,
+    pub(crate) delay: &'a Option<Spanned<String>>,
+    pub(crate) queue: &'a Option<Spanned<i64>>,
+    pub(crate) loss: &'a Option<Spanned<f64>>,
+    pub(crate) jitter: &'a Option<Spanned<String>>,
+    pub(crate) reorder: &'a Option<Spanned<f64>>,
+    pub(crate) duplicate: &'a Option<Spanned<f64>>,
+}
+
+impl LinkKeys<'_> {
+    /// Whether any key is given.
+    pub(crate) fn any(&self) -> bool {
+        self.bandwidth.is_some()
+            || self.delay.is_some()
+            || self.queue.is_some()
+            || self.loss.is_some()
+            || self.jitter.is_some()
+            || self.reorder.is_some()
+            || self.duplicate.is_some()
+    }
 }
 
 impl Ctx<'_> {
+    /// A duration key, or `default`.
+    pub(crate) fn duration(
+        &self,
+        f: &Option<Spanned<String>>,
+        default: Duration,
+        what: &str,
+    ) -> Result<Duration, TopologyError> {
+        match f {
+            None => Ok(default),
+            Some(s) => match parse_duration(s.get_ref()) {
+                Some(d) => Ok(d),
+                None => self.err(
+                    s.span(),
+                    format!("{what} {:?} is not a duration like \"5ms\"", s.get_ref()),
+                ),
+            },
+        }
+    }
+
+    /// A probability key, or 0.
+    pub(crate) fn prob(&self, f: &Option<Spanned<f64>>, what: &str) -> Result<f64, TopologyError> {
+        match f {
+            None => Ok(0.0),
+            Some(s) if (0.0..=1.0).contains(s.get_ref()) => Ok(*s.get_ref()),
+            Some(s) => self.err(
+                s.span(),
+                format!("{what} {} must be between 0 and 1", s.get_ref()),
+            ),
+        }
+    }
+
+    /// A link's impairment; absent keys take the defaults given for
+    /// bandwidth and delay, a 1000-packet queue and no loss.
+    pub(crate) fn impairment(
+        &self,
+        k: &LinkKeys,
+        bandwidth_bps: u64,
+        delay: Duration,
+    ) -> Result<Impairment, TopologyError> {
+        let bandwidth_bps = match k.bandwidth {
+            None => bandwidth_bps,
+            Some(s) => match parse_bandwidth(s.get_ref()) {
+                Some(b) => b,
+                None => {
+                    return self.err(
+                        s.span(),
+                        format!("bandwidth {:?} is not like \"100Mbps\"", s.get_ref()),
+                    )
+                }
+            },
+        };
+        let queue = match k.queue {
+            None => 1000,
+            Some(q) if (1..=1_000_000).contains(q.get_ref()) => *q.get_ref() as usize,
+            Some(q) => {
+                return self.err(
+                    q.span(),
+                    format!("queue {} must be 1 to 1000000 packets", q.get_ref()),
+                )
+            }
+        };
+        Ok(Impairment {
+            bandwidth_bps,
+            delay: self.duration(k.delay, delay, "delay")?,
+            queue,
+            loss: self.prob(k.loss, "loss")?,
+            jitter: self.duration(k.jitter, Duration::ZERO, "jitter")?,
+            reorder: self.prob(k.reorder, "reorder")?,
+            duplicate: self.prob(k.duplicate, "duplicate")?,
+        })
+    }
+
     fn line_of(&self, offset: usize) -> usize {
         self.text[..offset.min(self.text.len())]
             .matches('\n')
@@ -563,7 +662,7 @@ impl Ctx<'_> {
             + 1
     }
 
-    fn err<T>(
+    pub(crate) fn err<T>(
         &self,
         span: std::ops::Range<usize>,
         message: impl Into<String>,
@@ -744,46 +843,16 @@ impl Topology {
             if a == b {
                 return cx.err(l.b.span(), "a link needs two different nodes");
             }
-            let dur = |f: &Option<Spanned<String>>, default: Duration, what: &str| match f {
-                None => Ok(default),
-                Some(s) => match parse_duration(s.get_ref()) {
-                    Some(d) => Ok(d),
-                    None => cx.err(
-                        s.span(),
-                        format!("{what} {:?} is not a duration like \"5ms\"", s.get_ref()),
-                    ),
-                },
+            let keys = LinkKeys {
+                bandwidth: &l.bandwidth,
+                delay: &l.delay,
+                queue: &l.queue,
+                loss: &l.loss,
+                jitter: &l.jitter,
+                reorder: &l.reorder,
+                duplicate: &l.duplicate,
             };
-            let prob = |f: &Option<Spanned<f64>>, what: &str| match f {
-                None => Ok(0.0),
-                Some(s) if (0.0..=1.0).contains(s.get_ref()) => Ok(*s.get_ref()),
-                Some(s) => cx.err(
-                    s.span(),
-                    format!("{what} {} must be between 0 and 1", s.get_ref()),
-                ),
-            };
-            let bandwidth_bps = match &l.bandwidth {
-                None => 1_000_000_000,
-                Some(s) => match parse_bandwidth(s.get_ref()) {
-                    Some(b) => b,
-                    None => {
-                        return cx.err(
-                            s.span(),
-                            format!("bandwidth {:?} is not like \"100Mbps\"", s.get_ref()),
-                        )
-                    }
-                },
-            };
-            let queue = match &l.queue {
-                None => 1000,
-                Some(q) if (1..=1_000_000).contains(q.get_ref()) => *q.get_ref() as usize,
-                Some(q) => {
-                    return cx.err(
-                        q.span(),
-                        format!("queue {} must be 1 to 1000000 packets", q.get_ref()),
-                    )
-                }
-            };
+            let imp = cx.impairment(&keys, 1_000_000_000, Duration::from_millis(1))?;
             let hosts_on_link = [a, b]
                 .iter()
                 .filter(|&&n| nodes[n].kind == NodeKind::Host)
@@ -797,13 +866,13 @@ impl Topology {
             links.push(LinkSpec {
                 a,
                 b,
-                bandwidth_bps,
-                delay: dur(&l.delay, Duration::from_millis(1), "delay")?,
-                queue,
-                loss: prob(&l.loss, "loss")?,
-                jitter: dur(&l.jitter, Duration::ZERO, "jitter")?,
-                reorder: prob(&l.reorder, "reorder")?,
-                duplicate: prob(&l.duplicate, "duplicate")?,
+                bandwidth_bps: imp.bandwidth_bps,
+                delay: imp.delay,
+                queue: imp.queue,
+                loss: imp.loss,
+                jitter: imp.jitter,
+                reorder: imp.reorder,
+                duplicate: imp.duplicate,
                 initially_down: false,
             });
         }
