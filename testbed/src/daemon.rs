@@ -20,6 +20,7 @@
 //!
 //! [[link]]
 //! peer = "127.0.0.1:13782"     # the other end's UDP address; port i is the i-th link
+//!                              # (or: interface = "eth1" — raw Ethernet, XARP; root)
 //! delay = "10ms"               # optional impairments, as for topology links
 //! loss = 0.01
 //!
@@ -75,10 +76,19 @@ pub enum DaemonKind {
 /// One link of a daemon.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DaemonLink {
-    /// The peer's UDP address.
-    pub peer: SocketAddr,
+    /// Where it goes.
+    pub to: LinkTo,
     /// Impairments on what this node sends (`None`: none).
     pub impairment: Option<Impairment>,
+}
+
+/// What a link is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LinkTo {
+    /// XIP over UDP to this address.
+    Udp(SocketAddr),
+    /// Raw Ethernet (EtherType 0xC0DE, XARP) on this interface.
+    Ethernet(String),
 }
 
 /// Link-state timers.
@@ -151,7 +161,8 @@ struct RawDaemon {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLink {
-    peer: Spanned<String>,
+    peer: Option<Spanned<String>>,
+    interface: Option<Spanned<String>>,
     bandwidth: Option<Spanned<String>>,
     delay: Option<Spanned<String>>,
     queue: Option<Spanned<i64>>,
@@ -313,10 +324,35 @@ impl DaemonConfig {
         };
         let mut links = Vec::new();
         for l in &raw.link {
-            let peer = addr(&cx, &l.peer, "peer")?;
-            if links.iter().any(|k: &DaemonLink| k.peer == peer) {
-                return cx.err(l.peer.span(), format!("peer {peer} is named by two links"));
-            }
+            let to = match (&l.peer, &l.interface) {
+                (Some(p), None) => {
+                    let peer = addr(&cx, p, "peer")?;
+                    if links.iter().any(|k: &DaemonLink| k.to == LinkTo::Udp(peer)) {
+                        return cx.err(p.span(), format!("peer {peer} is named by two links"));
+                    }
+                    LinkTo::Udp(peer)
+                }
+                (None, Some(i)) => {
+                    let name = i.get_ref().clone();
+                    if links
+                        .iter()
+                        .any(|k: &DaemonLink| k.to == LinkTo::Ethernet(name.clone()))
+                    {
+                        return cx.err(
+                            i.span(),
+                            format!("interface {name:?} is named by two links"),
+                        );
+                    }
+                    LinkTo::Ethernet(name)
+                }
+                _ => return cx.err(
+                    l.peer
+                        .as_ref()
+                        .or(l.interface.as_ref())
+                        .map_or(0..0, |s| s.span()),
+                    "a link has either peer = \"ADDRESS\" (UDP) or interface = \"NAME\" (Ethernet)",
+                ),
+            };
             let keys = LinkKeys {
                 bandwidth: &l.bandwidth,
                 delay: &l.delay,
@@ -332,7 +368,7 @@ impl DaemonConfig {
             } else {
                 None
             };
-            links.push(DaemonLink { peer, impairment });
+            links.push(DaemonLink { to, impairment });
         }
         let routing = match &raw.routing {
             None => RoutingTimers {
@@ -447,7 +483,7 @@ peer = "127.0.0.1"
         );
         assert_eq!(c.ad.1, derived_identity(Principal::AD, "ad A").xid());
         assert_eq!(c.links.len(), 2);
-        assert_eq!(c.links[1].peer.port(), xia_net::udp::DEFAULT_PORT);
+        assert!(matches!(c.links[1].to, LinkTo::Udp(a) if a.port() == xia_net::udp::DEFAULT_PORT));
         let imp = c.links[0].impairment.as_ref().unwrap();
         assert_eq!((imp.delay, imp.loss), (Duration::from_millis(10), 0.01));
         assert!(c.links[1].impairment.is_none());
@@ -494,6 +530,9 @@ pub enum DaemonError {
         /// Why.
         source: std::io::Error,
     },
+    /// An Ethernet interface.
+    #[error(transparent)]
+    Ether(#[from] xia_net::ether::EtherError),
     /// The links failed while running.
     #[error("links: {0}")]
     Io(#[from] std::io::Error),
@@ -543,8 +582,27 @@ impl DaemonConfig {
     ) -> Result<(), DaemonError> {
         use xia_net::clock::Clock;
         use xia_net::node::Driver;
-        let peers = self.links.iter().map(|l| l.peer).collect();
+        let peers = self
+            .links
+            .iter()
+            .filter_map(|l| match l.to {
+                LinkTo::Udp(a) => Some(a),
+                LinkTo::Ethernet(_) => None,
+            })
+            .collect();
         let links = xia_net::udp::UdpLinks::bind(self.listen, peers)?;
+        // Ports in file order: UDP peers and Ethernet interfaces mixed.
+        let mut ethers = Vec::new();
+        let mut order = Vec::new();
+        for l in &self.links {
+            match &l.to {
+                LinkTo::Udp(_) => order.push(None),
+                LinkTo::Ethernet(name) => {
+                    order.push(Some(ethers.len()));
+                    ethers.push(xia_net::ether::EtherLink::open(name)?);
+                }
+            }
+        }
         tracing::info!(
             node = %self.name,
             hid = %self.identity.xid(),
@@ -580,6 +638,10 @@ impl DaemonConfig {
                         .insert(Xid::from_ipv4(*a), xia_stack::forward::Route::LOCAL);
                 }
                 let mut d = Driver::new(router, links, clock);
+                for e in ethers {
+                    d.add_ethernet(e, self.identity.xid());
+                }
+                d.set_port_order(&order);
                 self.impair(&mut d);
                 if let Some(t) = self.pcap_tap()? {
                     d.set_tap(t);
@@ -600,6 +662,10 @@ impl DaemonConfig {
                     host.serve_names(100_000);
                 }
                 let mut d = Driver::new(xia_net::host_node::HostNode::new(host), links, clock);
+                for e in ethers {
+                    d.add_ethernet(e, self.identity.xid());
+                }
+                d.set_port_order(&order);
                 self.impair(&mut d);
                 if let Some(t) = self.pcap_tap()? {
                     d.set_tap(t);

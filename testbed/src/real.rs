@@ -148,6 +148,9 @@ pub struct UpConfig {
     pub netns: bool,
     /// Each daemon writes `DIR/NODE.pcap`.
     pub pcap: bool,
+    /// With `netns`: links are raw Ethernet on the veth pairs (XARP)
+    /// instead of UDP over them.
+    pub ethernet: bool,
     /// Nodes placed elsewhere: their UDP address (on another machine, say).
     /// Others listen on loopback (`base_port + i`).
     pub placed: std::collections::BTreeMap<String, SocketAddr>,
@@ -249,8 +252,13 @@ pub fn daemon_config(topo: &Topology, i: usize, cfg: &UpConfig, seed: u64) -> St
         let l = &topo.links[li];
         let _ = writeln!(
             t,
-            "[[link]]\npeer = \"{}\"\nbandwidth = \"{}bps\"\ndelay = \"{}\"\nqueue = {}\nloss = {:?}\njitter = \"{}\"\nreorder = {:?}\nduplicate = {:?}\n",
-            peer_addr(li, peer),
+            "[[link]]\n{}\nbandwidth = \"{}bps\"\ndelay = \"{}\"\nqueue = {}\nloss = {:?}\njitter = \"{}\"\nreorder = {:?}\nduplicate = {:?}\n",
+            if cfg.ethernet {
+                // This node's own end of the link's veth pair.
+                format!("interface = \"{}\"", veth_name(li, usize::from(l.b == i)))
+            } else {
+                format!("peer = \"{}\"", peer_addr(li, peer))
+            },
             l.bandwidth_bps,
             dur(l.delay),
             l.queue,

@@ -31,10 +31,19 @@ fn a_ping_crosses_namespaces() {
         eprintln!("skipping the netns test: {why}");
         return;
     }
+    // XIP over UDP on the veths, then raw Ethernet frames with XARP.
+    for mode in [&["--netns"][..], &["--netns", "--ethernet"][..]] {
+        ping_across(mode);
+    }
+}
+
+fn ping_across(mode: &[&str]) {
     let dir = std::env::temp_dir().join(format!("xia-netns-{}", std::process::id()));
     let topo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testbed/topologies/three-ads.toml");
     let up = xia()
-        .args(["testbed", "up", "--netns", "--dir"])
+        .args(["testbed", "up"])
+        .args(mode)
+        .arg("--dir")
         .arg(&dir)
         .arg(&topo)
         .output()
@@ -75,7 +84,10 @@ fn a_ping_crosses_namespaces() {
         .unwrap();
     let d = down();
     let out = String::from_utf8_lossy(&ping.stdout);
-    assert!(out.contains("2 packets transmitted, 2 received"), "{out}");
+    assert!(
+        out.contains("2 packets transmitted, 2 received"),
+        "{mode:?}: {out}"
+    );
     let addrs = String::from_utf8_lossy(&addrs.stdout);
     assert!(
         addrs.contains("10.200.0.1/24") && !addrs.contains("10.200.3."),

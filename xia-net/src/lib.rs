@@ -22,8 +22,10 @@
 pub mod api;
 pub mod client;
 pub mod clock;
+pub mod ether;
 pub mod host_node;
 pub mod impair;
 pub mod node;
 pub mod server;
 pub mod udp;
+pub mod xarp;

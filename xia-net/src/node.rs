@@ -17,6 +17,7 @@ use xia_router::Router;
 use xia_stack::forward::{PortId, Transmit};
 use xia_stack::host::Host;
 use xia_stack::time::Instant;
+use xia_stack::xid::Xid;
 
 use crate::clock::Clock;
 use crate::udp::UdpLinks;
@@ -76,8 +77,28 @@ impl Node for Host {
 /// pcaps and tracing.
 pub type Tap = Box<dyn FnMut(Instant, bool, PortId, &[u8]) + Send>;
 
-/// A packet held back by a link impairment: (release, order, port, bytes).
-type Held = Reverse<(Instant, u64, PortId, Vec<u8>)>;
+/// A packet held back by a link impairment: (release, order, port, next
+/// hop, bytes).
+type Held = Reverse<(Instant, u64, PortId, Option<Xid>, Vec<u8>)>;
+
+/// A packet to send: port, next hop (for XARP), bytes.
+type Out = (PortId, Option<Xid>, Vec<u8>);
+
+/// What a port is.
+#[derive(Clone, Copy, Debug)]
+enum PortKind {
+    /// The `i`-th peer of the UDP links.
+    Udp(PortId),
+    /// The `i`-th Ethernet interface.
+    Ether(usize),
+}
+
+/// An Ethernet port: the interface and its neighbour resolution.
+struct EtherPort {
+    link: crate::ether::EtherLink,
+    xarp: crate::xarp::Resolver,
+    port: PortId,
+}
 
 /// A call to run on the node inside its driver.
 type Call<N> = Box<dyn FnOnce(&mut N, Instant) + Send>;
@@ -121,6 +142,12 @@ pub struct Driver<N> {
     node: N,
     clock: Clock,
     links: UdpLinks,
+    ports: Vec<PortKind>,
+    // UDP peer index to port.
+    udp_port: Vec<PortId>,
+    ether: Vec<EtherPort>,
+    ether_rx: mpsc::Receiver<(usize, Vec<u8>)>,
+    ether_tx: mpsc::Sender<(usize, Vec<u8>)>,
     calls: mpsc::Receiver<Call<N>>,
     handle: NodeHandle<N>,
     held: BinaryHeap<Held>,
@@ -133,10 +160,17 @@ impl<N: Node> Driver<N> {
     /// A driver for `node` on `links`, with time from `clock`.
     pub fn new(node: N, links: UdpLinks, clock: Clock) -> Driver<N> {
         let (tx, calls) = mpsc::channel(1024);
+        let (ether_tx, ether_rx) = mpsc::channel(4096);
+        let n = links.peers().len() as PortId;
         Driver {
             node,
             clock,
             links,
+            ports: (0..n).map(PortKind::Udp).collect(),
+            udp_port: (0..n).collect(),
+            ether: Vec::new(),
+            ether_rx,
+            ether_tx,
             calls,
             handle: NodeHandle { tx },
             held: BinaryHeap::new(),
@@ -144,6 +178,51 @@ impl<N: Node> Driver<N> {
             impair: Vec::new(),
             tap: None,
         }
+    }
+
+    /// Numbers the ports: `order[i]` says what port `i` is — `None` for
+    /// the next UDP peer (in the order of the links' peers), `Some(k)` for
+    /// the `k`-th interface given to [`Driver::add_ethernet`]. By default
+    /// the UDP peers are ports 0, 1, … and interfaces follow.
+    pub fn set_port_order(&mut self, order: &[Option<usize>]) {
+        let mut udp = 0;
+        self.ports.clear();
+        self.udp_port.clear();
+        for (i, o) in order.iter().enumerate() {
+            match o {
+                None => {
+                    self.ports.push(PortKind::Udp(udp));
+                    self.udp_port.push(i as PortId);
+                    udp += 1;
+                }
+                Some(k) => self.ports.push(PortKind::Ether(*k)),
+            }
+        }
+        for (k, e) in self.ether.iter_mut().enumerate() {
+            if let Some(p) = self
+                .ports
+                .iter()
+                .position(|x| matches!(x, PortKind::Ether(j) if *j == k))
+            {
+                e.port = p as PortId;
+            }
+        }
+    }
+
+    /// Adds a raw Ethernet port (after the UDP ones unless
+    /// [`Driver::set_port_order`] says otherwise); `hid` is the node's
+    /// HID, which it answers XARP for. Returns its port.
+    pub fn add_ethernet(&mut self, mut link: crate::ether::EtherLink, hid: Xid) -> PortId {
+        let k = self.ether.len();
+        let port = self.ports.len() as PortId;
+        link.start_reader(k, self.ether_tx.clone());
+        self.ether.push(EtherPort {
+            xarp: crate::xarp::Resolver::new(link.mac(), hid),
+            link,
+            port,
+        });
+        self.ports.push(PortKind::Ether(k));
+        port
     }
 
     /// Shows every packet to `tap` (see [`Tap`]).
@@ -176,7 +255,12 @@ impl<N: Node> Driver<N> {
         loop {
             let timer = self.node.poll_timeout();
             let release = self.held.peek().map(|Reverse(h)| h.0);
-            let wake = [timer, release].into_iter().flatten().min();
+            let xarp = self
+                .ether
+                .iter()
+                .filter_map(|e| e.xarp.poll_timeout())
+                .min();
+            let wake = [timer, release, xarp].into_iter().flatten().min();
             let sleep = async {
                 match wake {
                     Some(t) => tokio::time::sleep_until(self.clock.deadline(t)).await,
@@ -188,6 +272,9 @@ impl<N: Node> Driver<N> {
                 r = self.links.recv(&mut inbox) => {
                     r?;
                     let mut packets = std::mem::take(&mut inbox);
+                    for (port, _) in packets.iter_mut() {
+                        *port = self.udp_port.get(usize::from(*port)).copied().unwrap_or(*port);
+                    }
                     if let Some(tap) = self.tap.as_mut() {
                         let now = self.clock.now();
                         for (port, p) in &packets {
@@ -200,8 +287,27 @@ impl<N: Node> Driver<N> {
                         }
                     }).await?;
                 }
+                Some((k, frame)) = self.ether_rx.recv() => {
+                    let now = self.clock.now();
+                    let e = &mut self.ether[k];
+                    let port = e.port;
+                    let packet = e.xarp.handle_frame(now, &frame);
+                    self.flush_ether(k);
+                    if let Some(p) = packet {
+                        if let Some(tap) = self.tap.as_mut() {
+                            tap(now, false, port, &p);
+                        }
+                        self.step(move |n, now| n.handle_packet(now, port, p)).await?;
+                    }
+                }
                 () = sleep => {
                     let now = self.clock.now();
+                    for k in 0..self.ether.len() {
+                        if self.ether[k].xarp.poll_timeout().is_some_and(|t| t <= now) {
+                            self.ether[k].xarp.handle_timeout(now);
+                            self.flush_ether(k);
+                        }
+                    }
                     if timer.is_some_and(|t| t <= now) {
                         self.step(|n, now| n.handle_timeout(now)).await?;
                     } else {
@@ -226,14 +332,14 @@ impl<N: Node> Driver<N> {
                 .get_mut(usize::from(t.port))
                 .and_then(Option::as_mut)
             {
-                None => out.push((t.port, t.packet)),
+                None => out.push((t.port, t.next_hop, t.packet)),
                 Some(dir) => {
                     use crate::impair::Fate;
                     match dir.send(now, t.packet.len()) {
-                        Fate::Arrives(at) => self.hold(at, t.port, t.packet),
+                        Fate::Arrives(at) => self.hold(at, t.port, t.next_hop, t.packet),
                         Fate::Duplicated(a, b) => {
-                            self.hold(a, t.port, t.packet.clone());
-                            self.hold(b, t.port, t.packet);
+                            self.hold(a, t.port, t.next_hop, t.packet.clone());
+                            self.hold(b, t.port, t.next_hop, t.packet);
                         }
                         Fate::QueueDrop | Fate::Lost => {}
                     }
@@ -244,29 +350,53 @@ impl<N: Node> Driver<N> {
         self.release(now).await
     }
 
-    async fn send(&mut self, now: Instant, out: Vec<(PortId, Vec<u8>)>) -> io::Result<()> {
+    async fn send(&mut self, now: Instant, out: Vec<Out>) -> io::Result<()> {
         if out.is_empty() {
             return Ok(());
         }
         if let Some(tap) = self.tap.as_mut() {
-            for (port, p) in &out {
+            for (port, _, p) in &out {
                 tap(now, true, *port, p);
             }
         }
-        self.links.send(&out).await
+        let mut udp = Vec::with_capacity(out.len());
+        for (port, next_hop, p) in out {
+            match self.ports.get(usize::from(port)) {
+                Some(PortKind::Udp(j)) => udp.push((*j, p)),
+                Some(PortKind::Ether(k)) => {
+                    let k = *k;
+                    self.ether[k].xarp.send(now, next_hop, p);
+                    self.flush_ether(k);
+                }
+                None => {}
+            }
+        }
+        if udp.is_empty() {
+            return Ok(());
+        }
+        self.links.send(&udp).await
     }
 
-    fn hold(&mut self, at: Instant, port: PortId, packet: Vec<u8>) {
+    // Puts the frames Ethernet port `k`'s resolver produced on its wire.
+    fn flush_ether(&mut self, k: usize) {
+        let e = &mut self.ether[k];
+        while let Some(f) = e.xarp.poll_transmit() {
+            e.link.send(&f);
+        }
+    }
+
+    fn hold(&mut self, at: Instant, port: PortId, next_hop: Option<Xid>, packet: Vec<u8>) {
         self.order += 1;
-        self.held.push(Reverse((at, self.order, port, packet)));
+        self.held
+            .push(Reverse((at, self.order, port, next_hop, packet)));
     }
 
     // Sends the held packets whose time has come.
     async fn release(&mut self, now: Instant) -> io::Result<()> {
         let mut out = Vec::new();
         while self.held.peek().is_some_and(|Reverse(h)| h.0 <= now) {
-            let Reverse((_, _, port, p)) = self.held.pop().expect("peeked");
-            out.push((port, p));
+            let Reverse((_, _, port, nh, p)) = self.held.pop().expect("peeked");
+            out.push((port, nh, p));
         }
         self.send(now, out).await
     }

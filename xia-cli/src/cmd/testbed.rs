@@ -49,6 +49,10 @@ pub enum TestbedCmd {
         /// Each daemon writes every packet to DIR/NODE.pcap.
         #[arg(long)]
         pcap: bool,
+        /// With --netns: raw Ethernet links on the veth pairs (EtherType
+        /// 0xC0DE, XARP) instead of UDP.
+        #[arg(long, requires = "netns")]
+        ethernet: bool,
         /// Run the topology's pings and streams, print what they did,
         /// then bring the testbed down.
         #[arg(long)]
@@ -118,6 +122,7 @@ pub fn run(cmd: TestbedCmd) -> Result<()> {
             timeout,
             netns,
             pcap,
+            ethernet,
             run,
         } => {
             let topo = Topology::load(&topology)?;
@@ -128,6 +133,7 @@ pub fn run(cmd: TestbedCmd) -> Result<()> {
                 timeout: Duration::from_secs(timeout),
                 netns,
                 pcap,
+                ethernet,
                 placed: Default::default(),
             };
             if !topo.moves.is_empty() || !topo.events.is_empty() {
@@ -232,6 +238,7 @@ pub fn run(cmd: TestbedCmd) -> Result<()> {
                 timeout: Duration::ZERO,
                 netns: false,
                 pcap: false,
+                ethernet: false,
                 placed,
             };
             for f in testbed::real::write_configs(&topo, &cfg, seed)? {
