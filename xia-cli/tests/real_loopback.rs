@@ -164,6 +164,18 @@ fn a_bad_daemon_config_is_refused_with_its_line() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("xia host --config"), "{err}");
+    // No daemon behind the socket: said so, at once.
+    let out = xia()
+        .args(["ping", "--host"])
+        .arg(dir.join("nobody.sock"))
+        .arg("RE AD:0000000000000000000000000000000000000001 HID:0000000000000000000000000000000000000002")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("cannot reach the host daemon"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -424,6 +424,28 @@ impl XStream {
     }
 }
 
+impl XStream {
+    /// After a write failed: the reason the daemon sent, if it sent one
+    /// (the stream failed, so it stopped reading) — "connection timed
+    /// out" says more than "broken pipe". Data still unread is kept.
+    fn why_failed(&mut self, cx: &mut Context<'_>, err: io::Error) -> io::Error {
+        while let Poll::Ready(Some(Ok(frame))) = Pin::new(&mut self.rd).poll_next(cx) {
+            match postcard::from_bytes::<StreamFrame>(&frame) {
+                Ok(StreamFrame::Failed(why)) => {
+                    return io::Error::new(io::ErrorKind::ConnectionReset, why);
+                }
+                Ok(StreamFrame::Data(d)) => {
+                    let mut all = self.unread.to_vec();
+                    all.extend_from_slice(&d);
+                    self.unread = Bytes::from(all);
+                }
+                _ => break,
+            }
+        }
+        err
+    }
+}
+
 fn frame_bytes(f: &StreamFrame) -> io::Result<Bytes> {
     postcard::to_stdvec(f)
         .map(Bytes::from)
@@ -474,15 +496,22 @@ impl AsyncWrite for XStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        ready!(Sink::<Bytes>::poll_ready(Pin::new(&mut self.wr), cx))?;
+        if let Err(e) = ready!(Sink::<Bytes>::poll_ready(Pin::new(&mut self.wr), cx)) {
+            return Poll::Ready(Err(self.why_failed(cx, e)));
+        }
         let n = buf.len().min(STREAM_FRAME);
         let frame = frame_bytes(&StreamFrame::Data(buf[..n].to_vec()))?;
-        Sink::<Bytes>::start_send(Pin::new(&mut self.wr), frame)?;
+        if let Err(e) = Sink::<Bytes>::start_send(Pin::new(&mut self.wr), frame) {
+            return Poll::Ready(Err(self.why_failed(cx, e)));
+        }
         Poll::Ready(Ok(n))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Sink::<Bytes>::poll_flush(Pin::new(&mut self.wr), cx)
+        match ready!(Sink::<Bytes>::poll_flush(Pin::new(&mut self.wr), cx)) {
+            Ok(()) => Poll::Ready(Ok(())),
+            Err(e) => Poll::Ready(Err(self.why_failed(cx, e))),
+        }
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -26,6 +26,16 @@ fn id(p: Principal, b: u8) -> Identity {
 /// h1 — r1 — r2 — h2; h2 serves names and the routers announce it. The
 /// nodes run until the test's runtime ends.
 async fn net(tag: &str) -> (Client, Client, Dag) {
+    let (h1, h2, dag, _) = net_with(tag, xia_stack::stream::Config::default()).await;
+    (h1, h2, dag)
+}
+
+/// As [`net`], with the hosts' stream settings; also returns a way to
+/// crash r2 (its driver task).
+async fn net_with(
+    tag: &str,
+    stream: xia_stack::stream::Config,
+) -> (Client, Client, Dag, tokio::task::AbortHandle) {
     let dir: PathBuf = std::env::temp_dir().join(format!("xia-net-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -44,6 +54,7 @@ async fn net(tag: &str) -> (Client, Client, Dag) {
     }
     let clock = Clock::start();
     let mut links = links.into_iter();
+    let mut routers = Vec::new();
     let (l_h1, l_r1, l_r2, l_h2) = (
         links.next().unwrap(),
         links.next().unwrap(),
@@ -66,11 +77,13 @@ async fn net(tag: &str) -> (Client, Client, Dag) {
             ..Default::default()
         };
         d.impair(1 - (b - 11) as u16, xia_net::impair::Direction::new(imp, 1));
-        tokio::spawn(d.run(std::future::pending()));
+        routers.push(tokio::spawn(d.run(std::future::pending())).abort_handle());
     }
     let mut clients = Vec::new();
     for (hid, ad, l, serve) in [(h1id, ad1, l_h1, false), (h2id, ad2, l_h2, true)] {
-        let mut host = Host::new(HostConfig::new(hid, ad, None));
+        let mut cfg = HostConfig::new(hid, ad, None);
+        cfg.stream = stream.clone();
+        let mut host = Host::new(cfg);
         if serve {
             host.serve_names(1000);
         }
@@ -90,7 +103,7 @@ async fn net(tag: &str) -> (Client, Client, Dag) {
             .ping(&h2_dag, seq, 8, None, Duration::from_millis(100))
             .await
         {
-            return (h1, h2, h2_dag);
+            return (h1, h2, h2_dag, routers.pop().unwrap());
         }
     }
     panic!("the network did not converge in 5 s");
@@ -185,4 +198,55 @@ async fn datagrams_chunks_and_ping() {
     }
     let info = h1.info().await.unwrap();
     assert!(info.name_server.is_some(), "learnt from XHCP: {info:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_whose_router_dies_fails_with_a_clear_timeout() {
+    // Short timers so the test is quick; the default gives up after
+    // twelve retransmissions, minutes later.
+    let stream = xia_stack::stream::Config {
+        initial_rto: Duration::from_millis(100),
+        min_rto: Duration::from_millis(50),
+        max_rto: Duration::from_millis(400),
+        max_retransmissions: 4,
+        ..Default::default()
+    };
+    let (h1, h2, _, r2) = net_with("timeout", stream).await;
+    let listener = h2
+        .listen(Some(id(Principal::SID, 0x61).xid()))
+        .await
+        .unwrap();
+    let dag = listener.dag().clone();
+    let server = tokio::spawn(async move {
+        let mut s = listener.accept().await.unwrap();
+        let mut buf = [0u8; 1024];
+        // Read a little, then wait: the client keeps sending.
+        let _ = s.read(&mut buf).await;
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    });
+    let mut s = h1.connect(&xia_net::server::text(&dag)).await.unwrap();
+    s.write_all(b"hello").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    r2.abort();
+    // Data now goes nowhere: the stream fails, and the application hears
+    // why instead of waiting forever.
+    let started = std::time::Instant::now();
+    let failed = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if let Err(e) = s.write_all(&[7u8; 65536]).await {
+                return e;
+            }
+            let mut b = [0u8; 16];
+            match tokio::time::timeout(Duration::from_millis(10), s.read(&mut b)).await {
+                Ok(Err(e)) => return e,
+                Ok(Ok(0)) => return std::io::Error::other("clean end"),
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("the stream failed within 20 s");
+    assert!(failed.to_string().contains("timed out"), "{failed}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    server.abort();
 }
