@@ -212,3 +212,113 @@ fn the_same_topology_gives_the_same_results_in_the_simulator_and_real_mode() {
         "{real}"
     );
 }
+
+#[test]
+fn names_netcat_and_datagram_echo() {
+    let dir = std::env::temp_dir().join(format!("xia-names-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    run_ok(
+        xia()
+            .args(["testbed", "up", "--base-port", "15300", "--dir"])
+            .arg(&dir)
+            .arg(topology("name-and-stream.toml")),
+    );
+    let _tb = Testbed(dir.clone());
+    let exec = |node: &str| {
+        let mut c = xia();
+        c.args(["testbed", "exec", "--dir"])
+            .arg(&dir)
+            .arg(node)
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_xia"));
+        c
+    };
+    let first_line = |child: &mut std::process::Child, stderr: bool| {
+        let mut line = String::new();
+        if stderr {
+            BufReader::new(child.stderr.take().unwrap())
+                .read_line(&mut line)
+                .unwrap();
+        } else {
+            BufReader::new(child.stdout.take().unwrap())
+                .read_line(&mut line)
+                .unwrap();
+        }
+        line
+    };
+
+    // An echo service on h2 under a name, signed with its SID's key.
+    let keys = dir.join("keys");
+    let made = run_ok(
+        xia()
+            .args(["key", "new", "--kind", "sid", "--dir"])
+            .arg(&keys),
+    );
+    let sid = made.trim().to_string();
+    let key = std::fs::read_dir(&keys)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "key"))
+        .unwrap();
+    let mut server = exec("h2")
+        .args(["echo", "server", "--name", "echo.test", "--key"])
+        .arg(&key)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let registered = first_line(&mut server, true);
+    assert!(registered.contains("registered echo.test"), "{registered}");
+    let resolved = run_ok(exec("h1").args(["name", "resolve", "echo.test"]));
+    assert!(resolved.trim().ends_with(&sid), "{resolved} vs {sid}");
+    let echoed = run_ok(exec("h1").args(["echo", "client", "--message", "by name", "echo.test"]));
+    assert_eq!(echoed, "by name");
+    let _ = server.kill();
+    let _ = server.wait();
+
+    // Datagram echo.
+    let mut dserver = exec("h2")
+        .args(["echo", "server", "--datagram"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ddag = first_line(&mut dserver, false);
+    let back = run_ok(exec("h1").args([
+        "echo",
+        "client",
+        "--datagram",
+        "--message",
+        "one datagram",
+        ddag.trim(),
+    ]));
+    assert_eq!(back, "one datagram");
+    let _ = dserver.kill();
+    let _ = dserver.wait();
+
+    // netcat: h1's stdin ends up on h2's stdout.
+    let mut listener = exec("h2")
+        .args(["nc", "-l"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let listening = first_line(&mut listener, true);
+    let ndag = listening
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_string();
+    let mut sender = exec("h1")
+        .arg("nc")
+        .arg(&ndag)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut sender.stdin.take().unwrap(), b"over netcat\n").unwrap();
+    let got = listener.wait_with_output().unwrap();
+    let _ = sender.wait();
+    assert_eq!(String::from_utf8_lossy(&got.stdout), "over netcat\n");
+}
