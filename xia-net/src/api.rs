@@ -54,6 +54,7 @@ pub enum Request {
         /// Destination DAG.
         dst: String,
         /// Payload.
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
     /// Resolve a name.
@@ -65,11 +66,13 @@ pub enum Request {
     /// application (the daemon never holds its key).
     Register {
         /// `NameRequest::Register` bytes.
+        #[serde(with = "serde_bytes")]
         signed: Vec<u8>,
     },
     /// Publish a chunk; answered with the DAG to fetch it by.
     PutChunk {
         /// The bytes.
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
     /// Fetch a chunk by its DAG (intent: the CID).
@@ -131,6 +134,7 @@ pub enum Response {
         /// Sender's DAG.
         from: String,
         /// Payload.
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
     /// A name's DAG.
@@ -151,6 +155,7 @@ pub enum Response {
     /// A chunk's verified bytes.
     Fetched {
         /// The bytes.
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
     /// An echo reply.

@@ -36,8 +36,9 @@ pub const STREAM_FRAME: usize = 64 * 1024;
 /// What travels on a connection in stream mode.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum StreamFrame {
-    /// Bytes of the stream.
-    Data(Vec<u8>),
+    /// Bytes of the stream (encoded as bytes, not as a sequence of
+    /// numbers: a copy, not a loop).
+    Data(#[serde(with = "serde_bytes")] Vec<u8>),
     /// The sender's direction has ended.
     End,
     /// The stream failed (daemon to application only).
