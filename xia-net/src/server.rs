@@ -145,6 +145,20 @@ where
     }
 }
 
+/// The value, or: the error answered on the connection, and on to the
+/// next request.
+macro_rules! or_answer {
+    ($conn:expr, $result:expr) => {
+        match $result {
+            Ok(v) => v,
+            Err(answer) => {
+                write_frame(&mut $conn, &answer).await?;
+                continue;
+            }
+        }
+    };
+}
+
 async fn connection(mut conn: UnixStream, ctx: &Ctx) -> Result<(), ConnError> {
     loop {
         let req: Request = match read_frame(&mut conn).await {
@@ -160,25 +174,13 @@ async fn connection(mut conn: UnixStream, ctx: &Ctx) -> Result<(), ConnError> {
                 let peer = if by_name {
                     Peer::Name(to)
                 } else {
-                    match parse_dag(&to) {
-                        Ok(d) => Peer::Dag(d),
-                        Err(r) => {
-                            write_frame(&mut conn, &r).await?;
-                            continue;
-                        }
-                    }
+                    Peer::Dag(or_answer!(conn, parse_dag(&to)))
                 };
                 let opened = ctx
                     .node
                     .call(move |n, now| XStream::connect(&mut n.host, now, peer))
                     .await?;
-                let s = match opened {
-                    Ok(s) => s,
-                    Err(e) => {
-                        write_frame(&mut conn, &error(e)).await?;
-                        continue;
-                    }
-                };
+                let s = or_answer!(conn, opened.map_err(error));
                 let state = wait_for(
                     ctx,
                     move |n, _| match s.state(&n.host) {
@@ -201,13 +203,7 @@ async fn connection(mut conn: UnixStream, ctx: &Ctx) -> Result<(), ConnError> {
                 return pump(conn, ctx, s).await;
             }
             Request::Listen { sid } => {
-                let sid = match parse_sid(&sid) {
-                    Ok(s) => s,
-                    Err(r) => {
-                        write_frame(&mut conn, &r).await?;
-                        continue;
-                    }
-                };
+                let sid = or_answer!(conn, parse_sid(&sid));
                 let bound = ctx
                     .node
                     .call(move |n, _| {
@@ -216,13 +212,7 @@ async fn connection(mut conn: UnixStream, ctx: &Ctx) -> Result<(), ConnError> {
                         Ok::<_, SocketError>((l, dag.unwrap_or_default()))
                     })
                     .await?;
-                let (l, dag) = match bound {
-                    Ok(x) => x,
-                    Err(e) => {
-                        write_frame(&mut conn, &error(e)).await?;
-                        continue;
-                    }
-                };
+                let (l, dag) = or_answer!(conn, bound.map_err(error));
                 let id = ctx.next_listener.fetch_add(1, Ordering::Relaxed);
                 ctx.listeners.lock().expect("not poisoned").insert(id, l);
                 write_frame(&mut conn, &Response::Listening { listener: id, dag }).await?;
@@ -244,10 +234,10 @@ async fn connection(mut conn: UnixStream, ctx: &Ctx) -> Result<(), ConnError> {
                     .expect("not poisoned")
                     .get(&listener)
                     .copied();
-                let Some(l) = l else {
-                    write_frame(&mut conn, &error(format!("no listener {listener}"))).await?;
-                    continue;
-                };
+                let l = or_answer!(
+                    conn,
+                    l.ok_or_else(|| error(format!("no listener {listener}")))
+                );
                 let got = wait_for(
                     ctx,
                     move |n, _| match l.accept(&mut n.host) {
@@ -258,25 +248,13 @@ async fn connection(mut conn: UnixStream, ctx: &Ctx) -> Result<(), ConnError> {
                 )
                 .await?
                 .expect("no timeout");
-                let s = match got {
-                    Ok(s) => s,
-                    Err(e) => {
-                        write_frame(&mut conn, &error(e)).await?;
-                        continue;
-                    }
-                };
+                let s = or_answer!(conn, got.map_err(error));
                 let (local, peer) = dags(ctx, s).await?;
                 write_frame(&mut conn, &Response::Accepted { local, peer }).await?;
                 return pump(conn, ctx, s).await;
             }
             Request::Bind { sid } => {
-                let sid = match parse_sid(&sid) {
-                    Ok(s) => s,
-                    Err(r) => {
-                        write_frame(&mut conn, &r).await?;
-                        continue;
-                    }
-                };
+                let sid = or_answer!(conn, parse_sid(&sid));
                 let bound = ctx
                     .node
                     .call(move |n, _| {
@@ -287,15 +265,11 @@ async fn connection(mut conn: UnixStream, ctx: &Ctx) -> Result<(), ConnError> {
                         ))
                     })
                     .await?;
-                match bound {
-                    Ok((s, dag)) => {
-                        write_frame(&mut conn, &Response::Bound { dag: text(&dag) }).await?;
-                        let r = datagrams(&mut conn, ctx, s).await;
-                        ctx.node.call(move |n, _| s.close(&mut n.host)).await?;
-                        return r;
-                    }
-                    Err(e) => write_frame(&mut conn, &error(e)).await?,
-                }
+                let (s, dag) = or_answer!(conn, bound.map_err(error));
+                write_frame(&mut conn, &Response::Bound { dag: text(&dag) }).await?;
+                let r = datagrams(&mut conn, ctx, s).await;
+                ctx.node.call(move |n, _| s.close(&mut n.host)).await?;
+                return r;
             }
             Request::SendTo { .. } => {
                 write_frame(
