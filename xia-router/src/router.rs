@@ -582,6 +582,7 @@ impl Router {
                 self.next_beacon = Some(now + interval);
             }
         }
+        let mut expired = false;
         while let Some(&(t, hid)) = self.expiries.first() {
             if t > now {
                 break;
@@ -598,11 +599,14 @@ impl Router {
                 self.tables.remove(&hid);
                 self.counters.neighbours_expired += 1;
                 self.stubs_dirty = true;
+                expired = true;
             }
         }
         if self.routing.is_some() {
-            // A learnt route that expired may uncover a routed one.
-            self.install_routed();
+            if expired {
+                // A learnt route that expired may uncover a routed one.
+                self.install_routed();
+            }
             self.refresh_stubs(now);
             if let Some(r) = self.routing.as_mut() {
                 if r.poll_timeout().is_some_and(|t| t <= now) {
