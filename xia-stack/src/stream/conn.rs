@@ -63,6 +63,10 @@ pub struct Stats {
     pub bytes_received: u64,
     /// Keepalive probes sent.
     pub keepalive_probes: u64,
+    /// Signed MIGRATEs accepted from the peer.
+    pub peer_moves: u64,
+    /// MIGRATEs refused (forged, replayed, stale, wrong intent).
+    pub migrates_refused: u64,
 }
 
 /// One XStream connection. See the [module docs](super) for the calling
@@ -122,6 +126,14 @@ pub struct Connection {
     /// When the next keepalive probe is due (or, after the last one, when
     /// the connection fails).
     keepalive_deadline: Option<Instant>,
+    // Our signed MIGRATE until the peer acknowledges it: (body, seq).
+    migrate_out: Option<(Vec<u8>, u32)>,
+    migrate_seq: u32,
+    migrate_deadline: Option<Instant>,
+    migrate_backoff: u32,
+    // The last MIGRATE we accepted, and an acknowledgement owed for it.
+    migrate_in: Option<super::migrate::Accepted>,
+    migrate_ack_out: Option<u32>,
     /// Keepalive probes sent since the peer was last heard.
     keepalive_unanswered: u32,
     /// A keepalive probe is to be sent.
@@ -197,6 +209,12 @@ impl Connection {
             ack_deadline: None,
             time_wait_deadline: None,
             keepalive_deadline: None,
+            migrate_out: None,
+            migrate_seq: 0,
+            migrate_deadline: None,
+            migrate_backoff: 0,
+            migrate_in: None,
+            migrate_ack_out: None,
             keepalive_unanswered: 0,
             keepalive_now: false,
             rtt_probe: None,
@@ -359,6 +377,110 @@ impl Connection {
         Ok(())
     }
 
+    /// Moves our end to `new_dag` and tells the peer with a signed
+    /// MIGRATE (XSTREAM option 50; see [`migrate`](super::migrate)),
+    /// repeated on every segment, and after a timeout when idle, until the
+    /// peer acknowledges it. `identity` is our SID's key; `timestamp_ms`
+    /// our clock, which must not go back between two migrations.
+    pub fn migrate(
+        &mut self,
+        identity: &crate::identity::Identity,
+        new_dag: Dag,
+        timestamp_ms: u64,
+        now: Instant,
+    ) -> Result<(), super::migrate::MigrateError> {
+        use super::migrate::{Migrate, MigrateError};
+        if !self.state.is_synchronized() {
+            return Err(MigrateError::Malformed("the connection is not established"));
+        }
+        let peer = *self.peer_dag.intent();
+        let seq = self.migrate_seq.wrapping_add(1);
+        let m = Migrate::sign(
+            identity,
+            &peer,
+            &self.migrate_context(),
+            new_dag.clone(),
+            timestamp_ms,
+            seq,
+        )?;
+        self.rebind_local(new_dag)
+            .map_err(|_| MigrateError::NotTheIntent(identity.xid()))?;
+        self.migrate_seq = seq;
+        self.migrate_out = Some((m.to_bytes(), seq));
+        self.migrate_backoff = 0;
+        self.migrate_deadline = Some(now + self.rtt.rto());
+        self.ack_now = true;
+        Ok(())
+    }
+
+    #[cfg(test)]
+    pub(crate) fn migrate_context_for_tests(&self) -> Vec<u8> {
+        self.migrate_context()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn snd_nxt_for_tests(&self) -> u32 {
+        self.snd_nxt
+    }
+
+    /// Whether our last MIGRATE is still unacknowledged.
+    pub fn migrate_pending(&self) -> bool {
+        self.migrate_out.is_some()
+    }
+
+    // What binds a MIGRATE to this connection: both initial sequence
+    // numbers, the smaller first (both ends agree, whoever opened).
+    fn migrate_context(&self) -> Vec<u8> {
+        let (a, b) = (self.iss.min(self.irs), self.iss.max(self.irs));
+        let mut c = a.to_be_bytes().to_vec();
+        c.extend_from_slice(&b.to_be_bytes());
+        c
+    }
+
+    // MIGRATE and MIGRATEACK options on an arriving segment.
+    fn migrate_options(&mut self, seg: &XstreamRepr<'_>) {
+        use super::migrate::{parse_ack, Migrate, MigrateError};
+        for o in &seg.options {
+            match o {
+                XstreamOption::Migrate(body) => {
+                    let peer = *self.peer_dag.intent();
+                    let us = *self.local_dag.intent();
+                    let ctx = self.migrate_context();
+                    let verdict = Migrate::parse(body)
+                        .and_then(|m| m.verify(&peer, &us, &ctx, self.migrate_in).map(|()| m));
+                    match verdict {
+                        Ok(m) => {
+                            self.migrate_in = Some(m.accepted());
+                            self.migrate_ack_out = Some(m.seq);
+                            self.peer_dag = m.new_dag.clone();
+                            self.ack_now = true;
+                            self.stats.peer_moves += 1;
+                            self.push_event(StreamEvent::PeerMoved(m.new_dag));
+                        }
+                        // Our acknowledgement was lost: say it again.
+                        Err(MigrateError::Replayed { seq, last }) if seq == last => {
+                            self.migrate_ack_out = Some(seq);
+                            self.ack_now = true;
+                        }
+                        Err(e) => {
+                            self.stats.migrates_refused += 1;
+                            self.push_event(StreamEvent::MigrateRefused(e));
+                        }
+                    }
+                }
+                XstreamOption::MigrateAck(body) => {
+                    if let (Ok(seq), Some((_, want))) = (parse_ack(body), &self.migrate_out) {
+                        if seq == *want {
+                            self.migrate_out = None;
+                            self.migrate_deadline = None;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// Sends to the peer at `dag` from now on (it moved).
     pub fn set_peer_dag(&mut self, dag: Dag) -> Result<(), StreamError> {
         if dag.intent() != self.peer_dag.intent() {
@@ -490,6 +612,9 @@ impl Connection {
 
     fn segment_arrives(&mut self, now: Instant, seg: &XstreamRepr<'_>) {
         self.stats.segments_received += 1;
+        if self.state.is_synchronized() && !seg.options.is_empty() {
+            self.migrate_options(seg);
+        }
         let f = seg.flags;
         let (syn, ack, rst, fin) = (
             f.contains(Flags::SYN),
@@ -1044,6 +1169,7 @@ impl Connection {
             self.ack_deadline,
             self.time_wait_deadline,
             self.keepalive_deadline,
+            self.migrate_deadline,
         ]
         .into_iter()
         .flatten()
@@ -1070,6 +1196,16 @@ impl Connection {
         }
         if self.keepalive_deadline.is_some_and(|t| t <= now) {
             self.on_keepalive(now);
+        }
+        if self.migrate_deadline.is_some_and(|t| t <= now) {
+            // An idle connection: repeat the MIGRATE on a bare ACK, backing
+            // off as the RTO does.
+            self.migrate_backoff = (self.migrate_backoff + 1).min(6);
+            self.migrate_deadline = self
+                .migrate_out
+                .as_ref()
+                .map(|_| now + self.rtt.rto() * (1 << self.migrate_backoff));
+            self.ack_now = self.migrate_out.is_some();
         }
     }
 
@@ -1567,6 +1703,14 @@ impl Connection {
             0
         };
         let mut options = options;
+        if flags.contains(Flags::ACK) && !flags.contains(Flags::SYN) {
+            if let Some((body, _)) = &self.migrate_out {
+                options.push(XstreamOption::Migrate(body.clone()));
+            }
+            if let Some(seq) = self.migrate_ack_out.take() {
+                options.push(XstreamOption::MigrateAck(super::migrate::ack_bytes(seq)));
+            }
+        }
         if self.sack_ok && flags.contains(Flags::ACK) && !flags.contains(Flags::SYN) {
             let blocks: Vec<(u32, u32)> = self
                 .recv

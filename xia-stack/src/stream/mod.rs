@@ -115,15 +115,25 @@
 //! [`ConnectionError::TimedOut`]. While data is outstanding the
 //! retransmission timer watches the peer instead.
 //!
+//! Signed MIGRATE (xia-core v2's option 50, answered by 51; see
+//! [`migrate`]): [`Connection::migrate`] moves our end and tells the peer,
+//! on every segment until it is acknowledged (and on bare ACKs after a
+//! timeout when idle); the peer checks the key, the signature, the
+//! intent and freshness before it swaps the DAG, and refuses anything else
+//! ([`StreamEvent::MigrateRefused`]) without touching the connection.
+//! `rebind_local` / `set_peer_dag` remain for drivers that learn the new
+//! DAG otherwise (a name update).
+//!
 //! Not implemented: D-SACK, timestamps (RTTM/PAWS), Nagle's algorithm,
 //! ECN, pacing, RACK-TLP and detection of lost retransmissions (they wait
-//! for the timer), PRR, F-RTO, limited transmit without SACK, and
-//! xia-core's MIGRATE options (migration here is explicit through the two
-//! DAG setters).
+//! for the timer), PRR, F-RTO, limited transmit without SACK. A segment
+//! carrying a MIGRATE (about 200 bytes of option) may exceed the MSS by
+//! that much; the XIP layer does not fragment.
 
 mod buffer;
 mod cc;
 mod conn;
+pub mod migrate;
 mod rtt;
 pub mod state;
 
@@ -239,6 +249,12 @@ pub enum StreamEvent {
     Closed,
     /// The connection failed; [`StreamEvent::Closed`] follows.
     Error(ConnectionError),
+    /// The peer moved: a signed MIGRATE was accepted and segments now go
+    /// to this DAG.
+    PeerMoved(crate::dag::Dag),
+    /// A MIGRATE was refused (forged, replayed, stale, or for another
+    /// intent); the peer's DAG is unchanged.
+    MigrateRefused(migrate::MigrateError),
 }
 
 /// Why a connection failed.

@@ -99,8 +99,16 @@ struct Pair {
 
 impl Pair {
     fn new(link: LinkConfig, seed: u64, config: Config) -> Pair {
-        let client_dag = dag(1, 1, 10);
-        let server_dag = dag(2, 2, 20);
+        Pair::with_dags(link, seed, config, dag(1, 1, 10), dag(2, 2, 20))
+    }
+
+    fn with_dags(
+        link: LinkConfig,
+        seed: u64,
+        config: Config,
+        client_dag: Dag,
+        server_dag: Dag,
+    ) -> Pair {
         // ISS near the top of sequence space so every test crosses the wrap.
         let client = Connection::connect(
             client_dag.clone(),
@@ -636,6 +644,127 @@ fn data_keeps_flowing_after_the_peer_moves() {
     assert_eq!(o.pair.client.peer_dag(), &new_dag);
     // Segments in flight to the old address were lost and repeated.
     assert!(o.pair.client.stats().retransmissions > 0);
+}
+
+/// A pair whose server SID is `key`'s, so the server can sign MIGRATEs.
+fn pair_with_server_key(key: &crate::identity::Identity, link: LinkConfig) -> Pair {
+    let server = Dag::path(&[xid(Principal::AD, 2), xid(Principal::HID, 2), key.xid()]).unwrap();
+    Pair::with_dags(link, 5, Config::default(), dag(1, 1, 10), server)
+}
+
+fn moved_dag(key: &crate::identity::Identity, ad: u8) -> Dag {
+    Dag::path(&[xid(Principal::AD, ad), xid(Principal::HID, 2), key.xid()]).unwrap()
+}
+
+#[test]
+fn a_signed_migrate_moves_the_peer_mid_transfer() {
+    let key = crate::identity::Identity::from_secret_bytes(Principal::SID, &[0x5a; 32]);
+    let data = pattern(400_000, 3);
+    let new_dag = moved_dag(&key, 3);
+    let (k, moved) = (key.clone(), new_dag.clone());
+    // 2 % loss each way: MIGRATEs and their acknowledgements get lost too.
+    let link = LinkConfig {
+        loss: 0.02,
+        ..LinkConfig::perfect()
+    };
+    let o = transfer(pair_with_server_key(&key, link), &data, move |p| {
+        // The server moves: its old address dies at once, and only its
+        // signed MIGRATE tells the client where it went.
+        let now = p.now;
+        p.server().migrate(&k, moved.clone(), 1_000, now).unwrap();
+        p.server_dag = moved.clone();
+    });
+    assert_eq!(o.client_error, None);
+    assert!(o.received == data, "stream differs");
+    assert_eq!(o.pair.client.peer_dag(), &new_dag);
+    assert_eq!(o.pair.client.stats().peer_moves, 1);
+    assert!(o
+        .pair
+        .client_events
+        .contains(&StreamEvent::PeerMoved(new_dag.clone())));
+    assert!(
+        !o.pair.server.as_ref().unwrap().migrate_pending(),
+        "acknowledged"
+    );
+}
+
+#[test]
+fn forged_and_replayed_migrates_leave_the_peer_alone() {
+    let key = crate::identity::Identity::from_secret_bytes(Principal::SID, &[0x5a; 32]);
+    let thief = crate::identity::Identity::from_secret_bytes(Principal::SID, &[0x66; 32]);
+    let mut p = pair_with_server_key(&key, LinkConfig::perfect());
+    p.handshake();
+    let old = p.client.peer_dag().clone();
+    // A segment carrying a MIGRATE signed by another key for the server's
+    // SID (the attacker knows the SIDs, not the key).
+    let ctx = p.server().migrate_context_for_tests();
+    assert_eq!(ctx, p.client.migrate_context_for_tests(), "both ends agree");
+    let mut forged = super::migrate::Migrate::sign(
+        &thief,
+        &xid(Principal::SID, 10),
+        &ctx,
+        Dag::path(&[xid(Principal::AD, 9), xid(Principal::HID, 9), thief.xid()]).unwrap(),
+        5,
+        1,
+    )
+    .unwrap();
+    forged.new_dag = moved_dag(&key, 9);
+    let inject = |p: &mut Pair, body: Vec<u8>| {
+        let now = p.now;
+        let seg = XstreamRepr {
+            next_header: 0,
+            flags: Flags::ACK,
+            seq: p.server().snd_nxt_for_tests(),
+            ack: p.client.snd_nxt_for_tests(),
+            window: 65535,
+            options: vec![crate::wire::xstream::XstreamOption::Migrate(body)],
+            payload: &[],
+        }
+        .to_bytes()
+        .unwrap();
+        p.client.handle_bytes(now, &seg).unwrap();
+        std::iter::from_fn(|| p.client.poll_event()).collect::<Vec<_>>()
+    };
+    let events = inject(&mut p, forged.to_bytes());
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            StreamEvent::MigrateRefused(super::migrate::MigrateError::WrongKey(_))
+        )),
+        "{events:?}"
+    );
+    assert_eq!(p.client.peer_dag(), &old);
+    // The real one is accepted once; replaying it changes nothing more.
+    let good = super::migrate::Migrate::sign(
+        &key,
+        &xid(Principal::SID, 10),
+        &ctx,
+        moved_dag(&key, 4),
+        10,
+        1,
+    )
+    .unwrap();
+    inject(&mut p, good.to_bytes());
+    assert_eq!(p.client.peer_dag(), &moved_dag(&key, 4));
+    let older = super::migrate::Migrate::sign(
+        &key,
+        &xid(Principal::SID, 10),
+        &ctx,
+        moved_dag(&key, 5),
+        9,
+        2,
+    )
+    .unwrap();
+    let events = inject(&mut p, older.to_bytes());
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            StreamEvent::MigrateRefused(super::migrate::MigrateError::Stale { .. })
+        )),
+        "{events:?}"
+    );
+    assert_eq!(p.client.peer_dag(), &moved_dag(&key, 4));
+    assert_eq!(p.client.stats().migrates_refused, 2);
 }
 
 #[test]
