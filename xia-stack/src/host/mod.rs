@@ -48,7 +48,7 @@ use crate::wire::xip::{NextHeader, Packet, XipRepr, DEFAULT_HOP_LIMIT};
 use crate::xhcp::{Beacon, XHCP_SID};
 
 use crate::xid::{Principal, Xid};
-pub use names::ResolveError;
+pub use names::{ResolveError, NO_ANSWER};
 pub use raw::RawHandle;
 pub use streams::{ListenerHandle, StreamHandle, StreamPhase};
 
