@@ -1,6 +1,27 @@
 //! # xia-migrate: VM migration over XIA
 //!
-//! Will hold the migration control protocol as a sans-IO state machine:
-//! full (stop-and-copy) and live (iterative pre-copy) migration of a guest
-//! between XIA networks, followed by signed rebinding of the guest's HID and
-//! SIDs so that its peers' connections survive. Nothing is implemented yet.
+//! Full (stop-and-copy) and live (iterative pre-copy) migration of a guest
+//! between XIA networks, followed by signed rebinding of the guest's HID
+//! and SIDs so that its peers' connections survive.
+//!
+//! Implemented so far:
+//! - [`guest`]: what can be migrated ([`guest::Guest`]: pages with dirty
+//!   tracking, pause/resume, device state) and a synthetic guest for the
+//!   simulator and the daemons, whose memory is real bytes derived from a
+//!   seed and whose dirtying follows a model (uniform, hot set, Zipf) at a
+//!   rate, with a throttle for auto-converge;
+//! - [`pages`]: how pages travel — zero pages and duplicates as
+//!   references, re-sent pages as XOR deltas when smaller (XBZRLE-like),
+//!   else whole — with the destination's decoder.
+//!
+//! The signed MIGRATE that rebinds connections lives in
+//! `xia_stack::stream::migrate`. Not implemented yet: the migration control
+//! protocol (negotiate, pre-copy rounds, stop-and-copy, commit,
+//! activation), hypervisor agents, location management, the CLI and
+//! experiments.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod guest;
+pub mod pages;

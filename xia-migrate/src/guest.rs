@@ -1,0 +1,343 @@
+//! Guests: what a migration moves.
+//!
+//! [`Guest`] is the interface a hypervisor agent drives: memory as pages
+//! with dirty tracking, pause and resume, and the device state. The
+//! guest's XIA host stack (its HID and SID keys, open connections) travels
+//! as part of the device state.
+//!
+//! [`SyntheticGuest`] stands in for a VM in the simulator and the
+//! daemons. Its memory is real bytes: each page's content is derived from
+//! the seed, the page number and how often it has been written, so a copy
+//! can be checked page by page. While running it dirties pages at a rate
+//! (pages per second of guest time) following a [`DirtyModel`]; a throttle
+//! in (0, 1] slows it, as auto-converge throttles a vCPU.
+
+use std::time::Duration;
+
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// What a migration needs of a guest.
+pub trait Guest {
+    /// Bytes per page.
+    fn page_size(&self) -> usize;
+    /// Number of pages.
+    fn pages(&self) -> usize;
+    /// Copies page `i` into `out` (`page_size` bytes).
+    fn read_page(&self, i: usize, out: &mut [u8]);
+    /// Overwrites page `i` (at the destination).
+    fn write_page(&mut self, i: usize, data: &[u8]);
+    /// The pages written since the last call (ascending), and clears the
+    /// log: the first call after creation returns every page.
+    fn take_dirty(&mut self) -> Vec<usize>;
+    /// Stops the guest: no page changes until [`Guest::resume`].
+    fn pause(&mut self);
+    /// Starts it again.
+    fn resume(&mut self);
+    /// Whether it runs.
+    fn is_running(&self) -> bool;
+    /// The device state (vCPU, devices, the XIA stack), opaque.
+    fn device_state(&self) -> Vec<u8>;
+    /// Restores the device state (at the destination).
+    fn set_device_state(&mut self, state: &[u8]);
+}
+
+/// How a synthetic guest chooses the pages it writes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum DirtyModel {
+    /// Every page alike.
+    Uniform,
+    /// A writable working set: the first `pages` pages take `share` of
+    /// the writes, the rest the remainder.
+    HotSet {
+        /// Pages in the hot set.
+        pages: usize,
+        /// Share of writes that land in it, in [0, 1].
+        share: f64,
+    },
+    /// Zipf-distributed over the pages (page 0 the most written), with
+    /// exponent `s` > 0.
+    Zipf {
+        /// The exponent.
+        s: f64,
+    },
+}
+
+/// A synthetic guest.
+#[derive(Debug, Clone)]
+pub struct SyntheticGuest {
+    page_size: usize,
+    seed: u64,
+    memory: Vec<u8>,
+    // Writes per page so far: page content is a function of this.
+    version: Vec<u32>,
+    dirty: Vec<u64>,
+    model: DirtyModel,
+    rate: f64,
+    throttle: f64,
+    running: bool,
+    rng: ChaCha8Rng,
+    // Fractional writes carried between calls to `run`.
+    carry: f64,
+    // Cumulative Zipf weights (only for the Zipf model).
+    zipf_cdf: Vec<f64>,
+    device: Vec<u8>,
+}
+
+/// The share of pages that start (and stay, until written) all zero.
+pub const ZERO_SHARE: f64 = 0.25;
+
+impl SyntheticGuest {
+    /// A guest of `pages` pages of `page_size` bytes, content from `seed`,
+    /// writing `rate` pages per second by `model` while running.
+    pub fn new(
+        pages: usize,
+        page_size: usize,
+        seed: u64,
+        model: DirtyModel,
+        rate: f64,
+    ) -> SyntheticGuest {
+        let zipf_cdf = match model {
+            DirtyModel::Zipf { s } => {
+                let mut acc = 0.0;
+                (0..pages)
+                    .map(|k| {
+                        acc += 1.0 / ((k + 1) as f64).powf(s.max(1e-6));
+                        acc
+                    })
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
+        let mut g = SyntheticGuest {
+            page_size,
+            seed,
+            memory: vec![0; pages * page_size],
+            version: vec![0; pages],
+            dirty: vec![u64::MAX; pages.div_ceil(64)],
+            model,
+            rate: rate.max(0.0),
+            throttle: 1.0,
+            running: true,
+            rng: ChaCha8Rng::seed_from_u64(seed ^ 0x6d69_6772_6174_6521),
+            carry: 0.0,
+            zipf_cdf,
+            device: Vec::new(),
+        };
+        // Clear the bits past the last page.
+        if pages % 64 != 0 {
+            if let Some(last) = g.dirty.last_mut() {
+                *last = (1u64 << (pages % 64)) - 1;
+            }
+        }
+        for i in 0..pages {
+            // About a quarter of the pages start zero (never written).
+            if page_hash(seed, i as u64, 0) % 4 != 0 {
+                g.fill(i);
+            }
+        }
+        g.device = format!("synthetic guest seed {seed}").into_bytes();
+        g
+    }
+
+    /// A blank guest of the same shape, to receive a migration.
+    pub fn blank(pages: usize, page_size: usize) -> SyntheticGuest {
+        let mut g = SyntheticGuest::new(pages, page_size, 0, DirtyModel::Uniform, 0.0);
+        g.memory.iter_mut().for_each(|b| *b = 0);
+        g.device.clear();
+        g.running = false;
+        g
+    }
+
+    /// Slows dirtying to `factor` of the rate (auto-converge), in (0, 1].
+    pub fn set_throttle(&mut self, factor: f64) {
+        self.throttle = factor.clamp(0.0, 1.0);
+    }
+
+    /// The dirtying rate in pages per second, throttle included.
+    pub fn effective_rate(&self) -> f64 {
+        self.rate * self.throttle
+    }
+
+    /// The whole memory.
+    pub fn memory(&self) -> &[u8] {
+        &self.memory
+    }
+
+    /// Runs for `dt` of guest time: writes pages if running.
+    pub fn run(&mut self, dt: Duration) {
+        if !self.running || self.pages() == 0 {
+            return;
+        }
+        self.carry += self.effective_rate() * dt.as_secs_f64();
+        let n = self.carry.floor();
+        self.carry -= n;
+        for _ in 0..n as u64 {
+            let i = self.pick();
+            self.version[i] = self.version[i].wrapping_add(1);
+            self.fill(i);
+            self.dirty[i / 64] |= 1 << (i % 64);
+        }
+    }
+
+    fn pick(&mut self) -> usize {
+        let pages = self.pages();
+        let u = (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        match self.model {
+            DirtyModel::Uniform => (u * pages as f64) as usize % pages,
+            DirtyModel::HotSet { pages: hot, share } => {
+                let hot = hot.clamp(1, pages);
+                let v = (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+                if u < share || hot == pages {
+                    (v * hot as f64) as usize % hot
+                } else {
+                    hot + (v * (pages - hot) as f64) as usize % (pages - hot)
+                }
+            }
+            DirtyModel::Zipf { .. } => {
+                let total = *self.zipf_cdf.last().unwrap_or(&1.0);
+                let target = u * total;
+                self.zipf_cdf
+                    .partition_point(|&c| c < target)
+                    .min(pages - 1)
+            }
+        }
+    }
+
+    // Page i's content for its current version.
+    fn fill(&mut self, i: usize) {
+        let (seed, v) = (self.seed, self.version[i]);
+        let ps = self.page_size;
+        let page = &mut self.memory[i * ps..(i + 1) * ps];
+        let mut x = page_hash(seed, i as u64, u64::from(v)) | 1;
+        // Most writes touch a few words of a page (so deltas pay), the
+        // first write of a page fills it.
+        if v == 0 {
+            for chunk in page.chunks_mut(8) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let b = x.to_le_bytes();
+                chunk.copy_from_slice(&b[..chunk.len()]);
+            }
+        } else {
+            for _ in 0..8 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let at = (x as usize) % ps;
+                page[at] = (x >> 32) as u8;
+            }
+        }
+    }
+}
+
+fn page_hash(seed: u64, page: u64, version: u64) -> u64 {
+    let mut x = seed
+        ^ page.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        ^ version.wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x
+}
+
+impl Guest for SyntheticGuest {
+    fn page_size(&self) -> usize {
+        self.page_size
+    }
+    fn pages(&self) -> usize {
+        self.version.len()
+    }
+    fn read_page(&self, i: usize, out: &mut [u8]) {
+        let ps = self.page_size;
+        out[..ps].copy_from_slice(&self.memory[i * ps..(i + 1) * ps]);
+    }
+    fn write_page(&mut self, i: usize, data: &[u8]) {
+        let ps = self.page_size;
+        self.memory[i * ps..(i + 1) * ps].copy_from_slice(&data[..ps]);
+    }
+    fn take_dirty(&mut self) -> Vec<usize> {
+        let mut out = Vec::new();
+        for (w, bits) in self.dirty.iter_mut().enumerate() {
+            let mut b = std::mem::take(bits);
+            while b != 0 {
+                let t = b.trailing_zeros() as usize;
+                out.push(w * 64 + t);
+                b &= b - 1;
+            }
+        }
+        out
+    }
+    fn pause(&mut self) {
+        self.running = false;
+    }
+    fn resume(&mut self) {
+        self.running = true;
+    }
+    fn is_running(&self) -> bool {
+        self.running
+    }
+    fn device_state(&self) -> Vec<u8> {
+        self.device.clone()
+    }
+    fn set_device_state(&mut self, state: &[u8]) {
+        self.device = state.to_vec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contents_are_seeded_and_dirtying_is_tracked() {
+        let mut a = SyntheticGuest::new(1000, 4096, 7, DirtyModel::Uniform, 10_000.0);
+        let b = SyntheticGuest::new(1000, 4096, 7, DirtyModel::Uniform, 10_000.0);
+        assert_eq!(a.memory(), b.memory());
+        assert_eq!(a.take_dirty().len(), 1000, "first: everything");
+        assert!(a.take_dirty().is_empty());
+        a.run(Duration::from_millis(10)); // 100 writes
+        let d = a.take_dirty();
+        assert!((60..=100).contains(&d.len()), "{}", d.len());
+        assert_ne!(a.memory(), b.memory());
+        a.pause();
+        a.run(Duration::from_secs(1));
+        assert!(a.take_dirty().is_empty(), "a paused guest writes nothing");
+        let zeros = (0..1000)
+            .filter(|&i| a.memory()[i * 4096..(i + 1) * 4096].iter().all(|&x| x == 0))
+            .count();
+        assert!((150..350).contains(&zeros), "{zeros} zero pages");
+    }
+
+    #[test]
+    fn a_hot_set_takes_its_share_and_the_throttle_slows_writing() {
+        let mut g = SyntheticGuest::new(
+            10_000,
+            64,
+            1,
+            DirtyModel::HotSet {
+                pages: 100,
+                share: 0.9,
+            },
+            100_000.0,
+        );
+        g.take_dirty();
+        g.run(Duration::from_millis(10)); // 1000 writes
+        let d = g.take_dirty();
+        let hot = d.iter().filter(|&&i| i < 100).count();
+        assert!(
+            hot >= 90,
+            "the hot set is small, so its pages repeat: {hot}"
+        );
+        assert!(d.len() < 300, "{}", d.len());
+        g.set_throttle(0.1);
+        g.run(Duration::from_millis(10)); // 100 writes
+        assert!(g.take_dirty().len() <= 100);
+        let mut z = SyntheticGuest::new(10_000, 64, 1, DirtyModel::Zipf { s: 1.2 }, 100_000.0);
+        z.take_dirty();
+        z.run(Duration::from_millis(10));
+        let d = z.take_dirty();
+        assert!(d.contains(&0) && d.len() < 1000, "{}", d.len());
+    }
+}
