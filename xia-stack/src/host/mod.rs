@@ -324,6 +324,9 @@ pub struct Host {
     fetches: Vec<chunks::Fetch>,
     fetcher: Option<Xid>,
     raw: Vec<Option<raw::RawSocket>>,
+    // Keys of SIDs this host may sign MIGRATEs for: its client streams'
+    // fresh SIDs, and services' SIDs whose keys were handed over.
+    sid_keys: std::collections::BTreeMap<Xid, Identity>,
 }
 
 /// The principal types a host has tables for.
@@ -387,6 +390,7 @@ impl Host {
             names: None,
             resolver: None,
             name_pending: std::collections::BTreeMap::new(),
+            sid_keys: std::collections::BTreeMap::new(),
             chunks: crate::content::ChunkCache::new(chunk_store),
             fetches: Vec::new(),
             fetcher: None,

@@ -167,12 +167,15 @@ impl Host {
 
     /// A client connection from a fresh SID to `dst`.
     fn open_connection(&mut self, dst: &Dag, now: Instant) -> Result<Connection, HostError> {
-        let sid = Identity::generate(Principal::SID, &mut self.rng).xid();
+        let key = Identity::generate(Principal::SID, &mut self.rng);
+        let sid = key.xid();
         let _ = self.tables.insert(sid, Route::LOCAL);
         let local = self
             .dag()
             .append_xid(sid)
             .map_err(|_| HostError::NoRoute(*dst.intent()))?;
+        // Kept so that the connection can follow this host when it moves.
+        self.sid_keys.insert(sid, key);
         let iss = self.rng.next_u32();
         Ok(Connection::connect(
             local,
@@ -378,6 +381,7 @@ impl Host {
         if let Some(s) = self.streams.get_mut(h.0).and_then(Option::take) {
             if let (true, Some(c)) = (s.owns_sid, s.conn()) {
                 self.tables.remove(&c.id().local);
+                self.sid_keys.remove(&c.id().local);
             }
         }
     }
@@ -510,15 +514,31 @@ impl Host {
         }
     }
 
+    /// Gives the host the key of a SID it serves (a listener's), so that
+    /// its connections can tell their peers when the host moves.
+    pub fn add_sid_key(&mut self, key: Identity) {
+        self.sid_keys.insert(key.xid(), key);
+    }
+
     /// Rebinds every connection to this host's current DAG (after XHCP
-    /// moved it).
+    /// moved it). Where the host holds the SID's key, the peer is told
+    /// with a signed MIGRATE; otherwise only our end moves, and the peer
+    /// must learn the new DAG some other way (a name update).
     pub(super) fn rebind_streams(&mut self, now: Instant) {
         let dag = self.dag();
+        // Our clock: only the order of one connection's MIGRATEs matters.
+        let timestamp_ms = now.as_nanos() / 1_000_000;
         for i in 0..self.streams.len() {
             if let Some(c) = self.streams[i].as_mut().and_then(Stream::conn_mut) {
                 let sid = c.id().local;
                 if let Ok(new) = dag.append_xid(sid) {
-                    let _ = c.rebind_local(new);
+                    let signed = match self.sid_keys.get(&sid) {
+                        Some(key) => c.migrate(key, new.clone(), timestamp_ms, now).is_ok(),
+                        None => false,
+                    };
+                    if !signed {
+                        let _ = c.rebind_local(new);
+                    }
                 }
             }
             self.flush_stream(now, StreamHandle(i));
