@@ -12,12 +12,18 @@
 //!   rate, with a throttle for auto-converge;
 //! - [`pages`]: how pages travel — zero pages and duplicates as
 //!   references, re-sent pages as XOR deltas when smaller (XBZRLE-like),
-//!   else whole — with the destination's decoder.
+//!   else whole — with the destination's decoder;
+//! - [`state`]: the control protocol's states and transition tables for
+//!   both sides, transactional (negotiate, pre-copy, stop-and-copy,
+//!   commit, activation), with an *in doubt* state so that a source that
+//!   loses contact while waiting for the commit never resumes blind: at
+//!   most one copy of the guest runs, exactly one once the outcome is
+//!   known (tested at every failure point).
 //!
 //! The signed MIGRATE that rebinds connections lives in
-//! `xia_stack::stream::migrate`. Not implemented yet: the migration control
-//! protocol (negotiate, pre-copy rounds, stop-and-copy, commit,
-//! activation), hypervisor agents, location management, the CLI and
+//! `xia_stack::stream::migrate`. Not implemented yet: the protocol engine
+//! that drives the tables (messages, rounds, bandwidth estimation,
+//! convergence), hypervisor agents, location management, the CLI and
 //! experiments.
 
 #![forbid(unsafe_code)]
@@ -25,3 +31,4 @@
 
 pub mod guest;
 pub mod pages;
+pub mod state;
