@@ -61,12 +61,6 @@ pub struct Pinger {
     pub names: Vec<(xia_stack::xid::Xid, String)>,
 }
 
-/// How a pinger's destination is printed: RE form when it has one.
-fn show(d: &Dag) -> String {
-    d.to_re_string()
-        .unwrap_or_else(|| d.to_string().replace(" \n", " "))
-}
-
 impl Pinger {
     /// A pinger (not started).
     pub fn new(
@@ -104,7 +98,7 @@ impl Pinger {
     fn who(&self, d: &Dag) -> String {
         match self.names.iter().find(|(x, _)| x == d.intent()) {
             Some((_, n)) => n.clone(),
-            None => show(d),
+            None => d.to_line(),
         }
     }
 
@@ -140,7 +134,7 @@ impl Pinger {
             self.started.get_or_insert(now);
             self.lines.push(format!(
                 "PING {} ({}): {} data bytes",
-                show(&dst),
+                dst.to_line(),
                 self.label,
                 self.size
             ));
@@ -269,7 +263,9 @@ impl Pinger {
                         (from, format!("Destination Unreachable ({reason})"))
                     }
                     NetError::TimeExceeded { from } => (from, "Time to live exceeded".to_string()),
-                    NetError::Redirect { to, from } => (from, format!("Redirect to {}", show(to))),
+                    NetError::Redirect { to, from } => {
+                        (from, format!("Redirect to {}", to.to_line()))
+                    }
                 };
                 let who = self.who(from);
                 self.lines

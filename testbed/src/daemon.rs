@@ -91,16 +91,7 @@ pub enum LinkTo {
     Ethernet(String),
 }
 
-/// Link-state timers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RoutingTimers {
-    /// HELLO interval.
-    pub hello: Duration,
-    /// Dead interval.
-    pub dead: Duration,
-    /// LSA refresh.
-    pub refresh: Duration,
-}
+pub use crate::topology::RoutingTimers;
 
 /// A checked daemon configuration.
 #[derive(Clone, Debug)]
@@ -371,11 +362,7 @@ impl DaemonConfig {
             links.push(DaemonLink { to, impairment });
         }
         let routing = match &raw.routing {
-            None => RoutingTimers {
-                hello: Duration::from_secs(1),
-                dead: Duration::from_secs(4),
-                refresh: Duration::from_secs(30),
-            },
+            None => RoutingTimers::default(),
             Some(r) => {
                 if let Some(p) = &r.protocol {
                     if p.get_ref() != "link-state" {
@@ -388,22 +375,8 @@ impl DaemonConfig {
                         );
                     }
                 }
-                let hello = cx.duration(&r.hello, Duration::from_secs(1), "hello")?;
-                let dead = cx.duration(&r.dead, hello * 4, "dead")?;
-                if hello.is_zero() || dead <= hello {
-                    return cx.err(
-                        r.dead
-                            .as_ref()
-                            .or(r.hello.as_ref())
-                            .map_or(0..0, |s| s.span()),
-                        "the dead interval must be longer than a positive hello interval",
-                    );
-                }
-                RoutingTimers {
-                    hello,
-                    dead,
-                    refresh: cx.duration(&r.refresh, Duration::from_secs(30), "refresh")?,
-                }
+                let anchor = r.protocol.as_ref().map_or(0..0, |p| p.span());
+                cx.routing_timers(&r.hello, &r.dead, &r.refresh, anchor)?
             }
         };
         let xhcp_interval = match &raw.xhcp {
@@ -623,14 +596,10 @@ impl DaemonConfig {
                 cfg.xhcp_interval = Some(self.xhcp_interval);
                 cfg.name_server = self.name_server.clone();
                 cfg.chunk_cache = *cache_bytes;
-                cfg.routing = Some(xia_router::routing::LinkStateConfig {
-                    hello_interval: self.routing.hello,
-                    dead_interval: self.routing.dead,
-                    refresh_interval: self.routing.refresh,
-                    max_age: self.routing.refresh * 4,
-                    exclude: unknown_ads.clone(),
-                    ..Default::default()
-                });
+                cfg.routing = Some(
+                    self.routing
+                        .link_state_config(Vec::new(), unknown_ads.clone()),
+                );
                 let mut router = xia_router::Router::new(cfg);
                 if let Some(a) = ipv4 {
                     let _ = router

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use xia_stack::naming::NAME_SERVER_SID;
 
 use crate::routes;
-use crate::topology::{NodeKind, RoutingSpec, Topology};
+use crate::topology::{NodeKind, RoutingSpec, RoutingTimers, Topology};
 
 /// The state file in a testbed directory.
 pub const STATE_FILE: &str = "state.toml";
@@ -268,11 +268,11 @@ pub fn daemon_config(topo: &Topology, i: usize, cfg: &UpConfig, seed: u64) -> St
             l.duplicate
         );
     }
-    if let RoutingSpec::LinkState {
+    if let RoutingSpec::LinkState(RoutingTimers {
         hello,
         dead,
         refresh,
-    } = topo.routing
+    }) = topo.routing
     {
         let _ = writeln!(
             t,

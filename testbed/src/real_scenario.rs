@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use xia_net::client::{Client, PingOutcome};
-use xia_stack::dag::Dag;
 use xia_stack::xid::Principal;
 
 use crate::apps::stream_byte;
@@ -104,10 +103,6 @@ impl std::fmt::Display for RealReport {
     }
 }
 
-fn show(d: &Dag) -> String {
-    xia_net::server::text(d)
-}
-
 /// Runs `topo`'s pings and streams on the testbed `state` describes;
 /// times are from now.
 pub async fn run(topo: &Topology, state: &State) -> RealReport {
@@ -138,7 +133,7 @@ pub async fn run(topo: &Topology, state: &State) -> RealReport {
         topo.nodes
             .iter()
             .enumerate()
-            .find(|(i, _)| show(&topo.node_dag(*i)) == dag)
+            .find(|(i, _)| topo.node_dag(*i).to_line() == dag)
             .map_or_else(|| dag.to_string(), |(_, n)| n.name.clone())
     };
     let pings = topo.runs.iter().map(|run| {
@@ -164,7 +159,7 @@ pub async fn run(topo: &Topology, state: &State) -> RealReport {
             let (dag, label) = match dst {
                 Target::Dag(d) => (
                     d.clone(),
-                    topo.name_of(d.intent()).unwrap_or_else(|| show(d)),
+                    topo.name_of(d.intent()).unwrap_or_else(|| d.to_line()),
                 ),
                 Target::Name(n) => match c.resolve(n).await {
                     Ok(d) => (d, n.clone()),
@@ -174,37 +169,37 @@ pub async fn run(topo: &Topology, state: &State) -> RealReport {
                     }
                 },
             };
-            p.lines
-                .push(format!("PING {} ({label}): {size} data bytes", show(&dag)));
+            p.lines.push(format!(
+                "PING {} ({label}): {size} data bytes",
+                dag.to_line()
+            ));
             let size16 = u16::try_from(*size).unwrap_or(u16::MAX);
-            for seq in 0..*count {
-                if seq > 0 {
-                    tokio::time::sleep(*interval).await;
+            let count16 = u16::try_from(*count).unwrap_or(u16::MAX);
+            let mut lines = Vec::new();
+            // Timeouts print nothing, as in the simulator's ping.
+            let sum = c
+                .ping_series(
+                    &dag,
+                    count16,
+                    *interval,
+                    size16,
+                    *hop_limit,
+                    *timeout,
+                    |seq, out| {
+                        if !matches!(out, PingOutcome::Timeout) {
+                            lines.push(out.line(seq, &label, name_of));
+                        }
+                    },
+                )
+                .await;
+            p.lines.extend(lines);
+            match sum {
+                Ok(sum) => {
+                    p.transmitted = sum.transmitted;
+                    p.received = sum.rtts.len() as u32;
+                    p.hop_limits = sum.hop_limits;
                 }
-                p.transmitted += 1;
-                let seq16 = seq as u16;
-                match c.ping(&dag, seq16, size16, *hop_limit, *timeout).await {
-                    Ok(PingOutcome::Reply {
-                        hop_limit,
-                        rtt,
-                        len,
-                        ..
-                    }) => {
-                        p.received += 1;
-                        p.hop_limits.push(hop_limit);
-                        p.lines.push(format!(
-                            "{} bytes from {label}: xcmp_seq={seq} hlim={hop_limit} time={:.3} ms",
-                            len + 8,
-                            rtt.as_secs_f64() * 1e3
-                        ));
-                    }
-                    Ok(PingOutcome::Error { from, what }) => {
-                        p.lines
-                            .push(format!("From {}: xcmp_seq={seq} {what}", name_of(&from)));
-                    }
-                    Ok(PingOutcome::Timeout) => {}
-                    Err(e) => p.lines.push(format!("ping: {e}")),
-                }
+                Err(e) => p.lines.push(format!("ping: {e}")),
             }
             p.lines.push(format!("--- {label} ping statistics ---"));
             p.lines.push(format!(
@@ -282,7 +277,7 @@ pub async fn run(topo: &Topology, state: &State) -> RealReport {
                     Some(n) => n.clone(),
                     None => {
                         let base = st.dag.clone().unwrap_or_else(|| topo.node_dag(st.to));
-                        show(&base.append_xid(sid).expect("room for the SID"))
+                        base.append_xid(sid).expect("room for the SID").to_line()
                     }
                 };
                 let mut s = cc.connect(&to).await?;

@@ -998,26 +998,16 @@ fn build_router(
         unreachable!("build_router is called for routers")
     };
     cfg.chunk_cache = *cache_bytes;
-    if let RoutingSpec::LinkState {
-        hello,
-        dead,
-        refresh,
-    } = topo.routing
-    {
-        cfg.routing = Some(xia_router::routing::LinkStateConfig {
-            hello_interval: hello,
-            dead_interval: dead,
-            refresh_interval: refresh,
-            max_age: refresh * 4,
-            port_costs: routes::port_costs(topo, ports, i),
-            exclude: unknown_ads.iter().map(|&a| topo.ads[a].xid).collect(),
-            ..Default::default()
-        });
+    if let RoutingSpec::LinkState(timers) = topo.routing {
+        cfg.routing = Some(timers.link_state_config(
+            routes::port_costs(topo, ports, i),
+            unknown_ads.iter().map(|&a| topo.ads[a].xid).collect(),
+        ));
     }
     let mut r = Router::new(cfg);
     match topo.routing {
         RoutingSpec::Static => routes::install(topo, ports, i, r.tables_mut()),
-        RoutingSpec::LinkState { .. } => routes::install_connected(topo, ports, i, r.tables_mut()),
+        RoutingSpec::LinkState(_) => routes::install_connected(topo, ports, i, r.tables_mut()),
     }
     r
 }

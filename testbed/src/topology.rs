@@ -81,6 +81,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 use xia_net::impair::Impairment;
+use xia_router::routing::LinkStateConfig;
 use xia_stack::dag::Dag;
 use xia_stack::identity::Identity;
 use xia_stack::xid::{sha1, Principal, Xid};
@@ -453,14 +454,44 @@ pub enum RoutingSpec {
     Static,
     /// Every router runs link-state routing; only directly attached hosts
     /// and a router's own 4ID are configured.
-    LinkState {
-        /// HELLO interval.
-        hello: Duration,
-        /// Dead interval.
-        dead: Duration,
-        /// LSA refresh interval.
-        refresh: Duration,
-    },
+    LinkState(RoutingTimers),
+}
+
+/// Link-state timers (`[routing]` in topology and daemon files).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RoutingTimers {
+    /// HELLO interval.
+    pub hello: Duration,
+    /// Dead interval.
+    pub dead: Duration,
+    /// LSA refresh interval; LSAs age out at four times it.
+    pub refresh: Duration,
+}
+
+impl Default for RoutingTimers {
+    /// HELLO every second, dead after four, LSAs refreshed every 30 s.
+    fn default() -> RoutingTimers {
+        RoutingTimers {
+            hello: Duration::from_secs(1),
+            dead: Duration::from_secs(4),
+            refresh: Duration::from_secs(30),
+        }
+    }
+}
+
+impl RoutingTimers {
+    /// The router's link-state configuration with these timers.
+    pub fn link_state_config(&self, port_costs: Vec<u32>, exclude: Vec<Xid>) -> LinkStateConfig {
+        LinkStateConfig {
+            hello_interval: self.hello,
+            dead_interval: self.dead,
+            refresh_interval: self.refresh,
+            max_age: self.refresh * 4,
+            port_costs,
+            exclude,
+            ..LinkStateConfig::default()
+        }
+    }
 }
 
 /// What an `[[event]]` changes.
@@ -600,6 +631,46 @@ impl Ctx<'_> {
                 ),
             },
         }
+    }
+
+    /// The `hello`, `dead` and `refresh` keys of a `[routing]` section:
+    /// positive durations, 1 s, 4 × hello and 30 s by default, and a dead
+    /// interval longer than the hello interval (errors at `anchor` when no
+    /// key can be blamed).
+    pub(crate) fn routing_timers(
+        &self,
+        hello: &Option<Spanned<String>>,
+        dead: &Option<Spanned<String>>,
+        refresh: &Option<Spanned<String>>,
+        anchor: std::ops::Range<usize>,
+    ) -> Result<RoutingTimers, TopologyError> {
+        let positive = |f: &Option<Spanned<String>>, default: Duration, what: &str| match f {
+            None => Ok(default),
+            Some(s) => match parse_duration(s.get_ref()) {
+                Some(d) if !d.is_zero() => Ok(d),
+                _ => self.err(
+                    s.span(),
+                    format!(
+                        "{what} {:?} is not a positive duration like \"1s\"",
+                        s.get_ref()
+                    ),
+                ),
+            },
+        };
+        let d = RoutingTimers::default();
+        let hello = positive(hello, d.hello, "hello")?;
+        let dead_d = positive(dead, hello * 4, "dead")?;
+        if dead_d <= hello {
+            return self.err(
+                dead.as_ref().map_or(anchor, |s| s.span()),
+                "the dead interval must be longer than the hello interval",
+            );
+        }
+        Ok(RoutingTimers {
+            hello,
+            dead: dead_d,
+            refresh: positive(refresh, d.refresh, "refresh")?,
+        })
     }
 
     /// A probability key, or 0.
@@ -1138,47 +1209,21 @@ impl Topology {
         }
         let routing = match &raw.routing {
             None => RoutingSpec::Static,
-            Some(r) => {
-                let dur = |f: &Option<Spanned<String>>, default: u64, what: &str| match f {
-                    None => Ok(Duration::from_millis(default)),
-                    Some(s) => match parse_duration(s.get_ref()) {
-                        Some(d) if !d.is_zero() => Ok(d),
-                        _ => cx.err(
-                            s.span(),
-                            format!(
-                                "{what} {:?} is not a positive duration like \"1s\"",
-                                s.get_ref()
-                            ),
-                        ),
-                    },
-                };
-                match r.protocol.get_ref().as_str() {
-                    "static" => RoutingSpec::Static,
-                    "link-state" => {
-                        let hello = dur(&r.hello, 1000, "hello")?;
-                        let dead = dur(&r.dead, 4 * hello.as_millis() as u64, "dead")?;
-                        if dead <= hello {
-                            return cx.err(
-                                r.dead.as_ref().unwrap_or(&r.protocol).span(),
-                                "the dead interval must be longer than the hello interval",
-                            );
-                        }
-                        RoutingSpec::LinkState {
-                            hello,
-                            dead,
-                            refresh: dur(&r.refresh, 30_000, "refresh")?,
-                        }
-                    }
-                    other => {
-                        return cx.err(
-                            r.protocol.span(),
-                            format!(
-                                "routing protocol {other:?} is not \"static\" or \"link-state\""
-                            ),
-                        )
-                    }
+            Some(r) => match r.protocol.get_ref().as_str() {
+                "static" => RoutingSpec::Static,
+                "link-state" => RoutingSpec::LinkState(cx.routing_timers(
+                    &r.hello,
+                    &r.dead,
+                    &r.refresh,
+                    r.protocol.span(),
+                )?),
+                other => {
+                    return cx.err(
+                        r.protocol.span(),
+                        format!("routing protocol {other:?} is not \"static\" or \"link-state\""),
+                    )
                 }
-            }
+            },
         };
         let mut events = Vec::new();
         for e in &raw.event {

@@ -29,6 +29,33 @@ fn run_ok(cmd: &mut Command) -> String {
     String::from_utf8(out.stdout).expect("UTF-8")
 }
 
+/// `xia testbed exec --dir DIR NODE -- xia`: a command for a node's
+/// host daemon.
+fn exec(dir: &Path, node: &str) -> Command {
+    let mut c = xia();
+    c.args(["testbed", "exec", "--dir"])
+        .arg(dir)
+        .arg(node)
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_xia"));
+    c
+}
+
+/// The first line a child prints on stderr (`stderr`) or stdout.
+fn first_line(child: &mut std::process::Child, stderr: bool) -> String {
+    let mut line = String::new();
+    if stderr {
+        BufReader::new(child.stderr.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+    } else {
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+    }
+    line
+}
+
 /// Brings a testbed down when dropped, whatever happened.
 struct Testbed(PathBuf);
 
@@ -53,15 +80,7 @@ fn ping_echo_and_a_file_transfer_through_two_routers() {
     );
     let tb = Testbed(dir.clone());
     assert!(up.contains("h1") && up.contains("rB"), "{up}");
-    let exec = |node: &str| {
-        let mut c = xia();
-        c.args(["testbed", "exec", "--dir"])
-            .arg(&dir)
-            .arg(node)
-            .arg("--")
-            .arg(env!("CARGO_BIN_EXE_xia"));
-        c
-    };
+    let exec = |node: &str| exec(&dir, node);
 
     // ping: three ADs, the simulator's hop limit on arrival.
     let ping = run_ok(exec("h1").args(["ping", "-c", "3", "-i", "0.1", "@h2"]));
@@ -76,10 +95,7 @@ fn ping_echo_and_a_file_transfer_through_two_routers() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let line = first_line(&mut server, false);
     let echoed =
         run_ok(exec("h1").args(["echo", "client", "--message", "hello over XIA", line.trim()]));
     assert_eq!(echoed, "hello over XIA");
@@ -224,28 +240,7 @@ fn names_netcat_and_datagram_echo() {
             .arg(topology("name-and-stream.toml")),
     );
     let _tb = Testbed(dir.clone());
-    let exec = |node: &str| {
-        let mut c = xia();
-        c.args(["testbed", "exec", "--dir"])
-            .arg(&dir)
-            .arg(node)
-            .arg("--")
-            .arg(env!("CARGO_BIN_EXE_xia"));
-        c
-    };
-    let first_line = |child: &mut std::process::Child, stderr: bool| {
-        let mut line = String::new();
-        if stderr {
-            BufReader::new(child.stderr.take().unwrap())
-                .read_line(&mut line)
-                .unwrap();
-        } else {
-            BufReader::new(child.stdout.take().unwrap())
-                .read_line(&mut line)
-                .unwrap();
-        }
-        line
-    };
+    let exec = |node: &str| exec(&dir, node);
 
     // An echo service on h2 under a name, signed with its SID's key.
     let keys = dir.join("keys");

@@ -91,6 +91,42 @@ pub enum PingOutcome {
     Timeout,
 }
 
+impl PingOutcome {
+    /// The ping(8)-style line for request `seq` to `label`; `name` says
+    /// how to print the DAG text of an XCMP error's sender.
+    pub fn line(&self, seq: u16, label: &str, name: impl Fn(&str) -> String) -> String {
+        match self {
+            PingOutcome::Reply {
+                hop_limit,
+                rtt,
+                len,
+                ..
+            } => format!(
+                "{} bytes from {label}: xcmp_seq={seq} hlim={hop_limit} time={:.3} ms",
+                len + 8,
+                rtt.as_secs_f64() * 1e3
+            ),
+            PingOutcome::Error { from, what } => {
+                format!("From {}: xcmp_seq={seq} {what}", name(from))
+            }
+            PingOutcome::Timeout => format!("Request timeout for xcmp_seq {seq}"),
+        }
+    }
+}
+
+/// What a series of pings got.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PingSummary {
+    /// Requests sent.
+    pub transmitted: u32,
+    /// Round-trip times of the replies.
+    pub rtts: Vec<Duration>,
+    /// Hop limits left on the replies.
+    pub hop_limits: Vec<u8>,
+    /// XCMP errors.
+    pub errors: u32,
+}
+
 /// The host's addresses.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Info {
@@ -144,7 +180,7 @@ impl Client {
     /// Opens a stream to a DAG (xia-core text) or a registered name.
     pub async fn connect(&self, to: &str) -> Result<XStream, ClientError> {
         let (to, by_name) = match to.parse::<Dag>() {
-            Ok(d) => (crate::server::text(&d), false),
+            Ok(d) => (d.to_line(), false),
             Err(_) => (to.to_string(), true),
         };
         let mut c = self.open().await?;
@@ -247,7 +283,7 @@ impl Client {
     pub async fn fetch_chunk(&self, from: &Dag) -> Result<Vec<u8>, ClientError> {
         match self
             .ask(Request::FetchChunk {
-                dag: crate::server::text(from),
+                dag: from.to_line(),
             })
             .await?
         {
@@ -266,7 +302,7 @@ impl Client {
         timeout: Duration,
     ) -> Result<PingOutcome, ClientError> {
         let req = Request::Ping {
-            dst: crate::server::text(dst),
+            dst: dst.to_line(),
             seq,
             size,
             hop_limit,
@@ -288,6 +324,39 @@ impl Client {
             Response::PingTimeout => Ok(PingOutcome::Timeout),
             r => Err(ClientError::Unexpected(Box::new(r))),
         }
+    }
+
+    /// `count` echo requests `interval` apart, each waiting up to `wait`
+    /// (ping(8)'s loop); `each` sees every outcome as it comes.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn ping_series(
+        &self,
+        dst: &Dag,
+        count: u16,
+        interval: Duration,
+        size: u16,
+        hop_limit: Option<u8>,
+        wait: Duration,
+        mut each: impl FnMut(u16, &PingOutcome),
+    ) -> Result<PingSummary, ClientError> {
+        let mut sum = PingSummary::default();
+        for seq in 0..count {
+            if seq > 0 {
+                tokio::time::sleep(interval).await;
+            }
+            sum.transmitted += 1;
+            let out = self.ping(dst, seq, size, hop_limit, wait).await?;
+            match &out {
+                PingOutcome::Reply { hop_limit, rtt, .. } => {
+                    sum.rtts.push(*rtt);
+                    sum.hop_limits.push(*hop_limit);
+                }
+                PingOutcome::Error { .. } => sum.errors += 1,
+                PingOutcome::Timeout => {}
+            }
+            each(seq, &out);
+        }
+        Ok(sum)
     }
 
     /// The host's addresses.
@@ -363,7 +432,7 @@ impl XDatagram {
         write_frame(
             &mut self.conn,
             &Request::SendTo {
-                dst: crate::server::text(dst),
+                dst: dst.to_line(),
                 data: data.to_vec(),
             },
         )

@@ -6,7 +6,8 @@
 //! of one channel per socket there is one log: a waiter notes the log's
 //! position, checks its condition, and sleeps until the position moves
 //! ([`HostNode::subscribe`]). Chunk fetches keep their (possibly large)
-//! results in a map by id until taken.
+//! results in a map by id until taken ([`HostNode::take_fetched`]); they
+//! wake waiters but are not in the log.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -86,25 +87,23 @@ impl Node for HostNode {
         self.host.poll_transmit()
     }
     fn after_step(&mut self, _now: Instant) {
-        let before = self.next;
+        let mut changed = false;
         while let Some(e) = self.host.poll_event() {
-            if let HostEvent::ChunkFetched { id, result, .. } = e {
-                if self.fetched.len() >= FETCHED {
-                    self.fetched.pop_first();
+            changed = true;
+            match e {
+                // Kept apart, by id, until taken: not in the log.
+                HostEvent::ChunkFetched { id, result, .. } => {
+                    if self.fetched.len() >= FETCHED {
+                        self.fetched.pop_first();
+                    }
+                    self.fetched.insert(id, result);
                 }
-                self.fetched.insert(id, result);
-                // Waiters learn of it through a marker in the log.
-                let marker = HostEvent::ChunkFetched {
-                    id,
-                    cid: xia_stack::Xid::new(xia_stack::Principal::CID, [0; 20]),
-                    result: Ok(Vec::new()),
-                };
-                self.push(marker);
-                continue;
+                e => self.push(e),
             }
-            self.push(e);
         }
-        if self.next != before {
+        if changed {
+            // Wakes waiters even when only a fetch ended (the position
+            // then stays; a watch notifies on every send).
             self.changed.send_replace(self.next);
         }
     }

@@ -93,12 +93,6 @@ fn error(e: impl std::fmt::Display) -> Response {
     }
 }
 
-/// A DAG as one line: the RE form when it has one (xia-core reads both).
-pub fn text(d: &Dag) -> String {
-    d.to_re_string()
-        .unwrap_or_else(|| d.to_string().replace('\n', " ").trim().to_string())
-}
-
 fn parse_dag(text: &str) -> Result<Dag, Response> {
     text.parse::<Dag>()
         .map_err(|e| error(format!("bad DAG {text:?}: {e}")))
@@ -208,7 +202,7 @@ async fn connection(mut conn: UnixStream, ctx: &Ctx) -> Result<(), ConnError> {
                     .node
                     .call(move |n, _| {
                         let l = XListener::bind(&mut n.host, sid)?;
-                        let dag = l.local_dag(&n.host).map(|d| text(&d));
+                        let dag = l.local_dag(&n.host).map(|d| d.to_line());
                         Ok::<_, SocketError>((l, dag.unwrap_or_default()))
                     })
                     .await?;
@@ -266,7 +260,7 @@ async fn connection(mut conn: UnixStream, ctx: &Ctx) -> Result<(), ConnError> {
                     })
                     .await?;
                 let (s, dag) = or_answer!(conn, bound.map_err(error));
-                write_frame(&mut conn, &Response::Bound { dag: text(&dag) }).await?;
+                write_frame(&mut conn, &Response::Bound { dag: dag.to_line() }).await?;
                 let r = datagrams(&mut conn, ctx, s).await;
                 ctx.node.call(move |n, _| s.close(&mut n.host)).await?;
                 return r;
@@ -289,7 +283,7 @@ async fn connection(mut conn: UnixStream, ctx: &Ctx) -> Result<(), ConnError> {
 async fn dags(ctx: &Ctx, s: XStream) -> Result<(String, String), Stopped> {
     ctx.node
         .call(move |n, _| {
-            let show = |d: Option<Dag>| d.map(|d| text(&d)).unwrap_or_default();
+            let show = |d: Option<Dag>| d.map(|d| d.to_line()).unwrap_or_default();
             (show(s.local_dag(&n.host)), show(s.peer_dag(&n.host)))
         })
         .await
@@ -302,8 +296,8 @@ async fn request(ctx: &Ctx, req: Request) -> Result<Response, Stopped> {
             ctx.node
                 .call(|n, _| Response::Info {
                     hid: n.host.hid().to_string(),
-                    dag: text(&n.host.dag()),
-                    name_server: n.host.name_server().map(text),
+                    dag: n.host.dag().to_line(),
+                    name_server: n.host.name_server().map(Dag::to_line),
                     gateway: n.host.interfaces()[0].gateway.map(|g| g.to_string()),
                 })
                 .await?
@@ -336,7 +330,7 @@ async fn request(ctx: &Ctx, req: Request) -> Result<Response, Stopped> {
                     .await?
                     .expect("no timeout");
                     match answer {
-                        Ok(dag) => Response::Resolved { dag: text(&dag) },
+                        Ok(dag) => Response::Resolved { dag: dag.to_line() },
                         Err(e) => error(e),
                     }
                 }
@@ -393,7 +387,7 @@ async fn request(ctx: &Ctx, req: Request) -> Result<Response, Stopped> {
         Request::PutChunk { data } => {
             ctx.node
                 .call(move |n, _| match socket::put_chunk(&mut n.host, &data) {
-                    Ok(dag) => Response::Published { dag: text(&dag) },
+                    Ok(dag) => Response::Published { dag: dag.to_line() },
                     Err(e) => error(e),
                 })
                 .await?
@@ -458,7 +452,7 @@ async fn request(ctx: &Ctx, req: Request) -> Result<Response, Stopped> {
                                     len,
                                     at,
                                 } if *i == ident && *seq_no == seq => Some(Response::Pong {
-                                    from: text(from),
+                                    from: from.to_line(),
                                     hop_limit: *hop_limit,
                                     rtt_us: (*at - t0).as_micros() as u64,
                                     len: *len as u32,
@@ -495,7 +489,7 @@ fn ping_error(e: &NetError) -> Response {
         NetError::Redirect { to, from } => (from, format!("redirect to {to}")),
     };
     Response::PingError {
-        from: text(from),
+        from: from.to_line(),
         what,
     }
 }
@@ -513,7 +507,7 @@ async fn datagrams(conn: &mut UnixStream, ctx: &Ctx, s: XDatagram) -> Result<(),
                 let mut out = Vec::new();
                 let mut buf = vec![0u8; 65_536];
                 while let Ok((len, from)) = s.recv_from(&mut n.host, &mut buf) {
-                    out.push((text(&from), buf[..len].to_vec()));
+                    out.push((from.to_line(), buf[..len].to_vec()));
                 }
                 out
             })
@@ -691,8 +685,8 @@ pub async fn serve_router(
                     Request::Info => {
                         node.call(|r, _| Response::Info {
                             hid: r.config().hid.to_string(),
-                            dag: text(r.own_dag()),
-                            name_server: r.config().name_server.as_ref().map(text),
+                            dag: r.own_dag().to_line(),
+                            name_server: r.config().name_server.as_ref().map(Dag::to_line),
                             gateway: None,
                         })
                         .await

@@ -224,7 +224,7 @@ async fn a_stream_whose_router_dies_fails_with_a_clear_timeout() {
         let _ = s.read(&mut buf).await;
         tokio::time::sleep(Duration::from_secs(30)).await;
     });
-    let mut s = h1.connect(&xia_net::server::text(&dag)).await.unwrap();
+    let mut s = h1.connect(&dag.to_line()).await.unwrap();
     s.write_all(b"hello").await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     r2.abort();

@@ -12,7 +12,6 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use xia_net::client::{Client, PingOutcome};
-use xia_net::server::text;
 use xia_stack::dag::Dag;
 
 /// Which host daemon to use.
@@ -198,38 +197,18 @@ pub fn ping(a: PingArgs) -> Result<()> {
         let c = a.host.client();
         let (dst, label) = target(&c, &a.dst).await?;
         println!("PING {label}: {} data bytes", a.size);
-        let (mut rtts, mut errors) = (Vec::new(), 0u32);
         let start = Instant::now();
-        for seq in 0..a.count {
-            if seq > 0 {
-                tokio::time::sleep(interval).await;
-            }
-            match c.ping(&dst, seq, a.size, a.ttl, wait).await? {
-                PingOutcome::Reply {
-                    hop_limit,
-                    rtt,
-                    len,
-                    ..
-                } => {
-                    println!(
-                        "{} bytes from {label}: xcmp_seq={seq} hlim={hop_limit} time={:.3} ms",
-                        len + 8,
-                        rtt.as_secs_f64() * 1e3
-                    );
-                    rtts.push(rtt.as_secs_f64() * 1e3);
-                }
-                PingOutcome::Error { from, what } => {
-                    errors += 1;
-                    println!("From {from}: xcmp_seq={seq} {what}");
-                }
-                PingOutcome::Timeout => println!("Request timeout for xcmp_seq {seq}"),
-            }
-        }
-        let n = u32::from(a.count);
+        let sum = c
+            .ping_series(&dst, a.count, interval, a.size, a.ttl, wait, |seq, out| {
+                println!("{}", out.line(seq, &label, str::to_string));
+            })
+            .await?;
+        let rtts: Vec<f64> = sum.rtts.iter().map(|r| r.as_secs_f64() * 1e3).collect();
+        let n = sum.transmitted;
         let got = rtts.len() as u32;
         println!("--- {label} ping statistics ---");
-        let errs = if errors > 0 {
-            format!(", +{errors} errors")
+        let errs = if sum.errors > 0 {
+            format!(", +{} errors", sum.errors)
         } else {
             String::new()
         };
@@ -301,7 +280,7 @@ async fn register_if(
         };
         let id = load_key(k)?;
         c.register(&id, name, dag, now_seq()).await?;
-        eprintln!("registered {name} -> {}", text(dag));
+        eprintln!("registered {name} -> {}", dag.to_line());
     }
     Ok(())
 }
@@ -329,7 +308,7 @@ pub fn echo(cmd: EchoCmd) -> Result<()> {
                 };
                 if datagram {
                     let mut s = c.bind(sid).await?;
-                    println!("{}", text(s.dag()));
+                    println!("{}", s.dag().to_line());
                     register_if(&c, &key, &name, &s.dag().clone()).await?;
                     loop {
                         let (data, from) = s.recv_from().await?;
@@ -337,7 +316,7 @@ pub fn echo(cmd: EchoCmd) -> Result<()> {
                     }
                 }
                 let l = c.listen(sid).await?;
-                println!("{}", text(l.dag()));
+                println!("{}", l.dag().to_line());
                 std::io::stdout().flush()?;
                 register_if(&c, &key, &name, l.dag()).await?;
                 loop {
@@ -415,7 +394,7 @@ pub fn nc(a: NcArgs) -> Result<()> {
                 None => None,
             };
             let l = c.listen(sid).await?;
-            eprintln!("listening on {}", text(l.dag()));
+            eprintln!("listening on {}", l.dag().to_line());
             register_if(&c, &a.key, &a.name, l.dag()).await?;
             l.accept().await?
         } else {
@@ -451,7 +430,7 @@ pub fn put(a: PutArgs) -> Result<()> {
         let mut manifest = String::new();
         for piece in data.chunks(a.chunk) {
             let dag = c.put_chunk(piece.to_vec()).await?;
-            manifest.push_str(&format!("{}\n", text(&dag)));
+            manifest.push_str(&format!("{}\n", dag.to_line()));
         }
         manifest.push_str(&format!("# {} bytes\n", data.len()));
         print!("{manifest}");
@@ -507,7 +486,7 @@ pub fn name(cmd: NameCmd) -> Result<()> {
                 println!("registered {name} (seq {seq})");
             }
             NameCmd::Resolve { host, name } => {
-                println!("{}", text(&host.client().resolve(&name).await?));
+                println!("{}", host.client().resolve(&name).await?.to_line());
             }
         }
         Ok(())

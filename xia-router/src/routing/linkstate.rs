@@ -134,6 +134,9 @@ pub struct LinkState {
     reoriginate: bool,
     routes_dirty: bool,
     counters: RoutingCounters,
+    // The next timer, recomputed after every change: routers ask for it
+    // after every packet they forward.
+    deadline: Instant,
 }
 
 impl LinkState {
@@ -157,6 +160,7 @@ impl LinkState {
             reoriginate: true,
             routes_dirty: true,
             counters: RoutingCounters::default(),
+            deadline: Instant::ZERO,
         }
     }
 
@@ -336,6 +340,10 @@ impl LinkState {
 
     /// When [`LinkState::handle_timeout`] is next due.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        Some(self.deadline)
+    }
+
+    fn next_deadline(&self) -> Instant {
         let mut t = self.next_hello;
         let mut consider = |x: Instant| t = t.min(x);
         if let Some(r) = self.next_refresh {
@@ -352,7 +360,7 @@ impl LinkState {
         for &(_, at) in self.pending.values() {
             consider(at);
         }
-        Some(t)
+        t
     }
 
     /// Sends HELLOs, refreshes our LSA, forgets silent neighbours, purges
@@ -417,7 +425,8 @@ impl LinkState {
         Some(self.spf())
     }
 
-    // Re-originates if asked, and sends the acknowledgements gathered.
+    // Re-originates if asked, sends the acknowledgements gathered, and
+    // notes the next timer.
     fn finish(&mut self, now: Instant) {
         if self.reoriginate {
             self.reoriginate = false;
@@ -428,6 +437,7 @@ impl LinkState {
                 self.out.push_back((port, Message::Ack(chunk.to_vec())));
             }
         }
+        self.deadline = self.next_deadline();
     }
 
     fn originate(&mut self, now: Instant) {

@@ -319,6 +319,14 @@ impl Dag {
         }
     }
 
+    /// The DAG on one line, for logs, tables and protocols that carry
+    /// text: the RE form when there is one, else the DAG form with its
+    /// lines joined. Both read back with [`Dag::parse`].
+    pub fn to_line(&self) -> String {
+        self.to_re_string()
+            .unwrap_or_else(|| self.to_string().replace(" \n", " "))
+    }
+
     /// The RE form, if this DAG is one an RE string builds (same node
     /// order and edges); `None` otherwise (e.g. xia-core's four-way
     /// web-server DAG, whose fallbacks branch).
@@ -429,6 +437,13 @@ mod tests {
         assert_eq!(d.to_string(), text);
         assert_eq!(d.entry_edges().as_slice(), &[3, 0, 1]);
         assert_eq!(d.to_re_string(), None);
+        // No RE form: one line of the DAG form, which reads back.
+        let line = d.to_line();
+        assert!(
+            !line.contains('\n') && line.starts_with("DAG 3 0 1 - "),
+            "{line}"
+        );
+        assert_eq!(Dag::parse(&line).unwrap(), d);
     }
 
     #[test]
