@@ -30,6 +30,11 @@ pub trait Guest {
     /// The pages written since the last call (ascending), and clears the
     /// log: the first call after creation returns every page.
     fn take_dirty(&mut self) -> Vec<usize>;
+    /// How many pages are dirty now, without clearing the log.
+    fn dirty_count(&self) -> usize;
+    /// Slows the guest's vCPUs to `factor` of their speed, in (0, 1]
+    /// (auto-converge); 1 lifts the throttle.
+    fn set_throttle(&mut self, factor: f64);
     /// Stops the guest: no page changes until [`Guest::resume`].
     fn pause(&mut self);
     /// Starts it again.
@@ -149,11 +154,6 @@ impl SyntheticGuest {
         g
     }
 
-    /// Slows dirtying to `factor` of the rate (auto-converge), in (0, 1].
-    pub fn set_throttle(&mut self, factor: f64) {
-        self.throttle = factor.clamp(0.0, 1.0);
-    }
-
     /// The dirtying rate in pages per second, throttle included.
     pub fn effective_rate(&self) -> f64 {
         self.rate * self.throttle
@@ -268,6 +268,12 @@ impl Guest for SyntheticGuest {
             }
         }
         out
+    }
+    fn dirty_count(&self) -> usize {
+        self.dirty.iter().map(|w| w.count_ones() as usize).sum()
+    }
+    fn set_throttle(&mut self, factor: f64) {
+        self.throttle = factor.clamp(0.0, 1.0);
     }
     fn pause(&mut self) {
         self.running = false;

@@ -20,15 +20,32 @@
 //!   most one copy of the guest runs, exactly one once the outcome is
 //!   known (tested at every failure point).
 //!
+//! - [`msg`]: the control protocol's messages and their framing;
+//! - [`source`] and [`destination`]: the sans-IO sessions that drive the
+//!   tables — offer and reservation, pre-copy rounds with dirty tracking,
+//!   bandwidth and RTT measured on the fly, the stop rule (estimated
+//!   downtime under a target, or rounds that stop shrinking), auto-converge,
+//!   page deltas, a digest-checked commit, activation, and the in-doubt
+//!   query after a failure;
+//! - [`model`]: the pre-copy model, and the rule smart migration chooses
+//!   full, live or live with deltas by.
+//!
 //! The signed MIGRATE that rebinds connections lives in
-//! `xia_stack::stream::migrate`. Not implemented yet: the protocol engine
-//! that drives the tables (messages, rounds, bandwidth estimation,
-//! convergence), hypervisor agents, location management, the CLI and
-//! experiments.
+//! `xia_stack::stream::migrate`; the agents that run guests and drive
+//! these sessions live in the testbed (simulator) and the daemons.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod destination;
 pub mod guest;
+pub mod model;
+pub mod msg;
 pub mod pages;
+pub mod source;
 pub mod state;
+
+pub use destination::{DestinationConfig, DestinationNote, DestinationSession};
+pub use guest::{DirtyModel, Guest, SyntheticGuest};
+pub use msg::{Mode, Outcome};
+pub use source::{MigrateError, Report, SourceConfig, SourceNote, SourceSession, Status};

@@ -254,6 +254,28 @@ impl Encoder {
         self.stats
     }
 
+    /// Keeps the last content of up to `pages` pages for deltas from now
+    /// on (0: no deltas; pages cached before stay until evicted).
+    pub fn set_cache(&mut self, pages: usize) {
+        self.cache_pages = pages;
+        while self.order.len() > pages {
+            if let Some(old) = self.order.pop_front() {
+                self.cache.remove(&old);
+            }
+        }
+    }
+
+    /// SHA-1 over the SHA-1 of every page the destination holds, in page
+    /// order (a page never sent counts as 20 zero bytes): what the
+    /// destination must find over its own copy.
+    pub fn image_digest(&self, pages: usize) -> [u8; 20] {
+        let mut h = Sha1::new();
+        for i in 0..pages {
+            h.update(self.held.get(&(i as u32)).unwrap_or(&[0; 20]));
+        }
+        h.finalize().into()
+    }
+
     /// The message for page `index` with content `page`.
     pub fn encode(&mut self, index: u32, page: &[u8]) -> PageMsg {
         let hash: [u8; 20] = Sha1::digest(page).into();

@@ -28,6 +28,7 @@
 //! | InDoubt      | Committed     | Released     |
 //! | InDoubt      | NotCommitted  | Aborted      |
 //! | Released     | Activated     | Done         |
+//! | Released     | Fail          | InDoubt      |
 //! | before AwaitCommit | Fail    | Aborted      |
 //!
 //! Full (stop-and-copy) migration pauses at once: `Accepted` then `Pause`
@@ -169,6 +170,7 @@ const SOURCE_TABLE: &[(Source, SourceEvent, Source)] = {
         (InDoubt, E::Committed, Released),
         (InDoubt, E::NotCommitted, Aborted),
         (Released, E::Activated, Done),
+        (Released, E::Fail, InDoubt),
     ]
 };
 
@@ -347,9 +349,10 @@ mod tests {
     fn illegal_transitions_are_errors() {
         assert!(Source::Idle.next(SourceEvent::Pause).is_err());
         assert!(Source::PreCopy.next(SourceEvent::Committed).is_err());
-        assert!(
-            Source::Released.next(SourceEvent::Fail).is_err(),
-            "no abort after the commit"
+        assert_eq!(
+            Source::Released.next(SourceEvent::Fail),
+            Ok(Source::InDoubt),
+            "no abort after the commit: in doubt until the activation is known"
         );
         assert_eq!(
             Source::AwaitCommit.next(SourceEvent::Fail),

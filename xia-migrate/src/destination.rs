@@ -1,0 +1,383 @@
+//! The destination side of a migration: a sans-IO session that drives
+//! [`crate::state::Destination`] through its table.
+//!
+//! It reserves room for an offered guest (or refuses), rebuilds memory
+//! from page messages, and when the final message arrives checks that it
+//! holds every page and that the image's digest matches the source's
+//! before it commits. A committed destination activates and never
+//! aborts; the source keeps its paused copy until it hears of the
+//! activation (a destination that crashes between the two answers
+//! "unknown", and the source resumes). The agent takes the guest ([`DestinationSession::take_guest`])
+//! and its device state when told to activate it.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use sha1::{Digest, Sha1};
+use xia_stack::time::Instant;
+
+use crate::guest::Guest;
+use crate::msg::{FrameReader, Msg, Outcome};
+use crate::pages::PageMsg;
+use crate::source::MigrateError;
+use crate::state::{Destination, DestinationEvent as T, IllegalTransition};
+
+/// What a destination accepts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DestinationConfig {
+    /// Bytes of guest memory it has room for.
+    pub capacity: u64,
+    /// Silence from the source for this long before the commit aborts.
+    pub timeout: Duration,
+    /// Report progress every this many bytes received.
+    pub progress_every: u64,
+    /// The largest page size it takes.
+    pub max_page_size: u32,
+}
+
+impl Default for DestinationConfig {
+    fn default() -> DestinationConfig {
+        DestinationConfig {
+            capacity: 4 << 30,
+            timeout: Duration::from_secs(10),
+            progress_every: 64 * 1024,
+            max_page_size: 1 << 21,
+        }
+    }
+}
+
+/// What the session tells its agent.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DestinationNote {
+    /// Room is reserved for the offered guest.
+    Reserved {
+        /// The migration.
+        id: u64,
+        /// The guest's name.
+        name: String,
+        /// Its memory in bytes.
+        bytes: u64,
+    },
+    /// The offer did not fit.
+    Refused {
+        /// Why.
+        reason: String,
+    },
+    /// The image is complete and verified; the guest is ours.
+    Committed,
+    /// Start the guest: take it with [`DestinationSession::take_guest`]
+    /// (its device state is here too), then call
+    /// [`DestinationSession::activated`].
+    Activate {
+        /// The device state.
+        device: Vec<u8>,
+    },
+    /// Failed before the commit: the reservation is dropped.
+    Failed {
+        /// Where.
+        phase: Destination,
+        /// Why.
+        error: MigrateError,
+    },
+}
+
+/// The destination side of one migration.
+pub struct DestinationSession<G> {
+    config: DestinationConfig,
+    make: Box<dyn FnMut(usize, usize) -> G + Send>,
+    state: Destination,
+    id: Option<u64>,
+    guest: Option<G>,
+    hashes: Vec<[u8; 20]>,
+    got: Vec<bool>,
+    have: usize,
+    reader: FrameReader,
+    reported: u64,
+    out: VecDeque<Vec<u8>>,
+    notes: VecDeque<DestinationNote>,
+    last_heard: Instant,
+    pages_applied: u64,
+}
+
+impl<G> std::fmt::Debug for DestinationSession<G> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DestinationSession")
+            .field("state", &self.state)
+            .field("id", &self.id)
+            .field("have", &self.have)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<G: Guest> DestinationSession<G> {
+    /// A session waiting for an offer; `make(pages, page_size)` builds the
+    /// blank guest that receives the memory.
+    pub fn new(
+        config: DestinationConfig,
+        make: impl FnMut(usize, usize) -> G + Send + 'static,
+        now: Instant,
+    ) -> DestinationSession<G> {
+        DestinationSession {
+            config,
+            make: Box::new(make),
+            state: Destination::Idle,
+            id: None,
+            guest: None,
+            hashes: Vec::new(),
+            got: Vec::new(),
+            have: 0,
+            reader: FrameReader::default(),
+            reported: 0,
+            out: VecDeque::new(),
+            notes: VecDeque::new(),
+            last_heard: now,
+            pages_applied: 0,
+        }
+    }
+
+    /// Its state.
+    pub fn state(&self) -> Destination {
+        self.state
+    }
+
+    /// The migration, once offered.
+    pub fn id(&self) -> Option<u64> {
+        self.id
+    }
+
+    /// What it would answer a query with.
+    pub fn outcome(&self) -> Outcome {
+        match self.state {
+            Destination::Idle => Outcome::Unknown,
+            Destination::Reserved | Destination::Receiving | Destination::Complete => {
+                Outcome::Receiving
+            }
+            Destination::Aborted => Outcome::Aborted,
+            Destination::Committed => Outcome::Committed,
+            Destination::Active => Outcome::Active,
+        }
+    }
+
+    /// Page messages applied so far.
+    pub fn pages_applied(&self) -> u64 {
+        self.pages_applied
+    }
+
+    /// The next thing to tell the agent.
+    pub fn poll_note(&mut self) -> Option<DestinationNote> {
+        self.notes.pop_front()
+    }
+
+    /// The agent has started the guest: the source may let go of its
+    /// paused copy.
+    pub fn activated(&mut self) {
+        if self.step(T::Activate).is_ok() {
+            self.push(Msg::Activated {
+                id: self.id.unwrap_or(0),
+            });
+        }
+    }
+
+    /// The committed guest, to start (once).
+    pub fn take_guest(&mut self) -> Option<G> {
+        if matches!(self.state, Destination::Committed | Destination::Active) {
+            self.guest.take()
+        } else {
+            None
+        }
+    }
+
+    /// The next frame to write to the connection.
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.out.pop_front()
+    }
+
+    fn step(&mut self, t: T) -> Result<(), IllegalTransition> {
+        self.state = self.state.next(t)?;
+        Ok(())
+    }
+
+    fn push(&mut self, m: Msg) {
+        self.out.push_back(m.to_frame());
+    }
+
+    /// Bytes that arrived on the connection.
+    pub fn handle_bytes(&mut self, now: Instant, data: &[u8]) {
+        self.reader.push(data);
+        self.last_heard = now;
+        loop {
+            match self.reader.next_msg() {
+                Ok(Some(m)) => {
+                    if let Err(e) = self.handle_msg(m) {
+                        self.fail(e);
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    self.fail(MigrateError::Protocol(e));
+                    break;
+                }
+            }
+        }
+        if matches!(self.state, Destination::Reserved | Destination::Receiving)
+            && self.reader.received >= self.reported + self.config.progress_every
+        {
+            self.progress();
+        }
+    }
+
+    fn progress(&mut self) {
+        self.reported = self.reader.received;
+        self.push(Msg::Progress {
+            received: self.reader.received,
+        });
+    }
+
+    fn handle_msg(&mut self, m: Msg) -> Result<(), MigrateError> {
+        match m {
+            Msg::Offer(o) if self.state == Destination::Idle => {
+                let bytes = u64::from(o.pages) * u64::from(o.page_size);
+                let reason = if o.page_size > self.config.max_page_size {
+                    Some(format!("page size {} too large", o.page_size))
+                } else if bytes > self.config.capacity {
+                    Some(format!(
+                        "no room: {bytes} bytes asked, {} free",
+                        self.config.capacity
+                    ))
+                } else {
+                    None
+                };
+                self.id = Some(o.id);
+                if let Some(reason) = reason {
+                    self.step(T::Refuse)?;
+                    self.push(Msg::Refuse {
+                        id: o.id,
+                        reason: reason.clone(),
+                    });
+                    self.notes.push_back(DestinationNote::Refused { reason });
+                    return Ok(());
+                }
+                self.step(T::Offered)?;
+                let (pages, ps) = (o.pages as usize, o.page_size as usize);
+                self.guest = Some((self.make)(pages, ps));
+                self.hashes = vec![[0; 20]; pages];
+                self.got = vec![false; pages];
+                self.push(Msg::Accept { id: o.id });
+                self.notes.push_back(DestinationNote::Reserved {
+                    id: o.id,
+                    name: o.name,
+                    bytes,
+                });
+            }
+            Msg::Pages { data, .. } => {
+                self.step(T::Pages)?;
+                let guest = self.guest.as_mut().expect("reserved");
+                let ps = guest.page_size();
+                let mut at = 0;
+                let mut page = vec![0; ps];
+                while at < data.len() {
+                    let (p, used) = PageMsg::parse(&data[at..], ps)
+                        .map_err(|e| MigrateError::PeerAborted(format!("bad page message: {e}")))?;
+                    p.apply(guest)
+                        .map_err(|e| MigrateError::PeerAborted(format!("bad page message: {e}")))?;
+                    let i = p.index as usize;
+                    guest.read_page(i, &mut page);
+                    self.hashes[i] = Sha1::digest(&page).into();
+                    if !std::mem::replace(&mut self.got[i], true) {
+                        self.have += 1;
+                    }
+                    self.pages_applied += 1;
+                    at += used;
+                }
+            }
+            Msg::RoundEnd { .. } if self.state != Destination::Idle => self.progress(),
+            Msg::Final { digest, device } => {
+                self.step(T::FinalReceived)?;
+                let pages = self.got.len();
+                if self.have != pages {
+                    return Err(MigrateError::PeerAborted(format!(
+                        "incomplete image: {} of {pages} pages",
+                        self.have
+                    )));
+                }
+                let mut h = Sha1::new();
+                for x in &self.hashes {
+                    h.update(x);
+                }
+                let mine: [u8; 20] = h.finalize().into();
+                if mine != digest {
+                    return Err(MigrateError::PeerAborted(
+                        "image digest mismatch: the copy differs from the source".into(),
+                    ));
+                }
+                let id = self.id.unwrap_or(0);
+                self.step(T::Commit)?;
+                self.push(Msg::Commit { id });
+                self.notes.push_back(DestinationNote::Committed);
+                if let Some(g) = self.guest.as_mut() {
+                    g.set_device_state(&device);
+                }
+                self.notes.push_back(DestinationNote::Activate { device });
+            }
+            Msg::Abort { id, reason } if Some(id) == self.id => {
+                if self.step(T::Fail).is_ok() {
+                    self.guest = None;
+                    self.notes.push_back(DestinationNote::Failed {
+                        phase: Destination::Receiving,
+                        error: MigrateError::PeerAborted(reason),
+                    });
+                }
+            }
+            Msg::Query { id } => {
+                let outcome = if Some(id) == self.id {
+                    self.outcome()
+                } else {
+                    Outcome::Unknown
+                };
+                self.push(Msg::Outcome { id, outcome });
+            }
+            other => {
+                return Err(MigrateError::Illegal(IllegalTransition {
+                    from: format!("{:?}", self.state),
+                    via: format!("{other:?}").chars().take(40).collect(),
+                }))
+            }
+        }
+        Ok(())
+    }
+
+    fn fail(&mut self, error: MigrateError) {
+        let phase = self.state;
+        if self.step(T::Fail).is_ok() {
+            self.guest = None;
+            self.push(Msg::Abort {
+                id: self.id.unwrap_or(0),
+                reason: error.to_string(),
+            });
+            self.notes
+                .push_back(DestinationNote::Failed { phase, error });
+        }
+    }
+
+    /// The connection failed: before the commit, the reservation goes.
+    pub fn handle_link_lost(&mut self) {
+        self.fail(MigrateError::LinkLost);
+    }
+
+    /// When [`DestinationSession::handle_timeout`] is next due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        matches!(
+            self.state,
+            Destination::Reserved | Destination::Receiving | Destination::Complete
+        )
+        .then(|| self.last_heard + self.config.timeout)
+    }
+
+    /// Gives up on a silent source.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.poll_timeout().is_some_and(|t| t <= now) {
+            self.fail(MigrateError::Timeout(self.config.timeout));
+        }
+    }
+}

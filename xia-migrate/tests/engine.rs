@@ -1,0 +1,545 @@
+//! The source and destination sessions driven over a modelled link
+//! (bandwidth, delay, a bounded send buffer) in virtual time: full, live,
+//! smart; convergence aids; and the fault matrix — a link cut, a
+//! destination crash, a source-agent crash and a stall long enough to time
+//! out, at each phase — after which exactly one copy of the guest runs,
+//! and a finished migration's memory equals the source's at the pause.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use xia_migrate::destination::{DestinationConfig, DestinationNote, DestinationSession};
+use xia_migrate::guest::{DirtyModel, Guest, SyntheticGuest};
+use xia_migrate::model::Strategy;
+use xia_migrate::msg::{FrameReader, Mode, Msg};
+use xia_migrate::source::{MigrateError, Report, SourceConfig, SourceNote, SourceSession};
+use xia_migrate::state::Source;
+use xia_stack::time::Instant;
+
+/// One direction of a link: serialised at `bw` bytes/s, delivered `delay`
+/// later, at most `buffer` bytes waiting to be serialised.
+struct Pipe {
+    bw: f64,
+    delay: Duration,
+    buffer: usize,
+    free_at: Instant,
+    q: VecDeque<(Instant, Vec<u8>)>,
+    // Everything sent before this is held until then (a stall).
+    stall_until: Option<Instant>,
+}
+
+impl Pipe {
+    fn new(bw: f64, delay: Duration) -> Pipe {
+        Pipe {
+            bw,
+            delay,
+            buffer: 256 * 1024,
+            free_at: Instant::ZERO,
+            q: VecDeque::new(),
+            stall_until: None,
+        }
+    }
+    fn room(&self, now: Instant) -> usize {
+        let backlog = ((self.free_at - now).as_secs_f64() * self.bw) as usize;
+        self.buffer.saturating_sub(backlog)
+    }
+    fn send(&mut self, now: Instant, data: Vec<u8>) {
+        let start = self.free_at.max(now);
+        self.free_at = start + Duration::from_secs_f64(data.len() as f64 / self.bw);
+        let mut at = self.free_at + self.delay;
+        if let Some(s) = self.stall_until {
+            at = at.max(s);
+        }
+        self.q.push_back((at, data));
+    }
+    fn recv(&mut self, now: Instant) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        while self.q.front().is_some_and(|(t, _)| *t <= now) {
+            out.push(self.q.pop_front().unwrap().1);
+        }
+        out
+    }
+    fn next(&self) -> Option<Instant> {
+        self.q.front().map(|(t, _)| *t)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    /// The connection breaks; both sides see it. Restored 1 s later.
+    LinkCut,
+    /// The destination agent crashes (losing what it received, and a
+    /// guest it activated) and restarts empty.
+    DestCrash,
+    /// The source agent crashes (its guest lives on, paused or running)
+    /// and restarts 1 s later.
+    SourceCrash,
+    /// Nothing gets through for 15 s (past both timeouts), then
+    /// everything does.
+    Stall,
+}
+
+struct Setup {
+    pages: usize,
+    rate: f64,
+    model: DirtyModel,
+    bw: f64,
+    rtt: Duration,
+    config: SourceConfig,
+    fault: Option<(Source, Fault)>,
+}
+
+impl Setup {
+    fn new(mode: Mode) -> Setup {
+        Setup {
+            pages: 2048, // 8 MiB of 4 KiB pages
+            rate: 2000.0,
+            model: DirtyModel::HotSet {
+                pages: 256,
+                share: 0.9,
+            },
+            bw: 100e6 / 8.0,
+            rtt: Duration::from_millis(20),
+            config: SourceConfig {
+                mode,
+                downtime_target: Duration::from_millis(100),
+                ..SourceConfig::default()
+            },
+            fault: None,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Outcome {
+    report: Option<Report>,
+    failed: Option<(Source, MigrateError)>,
+    notes: Vec<String>,
+    /// Source pause to destination activation, by the simulation's clock.
+    downtime: Option<Duration>,
+    source_runs: bool,
+    dest_runs: bool,
+    memory_matches: bool,
+    chose: Option<Strategy>,
+}
+
+fn run(s: Setup) -> Outcome {
+    let mut now = Instant::ZERO;
+    let mut g = SyntheticGuest::new(s.pages, 4096, 42, s.model, s.rate);
+    let cfg = s.config.clone();
+    let mut src = Some(SourceSession::new(1, "vm", &g, cfg.clone(), now));
+    let new_dst =
+        |now| DestinationSession::new(DestinationConfig::default(), SyntheticGuest::blank, now);
+    let mut dst = new_dst(now);
+    let d = s.rtt / 2;
+    let (mut fwd, mut back) = (Pipe::new(s.bw, d), Pipe::new(s.bw, d));
+    // A connection opened after a failure, answered by the destination
+    // agent from the session's outcome.
+    let mut query_link: Option<(Pipe, Pipe, FrameReader)> = None;
+    let mut out = Outcome {
+        report: None,
+        failed: None,
+        notes: Vec::new(),
+        downtime: None,
+        source_runs: false,
+        dest_runs: false,
+        memory_matches: false,
+        chose: None,
+    };
+    let mut paused_at = None;
+    let mut at_pause: Option<Vec<u8>> = None;
+    let mut dst_guest: Option<SyntheticGuest> = None;
+    let mut fault = s.fault;
+    let mut restart_src_at: Option<Instant> = None;
+    let mut connected = true;
+    let mut crashed_in = Source::Idle;
+    let mut activate_at: Option<Instant> = None;
+    let end = Instant::from_secs(600);
+    while now < end {
+        // The fault, the first time the source is in its phase.
+        if let (Some((phase, f)), Some(sess)) = (fault, src.as_ref()) {
+            if sess.state() == phase {
+                fault = None;
+                out.notes.push(format!("{f:?} in {phase:?} at {now}"));
+                match f {
+                    Fault::LinkCut => {
+                        connected = false;
+                        fwd.q.clear();
+                        back.q.clear();
+                        src.as_mut().unwrap().handle_link_lost(now, &mut g);
+                        dst.handle_link_lost();
+                        restart_src_at = Some(now + Duration::from_secs(1));
+                    }
+                    Fault::DestCrash => {
+                        connected = false;
+                        fwd.q.clear();
+                        back.q.clear();
+                        dst = new_dst(now);
+                        dst_guest = None;
+                        activate_at = None;
+                        src.as_mut().unwrap().handle_link_lost(now, &mut g);
+                        restart_src_at = Some(now + Duration::from_secs(1));
+                    }
+                    Fault::SourceCrash => {
+                        crashed_in = phase;
+                        connected = false;
+                        fwd.q.clear();
+                        back.q.clear();
+                        src = None;
+                        dst.handle_link_lost();
+                        restart_src_at = Some(now + Duration::from_secs(1));
+                    }
+                    Fault::Stall => {
+                        let until = now + Duration::from_secs(15);
+                        for p in [&mut fwd, &mut back] {
+                            p.stall_until = Some(until);
+                            for (t, _) in p.q.iter_mut() {
+                                *t = (*t).max(until);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if restart_src_at.is_some_and(|t| now >= t) {
+            restart_src_at = None;
+            if src.is_none() {
+                // The restarted agent reads its log: a paused guest means
+                // the final copy had begun, so it is in doubt.
+                if !g.is_running() {
+                    src = Some(SourceSession::recover(1, "vm", cfg.clone(), now));
+                } else {
+                    g.set_throttle(1.0);
+                    out.failed = Some((
+                        crashed_in,
+                        MigrateError::Cancelled("source agent restarted".into()),
+                    ));
+                }
+            }
+            if src.as_ref().is_some_and(SourceSession::wants_link) {
+                query_link = Some((
+                    Pipe::new(s.bw, d),
+                    Pipe::new(s.bw, d),
+                    FrameReader::default(),
+                ));
+                src.as_mut().unwrap().link_up(now);
+            }
+        }
+        // Writes.
+        if let Some(sess) = src.as_mut() {
+            if let Some((qf, _, _)) = query_link.as_mut() {
+                while let Some(f) = sess.poll_transmit(now, qf.room(now), &mut g) {
+                    qf.send(now, f);
+                }
+            } else if connected {
+                while let Some(f) = sess.poll_transmit(now, fwd.room(now), &mut g) {
+                    fwd.send(now, f);
+                }
+            }
+        }
+        while let Some(f) = dst.poll_transmit() {
+            if connected {
+                back.send(now, f);
+            }
+        }
+        // Deliveries.
+        for f in fwd.recv(now) {
+            dst.handle_bytes(now, &f);
+        }
+        for f in back.recv(now) {
+            if let Some(sess) = src.as_mut() {
+                sess.handle_bytes(now, &f, &mut g);
+            }
+        }
+        if let Some((qf, qb, reader)) = query_link.as_mut() {
+            for f in qf.recv(now) {
+                reader.push(&f);
+                while let Ok(Some(m)) = reader.next_msg() {
+                    let answer = match m {
+                        Msg::Query { id } => Msg::Outcome {
+                            id,
+                            outcome: if dst.id() == Some(id) {
+                                dst.outcome()
+                            } else {
+                                xia_migrate::Outcome::Unknown
+                            },
+                        },
+                        Msg::Abort { .. } => {
+                            dst.handle_bytes(now, &m.to_frame());
+                            continue;
+                        }
+                        _ => continue,
+                    };
+                    qb.send(now, answer.to_frame());
+                }
+            }
+            for f in qb.recv(now) {
+                if let Some(sess) = src.as_mut() {
+                    sess.handle_bytes(now, &f, &mut g);
+                }
+            }
+        }
+        if activate_at.is_some_and(|t| now >= t) {
+            activate_at = None;
+            dst.activated();
+        }
+        // Timers.
+        if let Some(sess) = src.as_mut() {
+            if sess.poll_timeout().is_some_and(|t| t <= now) {
+                sess.handle_timeout(now, &mut g);
+            }
+        }
+        dst.handle_timeout(now);
+        // Notes.
+        while let Some(n) = dst.poll_note() {
+            if let DestinationNote::Activate { .. } = n {
+                dst_guest = dst.take_guest();
+                out.downtime = paused_at.map(|p| now - p);
+                // Starting the guest takes a moment.
+                activate_at = Some(now + Duration::from_millis(5));
+            }
+            out.notes
+                .push(format!("dst {now}: {n:?}").chars().take(120).collect());
+        }
+        let mut finished = false;
+        if let Some(sess) = src.as_mut() {
+            while let Some(n) = sess.poll_note() {
+                out.notes
+                    .push(format!("src {now}: {n:?}").chars().take(160).collect());
+                match n {
+                    SourceNote::Paused => {
+                        paused_at = Some(now);
+                        at_pause = Some(g.memory().to_vec());
+                    }
+                    SourceNote::Chose { strategy, .. } => out.chose = Some(strategy),
+                    SourceNote::Done(r) => {
+                        out.report = Some(r);
+                        finished = true;
+                    }
+                    SourceNote::Failed { phase, error } => {
+                        out.failed = Some((phase, error));
+                        finished = true;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if out.failed.is_some() && src.is_none() {
+            finished = true;
+        }
+        if finished && fwd.q.is_empty() && back.q.is_empty() {
+            break;
+        }
+        // Advance to the next event, running the guest meanwhile.
+        let mut next = now + Duration::from_millis(1);
+        for t in [
+            fwd.next(),
+            back.next(),
+            dst.poll_timeout(),
+            restart_src_at,
+            activate_at,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            next = next.min(t);
+        }
+        if let Some(t) = src.as_ref().and_then(SourceSession::poll_timeout) {
+            next = next.min(t);
+        }
+        if let Some((qf, qb, _)) = query_link.as_ref() {
+            for t in [qf.next(), qb.next()].into_iter().flatten() {
+                next = next.min(t);
+            }
+        }
+        let next = next.max(now + Duration::from_micros(1));
+        g.run(next - now);
+        now = next;
+    }
+    out.source_runs = g.is_running();
+    out.dest_runs = dst_guest.is_some();
+    if let (Some(d), Some(p)) = (&dst_guest, &at_pause) {
+        out.memory_matches = d.memory() == &p[..] && g.memory() == &p[..];
+    }
+    out
+}
+
+#[test]
+fn full_migration_pauses_for_the_whole_copy() {
+    let o = run(Setup::new(Mode::Full));
+    let r = o.report.as_ref().expect("finished");
+    assert!(o.memory_matches && o.dest_runs && !o.source_runs, "{o:?}");
+    assert_eq!(r.rounds, 0);
+    assert_eq!(r.strategy, Strategy::Full);
+    // 8 MiB (a quarter zero pages) at 100 Mbit/s: about 0.5 s paused.
+    let down = o.downtime.unwrap().as_secs_f64();
+    assert!((0.35..0.8).contains(&down), "{down} {o:?}");
+}
+
+#[test]
+fn live_migration_converges_under_the_target() {
+    let o = run(Setup::new(Mode::Live));
+    let r = o.report.as_ref().expect("finished");
+    println!("{r:#?}\ndowntime {:?}", o.downtime);
+    assert!(o.memory_matches && o.dest_runs && !o.source_runs, "{o:?}");
+    assert!(r.rounds >= 2, "{r:?}");
+    assert!(!r.target_missed, "{r:?}");
+    let down = o.downtime.unwrap();
+    assert!(down <= Duration::from_millis(120), "{down:?} {r:?}");
+    // The source's view of the downtime is close to the true one.
+    let err = r.downtime.as_secs_f64() - down.as_secs_f64();
+    assert!(err.abs() < 0.02, "{:?} vs {down:?}", r.downtime);
+    assert!(r.total > down * 4, "{r:?}");
+}
+
+#[test]
+fn a_guest_dirtying_faster_than_the_link_is_throttled_until_it_converges() {
+    let mut s = Setup::new(Mode::Live);
+    // 40 MiB/s of distinct pages over a 12.5 MB/s link.
+    s.model = DirtyModel::Uniform;
+    s.rate = 10_000.0;
+    let o = run(s);
+    let r = o.report.as_ref().expect("finished");
+    assert!(o.memory_matches, "{o:?}");
+    assert!(r.throttle < 0.5, "auto-converge throttled: {r:?}");
+    assert!(o.notes.iter().any(|n| n.contains("Throttled")));
+
+    // Without auto-converge it stops trying and says so.
+    let mut s = Setup::new(Mode::Live);
+    s.model = DirtyModel::Uniform;
+    s.rate = 10_000.0;
+    s.config.auto_converge = false;
+    let o = run(s);
+    let r = o.report.as_ref().expect("finished");
+    assert!(
+        o.memory_matches && r.target_missed && r.throttle == 1.0,
+        "{r:?}"
+    );
+    assert!(
+        r.rounds <= 4,
+        "gave up once rounds stopped shrinking: {r:?}"
+    );
+}
+
+#[test]
+fn deltas_shrink_the_re_sent_pages() {
+    let plain = run(Setup::new(Mode::Live)).report.unwrap();
+    let mut s = Setup::new(Mode::Live);
+    s.config.delta_cache = 1 << 20;
+    let o = run(s);
+    assert!(o.memory_matches, "{o:?}");
+    let delta = o.report.unwrap();
+    assert_eq!(delta.strategy, Strategy::LiveDelta);
+    assert!(delta.pages.delta > 100, "{delta:?}");
+    assert!(
+        delta.bytes < plain.bytes,
+        "{} vs {}",
+        delta.bytes,
+        plain.bytes
+    );
+}
+
+#[test]
+fn smart_picks_full_for_a_small_guest_on_a_fast_link_and_live_otherwise() {
+    let mut s = Setup::new(Mode::Smart);
+    s.pages = 256; // 1 MiB at 1 Gbit/s: 8 ms
+    s.bw = 1e9 / 8.0;
+    s.rtt = Duration::from_millis(1);
+    s.config.probe = Duration::from_millis(2);
+    let o = run(s);
+    assert!(o.memory_matches, "{o:?}");
+    assert_eq!(o.chose, Some(Strategy::Full), "{:?}", o.notes);
+
+    let mut s = Setup::new(Mode::Smart);
+    s.config.probe = Duration::from_millis(200);
+    let o = run(s);
+    assert!(o.memory_matches, "{o:?}");
+    assert!(
+        matches!(o.chose, Some(Strategy::Live | Strategy::LiveDelta)),
+        "{:?}",
+        o.notes
+    );
+    let down = o.downtime.unwrap();
+    assert!(down <= Duration::from_millis(120), "{down:?}");
+}
+
+#[test]
+fn a_refused_offer_leaves_the_guest_running() {
+    let mut g = SyntheticGuest::new(64, 4096, 1, DirtyModel::Uniform, 10.0);
+    let now = Instant::ZERO;
+    let mut src = SourceSession::new(9, "vm", &g, SourceConfig::default(), now);
+    let mut dst = DestinationSession::new(
+        DestinationConfig {
+            capacity: 4096,
+            ..DestinationConfig::default()
+        },
+        SyntheticGuest::blank,
+        now,
+    );
+    let offer = src.poll_transmit(now, 1 << 20, &mut g).unwrap();
+    dst.handle_bytes(now, &offer);
+    let refuse = dst.poll_transmit().unwrap();
+    src.handle_bytes(now, &refuse, &mut g);
+    match src.poll_note() {
+        Some(SourceNote::Failed { phase, error }) => {
+            assert_eq!(phase, Source::Negotiating);
+            assert_eq!(
+                error.to_string(),
+                "the destination refused: no room: 262144 bytes asked, 4096 free"
+            );
+        }
+        n => panic!("{n:?}"),
+    }
+    assert!(g.is_running());
+}
+
+/// Every fault at every phase: exactly one copy runs afterwards; a
+/// migration that finished has the right memory; one that failed says
+/// where and why.
+#[test]
+fn fault_matrix_leaves_exactly_one_guest() {
+    let phases = [
+        Source::Negotiating,
+        Source::PreCopy,
+        Source::StopAndCopy,
+        Source::AwaitCommit,
+        Source::Released,
+    ];
+    let faults = [
+        Fault::LinkCut,
+        Fault::DestCrash,
+        Fault::SourceCrash,
+        Fault::Stall,
+    ];
+    let mut table = String::new();
+    for phase in phases {
+        for f in faults {
+            let mut s = Setup::new(Mode::Live);
+            s.fault = Some((phase, f));
+            let o = run(s);
+            assert!(
+                o.notes.iter().any(|n| n.starts_with(&format!("{f:?} in"))),
+                "the fault fired: {f:?} in {phase:?}: {:#?}",
+                o.notes
+            );
+            let runs = usize::from(o.source_runs) + usize::from(o.dest_runs);
+            assert_eq!(runs, 1, "{f:?} in {phase:?}: {o:#?}");
+            if o.dest_runs {
+                assert!(o.memory_matches, "{f:?} in {phase:?}: {o:#?}");
+                assert!(o.report.is_some() || f == Fault::SourceCrash, "{o:#?}");
+            } else {
+                let (p, e) = o.failed.as_ref().expect("a failure is reported");
+                assert!(!e.to_string().is_empty());
+                table.push_str(&format!("{f:?} in {phase:?}: failed in {p:?}: {e}\n"));
+            }
+        }
+    }
+    println!("{table}");
+    // Failures before the final copy abort; the dest crash after the
+    // final copy is resolved in doubt.
+    assert!(
+        table.contains("LinkCut in PreCopy: failed in PreCopy"),
+        "{table}"
+    );
+    assert!(table.contains("in-doubt resolution"), "{table}");
+}
