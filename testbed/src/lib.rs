@@ -17,6 +17,7 @@
 pub mod apps;
 pub mod daemon;
 pub mod link;
+pub mod migration;
 pub mod pcap;
 pub mod real;
 pub mod real_scenario;

@@ -71,6 +71,9 @@ pub fn install_connected(
         if topo.nodes[peer].kind == NodeKind::Host {
             let hid = topo.nodes[peer].hid();
             let _ = tables.insert(hid, Route::via(p as u16, hid));
+            for vm in topo.migration.vms.iter().filter(|v| v.hypervisor == peer) {
+                let _ = tables.insert(vm.identity.xid(), Route::via(p as u16, hid));
+            }
         }
     }
     if let NodeKind::Router {
@@ -131,6 +134,10 @@ pub fn install(topo: &Topology, ports: &[Vec<(usize, usize)>], r: usize, tables:
         if n != r && node.ad == my_ad {
             if let Some(route) = route_to(n) {
                 add(node.hid(), route);
+                // The VMs a hypervisor starts with are behind it.
+                for vm in topo.migration.vms.iter().filter(|v| v.hypervisor == n) {
+                    add(vm.identity.xid(), route);
+                }
             }
         }
         if let NodeKind::Router {

@@ -128,6 +128,14 @@ struct RawTopology {
     routing: Option<RawRouting>,
     #[serde(default)]
     event: Vec<RawEvent>,
+    #[serde(default)]
+    hypervisor: Vec<crate::migration::RawHypervisor>,
+    #[serde(default)]
+    vm: Vec<crate::migration::RawVm>,
+    #[serde(default)]
+    migration: Vec<crate::migration::RawMigration>,
+    #[serde(default)]
+    client: Vec<crate::migration::RawClient>,
 }
 
 #[derive(Deserialize)]
@@ -428,6 +436,8 @@ pub struct Topology {
     pub routing: RoutingSpec,
     /// Link and router failures and repairs, in file order.
     pub events: Vec<EventSpec>,
+    /// Hypervisors, VMs, migrations and the VMs' clients.
+    pub migration: crate::migration::MigrationPlan,
 }
 
 /// A host's link re-plugged into another router at `at` (the old link goes
@@ -880,6 +890,17 @@ impl Topology {
             let ad = find_ad(&h.ad)?;
             add_node(&h.name, ad, NodeKind::Host)?;
         }
+        // Hypervisors are hosts to the network; their node indices, for
+        // the checks below and the migration plan.
+        for h in &raw.hypervisor {
+            let ad = find_ad(&h.ad)?;
+            add_node(&h.name, ad, NodeKind::Host)?;
+        }
+        let hypervisor_nodes: Vec<usize> = raw
+            .hypervisor
+            .iter()
+            .filter_map(|h| node_index.get(h.name.get_ref()).copied())
+            .collect();
         let find_node = |s: &Spanned<String>| -> Result<usize, TopologyError> {
             match node_index.get(s.get_ref()) {
                 Some(&i) => Ok(i),
@@ -893,6 +914,15 @@ impl Topology {
                 return cx.err(
                     s.span(),
                     format!("{what} run on hosts; {:?} is a router", s.get_ref()),
+                );
+            }
+            if hypervisor_nodes.contains(&n) {
+                return cx.err(
+                    s.span(),
+                    format!(
+                        "{what} run on hosts; {:?} is a hypervisor (run services in a [[vm]])",
+                        s.get_ref()
+                    ),
                 );
             }
             Ok(n)
@@ -957,15 +987,15 @@ impl Topology {
                 let decl = raw
                     .host
                     .iter()
-                    .find(|h| h.name.get_ref() == &n.name)
+                    .map(|h| &h.name)
+                    .chain(raw.hypervisor.iter().map(|h| &h.name))
+                    .find(|name| name.get_ref() == &n.name)
                     .expect("declared");
                 match attached.as_slice() {
-                    [] => {
-                        return cx.err(decl.name.span(), format!("host {:?} has no link", n.name))
-                    }
+                    [] => return cx.err(decl.span(), format!("host {:?} has no link", n.name)),
                     [r] if nodes[*r].ad != n.ad => {
                         return cx.err(
-                            decl.name.span(),
+                            decl.span(),
                             format!(
                                 "host {:?} is in AD {} but its router {:?} is in AD {}",
                                 n.name, ads[n.ad].name, nodes[*r].name, ads[nodes[*r].ad].name
@@ -975,7 +1005,7 @@ impl Topology {
                     [_] => {}
                     _ => {
                         return cx.err(
-                            decl.name.span(),
+                            decl.span(),
                             format!(
                                 "host {:?} has more than one link (one interface per host for now)",
                                 n.name
@@ -1286,7 +1316,20 @@ impl Topology {
                 "streams to a service resolve its name: add a [name_server]",
             );
         }
+        let migration = crate::migration::MigrationPlan::parse(
+            &cx,
+            crate::migration::Raw {
+                hypervisors: &raw.hypervisor,
+                vms: &raw.vm,
+                migrations: &raw.migration,
+                clients: &raw.client,
+            },
+            &hypervisor_nodes,
+            &node_index,
+            name_server.is_some(),
+        )?;
         Ok(Topology {
+            migration,
             routing,
             events,
             moves,

@@ -37,6 +37,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod destination;
 pub mod guest;
 pub mod model;
@@ -44,6 +45,7 @@ pub mod msg;
 pub mod pages;
 pub mod source;
 pub mod state;
+pub mod vm;
 
 pub use destination::{DestinationConfig, DestinationNote, DestinationSession};
 pub use guest::{DirtyModel, Guest, SyntheticGuest};

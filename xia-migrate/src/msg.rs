@@ -404,6 +404,12 @@ impl FrameReader {
         Msg::parse(frame[0], &frame[1..]).map(Some)
     }
 
+    /// Takes the bytes not yet read as messages (to hand the rest of a
+    /// stream to another reader).
+    pub fn take_pending(&mut self) -> Vec<u8> {
+        self.buf.drain(..).collect()
+    }
+
     /// Bytes waiting for the rest of their frame.
     pub fn pending(&self) -> usize {
         self.buf.len()

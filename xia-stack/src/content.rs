@@ -12,7 +12,7 @@ use std::sync::Arc;
 use crate::xid::{Principal, Xid};
 
 /// Why a chunk was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum ContentError {
     /// The bytes do not hash to the CID they came as.
     #[error("chunk does not match {expected}: its SHA-1 is {actual}")]
@@ -75,6 +75,61 @@ pub struct ChunkCache {
     hits: u64,
     misses: u64,
     evictions: u64,
+}
+
+/// Serialized as its settings, counters and chunks from least to most
+/// recently used. Reading rebuilds the index, checks every chunk against
+/// its CID and refuses duplicates or a total that does not fit.
+impl serde::Serialize for ChunkCache {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let chunks: Vec<(u64, &Xid, &serde_bytes::Bytes)> = self
+            .order
+            .iter()
+            .filter_map(|(&tick, cid)| {
+                let (bytes, _) = self.chunks.get(cid)?;
+                Some((tick, cid, serde_bytes::Bytes::new(bytes)))
+            })
+            .collect();
+        let stats = (self.tick, self.hits, self.misses, self.evictions);
+        serde::Serialize::serialize(&(self.capacity, stats, chunks), s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ChunkCache {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ChunkCache, D::Error> {
+        use crate::serde_util::invalid;
+        type Parts = (
+            usize,
+            (u64, u64, u64, u64),
+            Vec<(u64, Xid, serde_bytes::ByteBuf)>,
+        );
+        let (capacity, (tick, hits, misses, evictions), list) =
+            <Parts as serde::Deserialize>::deserialize(d)?;
+        let mut cache = ChunkCache::new(capacity);
+        let counters = [tick, hits, misses, evictions];
+        if counters.iter().any(|&c| c > i64::MAX as u64) {
+            return Err(invalid("chunk cache counter out of range"));
+        }
+        (cache.tick, cache.hits, cache.misses, cache.evictions) = (tick, hits, misses, evictions);
+        for (t, cid, bytes) in list {
+            verify(&cid, &bytes).map_err(|e| invalid(format_args!("cached chunk: {e}")))?;
+            let in_order = cache
+                .order
+                .last_key_value()
+                .is_none_or(|(&last, _)| t > last);
+            if !in_order || t > tick || cache.chunks.contains_key(&cid) {
+                return Err(invalid(format!("chunk {cid} out of order or twice")));
+            }
+            cache.used = cache
+                .used
+                .checked_add(bytes.len())
+                .filter(|&u| u <= capacity)
+                .ok_or_else(|| invalid("chunks exceed the cache capacity"))?;
+            cache.order.insert(t, cid);
+            cache.chunks.insert(cid, (bytes.into_vec().into(), t));
+        }
+        Ok(cache)
+    }
 }
 
 impl ChunkCache {
@@ -340,9 +395,10 @@ pub fn pieces(chunk: &[u8], offset: u32, length: u32) -> Vec<Vec<u8>> {
 
 /// Reassembles a chunk from pieces arriving in any order, any number of
 /// times; bounded by [`MAX_CHUNK`].
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Reassembly {
     total: Option<usize>,
+    #[serde(with = "serde_bytes")]
     buf: Vec<u8>,
     have: Vec<bool>,
     received: usize,
@@ -363,6 +419,24 @@ impl Reassembly {
             have: Vec::new(),
             received: 0,
         }
+    }
+
+    /// Refuses restored state [`Reassembly::add`] could index out of
+    /// bounds with.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        let consistent = match self.total {
+            None => self.buf.is_empty() && self.have.is_empty() && self.received == 0,
+            Some(t) => {
+                t <= MAX_CHUNK
+                    && self.buf.len() == t
+                    && self.have.len() == t.div_ceil(PIECE_LEN).max(1)
+                    && self.received == self.have.iter().filter(|h| **h).count()
+            }
+        };
+        if !consistent {
+            return Err("chunk reassembly state is inconsistent".into());
+        }
+        Ok(())
     }
 
     /// Adds a piece; `false` if it contradicts the pieces so far (another

@@ -192,6 +192,30 @@ impl fmt::Debug for Identity {
     }
 }
 
+/// An identity serializes as its principal, its XID and its 32-byte
+/// secret seed; reading re-derives the key and refuses one whose XID does
+/// not match. **The serialized form contains the secret key**: whatever
+/// carries it (a host snapshot moving with a VM) must travel over an
+/// authenticated, confidential channel and be stored like a key file.
+impl Serialize for Identity {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (self.principal, self.xid(), self.key.to_bytes()).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Identity {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Identity, D::Error> {
+        let (principal, xid, secret) = <(Principal, Xid, [u8; 32])>::deserialize(d)?;
+        let id = Identity::from_secret_bytes(principal, &secret);
+        if id.xid() != xid {
+            return Err(crate::serde_util::invalid(format_args!(
+                "the secret key of {xid} does not derive it"
+            )));
+        }
+        Ok(id)
+    }
+}
+
 /// What a key file holds.
 #[derive(Debug, Clone)]
 pub enum StoredKey {

@@ -41,6 +41,7 @@ pub mod forward;
 pub mod host;
 pub mod identity;
 pub mod naming;
+mod serde_util;
 pub mod socket;
 pub mod stream;
 pub mod time;

@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 
 use crate::dag::Dag;
 use crate::identity::{Identity, PublicKey, Signature, PUBLIC_KEY_LEN, SIGNATURE_LEN};
+use crate::serde_util::StaticStr;
 use crate::xid::{Xid, XID_WIRE_LEN};
 
 /// The name server's well-known SID (xia-core's).
@@ -115,7 +116,7 @@ impl Registration {
 }
 
 /// Why a request was refused or could not be read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum NameError {
     /// The name has characters or a length names may not have.
     #[error("bad name {0:?}: use 1-255 lowercase letters, digits, '.', '-', '_'")]
@@ -147,7 +148,7 @@ pub enum NameError {
     Full(usize),
     /// Bytes that are not a request or response.
     #[error("malformed name-service message: {0}")]
-    Malformed(&'static str),
+    Malformed(#[serde(deserialize_with = "crate::serde_util::static_reason")] StaticStr),
 }
 
 /// A request to the name server.
@@ -162,7 +163,7 @@ pub enum NameRequest {
 }
 
 /// The name server's answer.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum NameResponse {
     /// The registration was stored.
     Registered {
@@ -184,14 +185,14 @@ pub enum NameResponse {
     Refused(NameError),
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct Record {
     dag: Dag,
     seq: u64,
 }
 
 /// The name server's state.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct NameServer {
     records: BTreeMap<String, Record>,
     by_intent: BTreeMap<Xid, String>,
@@ -206,6 +207,20 @@ impl NameServer {
             by_intent: BTreeMap::new(),
             limit,
         }
+    }
+
+    /// Refuses restored state whose reverse index names a missing record.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        if let Some(name) = self
+            .by_intent
+            .values()
+            .find(|n| !self.records.contains_key(*n))
+        {
+            return Err(format!(
+                "name server index names {name:?}, which it does not hold"
+            ));
+        }
+        Ok(())
     }
 
     /// Names held.

@@ -400,6 +400,33 @@ impl FromStr for Xid {
     }
 }
 
+/// Compact: the type number and the 20 bytes.
+impl serde::Serialize for Principal {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u32(self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Principal {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Principal, D::Error> {
+        <u32 as serde::Deserialize>::deserialize(d).map(Principal)
+    }
+}
+
+/// Compact: the type number, then the 20-byte identifier.
+impl serde::Serialize for Xid {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serde::Serialize::serialize(&(self.principal, self.id), s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Xid {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Xid, D::Error> {
+        let (principal, id) = <(Principal, [u8; ID_LEN]) as serde::Deserialize>::deserialize(d)?;
+        Ok(Xid::new(principal, id))
+    }
+}
+
 impl fmt::Display for Xid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.principal, hex_lower(&self.id))

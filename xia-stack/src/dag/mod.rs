@@ -93,8 +93,52 @@ impl fmt::Debug for Edges {
     }
 }
 
+/// Serialized as the target bytes (at most [`MAX_EDGES`]).
+impl serde::Serialize for Edges {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.as_slice())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Edges {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Edges, D::Error> {
+        struct EdgesVisitor;
+
+        impl<'de> serde::de::Visitor<'de> for EdgesVisitor {
+            type Value = Edges;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                write!(f, "at most {MAX_EDGES} edge targets")
+            }
+
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Edges, E> {
+                Edges::from_slice(v).ok_or_else(|| {
+                    crate::serde_util::invalid(format_args!("a DAG node has {} edges", v.len()))
+                })
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Edges, A::Error> {
+                let mut e = Edges::new();
+                while let Some(t) = seq.next_element::<u8>()? {
+                    e.push(t).map_err(|_| {
+                        crate::serde_util::invalid(format_args!(
+                            "a DAG node has over {MAX_EDGES} edges"
+                        ))
+                    })?;
+                }
+                Ok(e)
+            }
+        }
+
+        d.deserialize_bytes(EdgesVisitor)
+    }
+}
+
 /// One node of a DAG: an XID and its out-edges.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Node {
     /// The node's XID.
     pub xid: Xid,
@@ -460,6 +504,22 @@ impl Dag {
         }
         s.push_str("}\n");
         s
+    }
+}
+
+/// Serialized as its entry edges and nodes; reading checks every DAG rule
+/// again (an invalid DAG is an error, never a panic).
+impl serde::Serialize for Dag {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serde::Serialize::serialize(&(&self.entry, &self.nodes), s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Dag {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Dag, D::Error> {
+        let (entry, nodes) = <(Edges, Vec<Node>) as serde::Deserialize>::deserialize(d)?;
+        Dag::new(entry, nodes)
+            .map_err(|e| crate::serde_util::invalid(format_args!("invalid DAG: {e}")))
     }
 }
 

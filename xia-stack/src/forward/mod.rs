@@ -15,13 +15,14 @@ pub use table::{Action, Lookup, PortId, Route, RouteTable, RouteTables, TableFul
 
 /// A packet a node wants sent: out `port`, to neighbour `next_hop` when the
 /// route names one. What hosts and routers hand their drivers.
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Transmit {
     /// The port (interface).
     pub port: PortId,
     /// The neighbour to hand it to, if known.
     pub next_hop: Option<crate::xid::Xid>,
     /// The whole XIP packet.
+    #[serde(with = "serde_bytes")]
     pub packet: Vec<u8>,
 }
 pub use walk::{check, route, Checked, Verdict};

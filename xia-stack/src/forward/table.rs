@@ -23,7 +23,7 @@ use crate::xid::{Principal, Xid, ID_LEN};
 pub type PortId = u16;
 
 /// What to do with a packet whose next node matched.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, serde::Serialize, serde::Deserialize)]
 pub enum Action {
     /// Send it out this port.
     Forward(PortId),
@@ -40,7 +40,7 @@ pub enum Action {
 }
 
 /// One table entry.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Route {
     /// What to do.
     pub action: Action,
@@ -97,7 +97,7 @@ type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 /// A table key: an XID's 20 bytes, hashed as three words (the derived
 /// `Hash` of `[u8; 20]` adds a length prefix and a byte loop to every
 /// lookup).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 struct Key([u8; ID_LEN]);
 
 impl std::hash::Hash for Key {
@@ -193,6 +193,40 @@ impl RouteTable {
     }
 }
 
+/// Serialized with its entries sorted by identifier, so that equal tables
+/// give equal bytes whatever their insertion history.
+impl serde::Serialize for RouteTable {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut routes: Vec<(&[u8; ID_LEN], &Route)> =
+            self.routes.iter().map(|(k, r)| (&k.0, r)).collect();
+        routes.sort_unstable_by_key(|(k, _)| *k);
+        serde::Serialize::serialize(&(self.principal, &self.default, self.limit, routes), s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for RouteTable {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<RouteTable, D::Error> {
+        type Parts = (Principal, Option<Route>, usize, Vec<([u8; ID_LEN], Route)>);
+        let (principal, default, limit, entries) = <Parts as serde::Deserialize>::deserialize(d)?;
+        let mut routes = FxMap::default();
+        routes.reserve(entries.len());
+        for (id, route) in entries {
+            if routes.insert(Key(id), route).is_some() {
+                return Err(crate::serde_util::invalid(format!(
+                    "route table for {principal} lists {} twice",
+                    Xid::new(principal, id)
+                )));
+            }
+        }
+        Ok(RouteTable {
+            principal,
+            routes,
+            default,
+            limit,
+        })
+    }
+}
+
 /// What a lookup found, as the DAG walk needs it.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Lookup {
@@ -205,11 +239,12 @@ pub enum Lookup {
 }
 
 /// All of a node's tables, one per principal type.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct RouteTables {
     // Few principal types exist (8 built in); a linear scan of a short
     // vector beats hashing the type.
     tables: Vec<RouteTable>,
+    #[serde(deserialize_with = "crate::serde_util::counter")]
     generation: u64,
     limit: Option<usize>,
 }

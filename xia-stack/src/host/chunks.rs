@@ -28,14 +28,22 @@ pub const FETCH_TRIES: u32 = 8;
 /// Most fetches in progress at once.
 pub const MAX_FETCHES: usize = 256;
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(super) struct Fetch {
     id: u32,
     cid: Xid,
     dag: Dag,
     parts: Reassembly,
     deadline: Instant,
+    #[serde(deserialize_with = "crate::serde_util::counter32")]
     tries: u32,
+}
+
+impl Fetch {
+    /// Refuses restored reassembly state that could index out of bounds.
+    pub(super) fn check(&self) -> Result<(), String> {
+        self.parts.check()
+    }
 }
 
 impl Host {

@@ -23,10 +23,16 @@
 //!
 //! The host has no timers of its own yet: datagrams and echo need none
 //! (a pinger's interval and timeout belong to the application).
+//!
+//! A whole host moves with a migrating VM: [`Host::snapshot`] writes it
+//! as bytes (keys, sockets, connections mid-transfer, queues, timers
+//! relative to `now`) and [`Host::restore`] builds it again on another
+//! machine, its timers rebased on that machine's clock.
 
 mod chunks;
 mod names;
 mod raw;
+mod snapshot;
 mod streams;
 
 use std::collections::VecDeque;
@@ -50,10 +56,11 @@ use crate::xhcp::{Beacon, XHCP_SID};
 use crate::xid::{Principal, Xid};
 pub use names::{ResolveError, NO_ANSWER};
 pub use raw::RawHandle;
+pub use snapshot::SnapshotError;
 pub use streams::{ListenerHandle, StreamHandle, StreamPhase};
 
 /// One network attachment.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct InterfaceConfig {
     /// The AD this interface is in.
     pub ad: Xid,
@@ -62,7 +69,7 @@ pub struct InterfaceConfig {
 }
 
 /// How to build a host.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct HostConfig {
     /// The host's identity (its HID).
     pub identity: Identity,
@@ -109,11 +116,13 @@ impl HostConfig {
 }
 
 /// A socket's handle.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct SocketHandle(pub usize);
 
 /// An XCMP error reported to the application.
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Debug, serde::Serialize, serde::Deserialize)]
 pub enum NetError {
     /// Destination unreachable, as reported by the node at `from`.
     Unreachable {
@@ -137,7 +146,7 @@ pub enum NetError {
 }
 
 /// Something the application should know.
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Debug, serde::Serialize, serde::Deserialize)]
 pub enum HostEvent {
     /// A chunk fetch ended: the verified bytes, or why not.
     ChunkFetched {
@@ -272,29 +281,38 @@ pub enum HostError {
 }
 
 /// Host counters.
-#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug, serde::Serialize, serde::Deserialize)]
 pub struct HostCounters {
     /// Packets received.
+    #[serde(deserialize_with = "crate::serde_util::counter")]
     pub received: u64,
     /// Packets sent.
+    #[serde(deserialize_with = "crate::serde_util::counter")]
     pub sent: u64,
     /// Datagrams delivered to sockets.
+    #[serde(deserialize_with = "crate::serde_util::counter")]
     pub datagrams_in: u64,
     /// Received packets dropped: malformed headers.
+    #[serde(deserialize_with = "crate::serde_util::counter")]
     pub malformed: u64,
     /// Received packets dropped: not for this host.
+    #[serde(deserialize_with = "crate::serde_util::counter")]
     pub not_for_us: u64,
     /// Received packets dropped: no socket (XCMP unreachable sent).
+    #[serde(deserialize_with = "crate::serde_util::counter")]
     pub no_socket: u64,
     /// Received packets dropped: a socket or event queue was full.
+    #[serde(deserialize_with = "crate::serde_util::counter")]
     pub queue_full: u64,
     /// XHCP beacons heard.
+    #[serde(deserialize_with = "crate::serde_util::counter")]
     pub beacons: u64,
     /// Chunk requests answered.
+    #[serde(deserialize_with = "crate::serde_util::counter")]
     pub chunks_served: u64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Socket {
     sid: Xid,
     hop_limit: u8,
@@ -302,7 +320,11 @@ struct Socket {
 }
 
 /// An XIA end host.
-#[derive(Debug)]
+///
+/// [`Host::snapshot`] and [`Host::restore`] move a whole host (for VM
+/// migration); the serde implementations they use are public, but only
+/// `restore` checks the state it reads and rebases its times.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Host {
     config: HostConfig,
     hid: Xid,
@@ -327,6 +349,10 @@ pub struct Host {
     // Keys of SIDs this host may sign MIGRATEs for: its client streams'
     // fresh SIDs, and services' SIDs whose keys were handed over.
     sid_keys: std::collections::BTreeMap<Xid, Identity>,
+    // Added to `now` (in ms) for the timestamps of our MIGRATEs, which
+    // peers require to never go back: zero until a restore on a clock
+    // behind the snapshot's (see `snapshot`).
+    migrate_clock_ms: u64,
 }
 
 /// The principal types a host has tables for.
@@ -395,6 +421,7 @@ impl Host {
             fetches: Vec::new(),
             fetcher: None,
             raw: Vec::new(),
+            migrate_clock_ms: 0,
         }
     }
 

@@ -28,7 +28,7 @@ use crate::wire::xip::{NextHeader, XipRepr, DEFAULT_HOP_LIMIT};
 use crate::xid::{Principal, Xid};
 
 /// Why a name did not resolve to a DAG.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum ResolveError {
     /// The name server has no record of the name.
     #[error("{0}: name not known")]
@@ -48,9 +48,10 @@ pub enum ResolveError {
 }
 
 /// A name request awaiting its answer.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(super) struct Pending {
     server: Dag,
+    #[serde(with = "serde_bytes")]
     body: Vec<u8>,
     due: Instant,
     tries: u8,

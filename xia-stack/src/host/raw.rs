@@ -17,10 +17,12 @@ use crate::dag::Dag;
 use crate::wire::xip::{NextHeader, XipRepr, DEFAULT_HOP_LIMIT};
 
 /// A raw socket's handle.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct RawHandle(pub usize);
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(super) struct RawSocket {
     next_header: NextHeader,
     hop_limit: u8,

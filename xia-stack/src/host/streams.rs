@@ -29,20 +29,24 @@ use crate::wire::xstream::{Flags, XstreamRepr};
 use crate::xid::{Principal, Xid};
 
 /// A stream listener's handle.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct ListenerHandle(pub usize);
 
 /// A stream connection's handle.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct StreamHandle(pub usize);
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(super) struct Listener {
     sid: Xid,
     backlog: VecDeque<StreamHandle>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(super) struct Stream {
     phase: Phase,
     // The SID was made for this connection (a client's) and goes with it.
@@ -50,7 +54,7 @@ pub(super) struct Stream {
     hop_limit: u8,
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 enum Phase {
     Resolving { id: u32, name: String },
     Unresolved(ResolveError),
@@ -65,6 +69,11 @@ impl Stream {
             owns_sid,
             hop_limit: DEFAULT_HOP_LIMIT,
         }
+    }
+
+    /// Refuses a restored connection its arithmetic could panic on.
+    pub(super) fn check(&self) -> Result<(), String> {
+        self.conn().map_or(Ok(()), Connection::check)
     }
 
     fn conn(&self) -> Option<&Connection> {
@@ -526,8 +535,9 @@ impl Host {
     /// must learn the new DAG some other way (a name update).
     pub(super) fn rebind_streams(&mut self, now: Instant) {
         let dag = self.dag();
-        // Our clock: only the order of one connection's MIGRATEs matters.
-        let timestamp_ms = now.as_nanos() / 1_000_000;
+        // Our clock: only the order of one connection's MIGRATEs matters
+        // (kept across a restore by `migrate_clock_ms`).
+        let timestamp_ms = (now.as_nanos() / 1_000_000).saturating_add(self.migrate_clock_ms);
         for i in 0..self.streams.len() {
             if let Some(c) = self.streams[i].as_mut().and_then(Stream::conn_mut) {
                 let sid = c.id().local;

@@ -7,8 +7,9 @@ use std::collections::{BTreeMap, VecDeque};
 ///
 /// Out-of-order data is keyed by absolute stream offset (a `u64` that never
 /// wraps), so the key order stays right across 32-bit sequence wrap.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Reassembly {
+    #[serde(with = "crate::serde_util::deque_bytes")]
     ready: VecDeque<u8>,
     capacity: usize,
     ooo: BTreeMap<u64, Vec<u8>>,
@@ -33,6 +34,20 @@ impl Reassembly {
             delivered: 0,
             recent: VecDeque::new(),
         }
+    }
+
+    /// Refuses restored state the arithmetic here could overflow on.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        // Stream offsets count bytes: a real stream never gets near 2^62.
+        let limit = 1u64 << 62;
+        let ooo_ok = self
+            .ooo
+            .iter()
+            .all(|(&k, seg)| k < limit && seg.len() as u64 <= limit);
+        if self.delivered >= limit || !ooo_ok || self.recent.iter().any(|&k| k >= limit) {
+            return Err("receive buffer offsets out of range".into());
+        }
+        Ok(())
     }
 
     /// Free space: what the receive window may offer. Out-of-order data

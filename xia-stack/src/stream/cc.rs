@@ -70,7 +70,7 @@ mod recovery {
 
 /// NewReno: slow start, congestion avoidance, fast recovery with partial
 /// ACKs (RFC 6582).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct NewReno {
     cwnd: usize,
     ssthresh: usize,
@@ -145,7 +145,7 @@ impl CongestionController for NewReno {
 }
 
 /// Which congestion controller new connections use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum Algorithm {
     /// CUBIC (RFC 9438).
     #[default]
@@ -162,6 +162,100 @@ impl Algorithm {
             Algorithm::NewReno => Box::new(NewReno::new(initial_segments, mss)),
         }
     }
+
+    /// The same as a [`Controller`] (what connections hold).
+    pub(crate) fn controller(self, initial_segments: usize, mss: usize) -> Controller {
+        match self {
+            Algorithm::Cubic => Controller::Cubic(Cubic::new(initial_segments, mss)),
+            Algorithm::NewReno => Controller::NewReno(NewReno::new(initial_segments, mss)),
+        }
+    }
+}
+
+/// A connection's congestion controller: one of the built-in ones, whose
+/// state a host snapshot carries, or one the application supplied
+/// ([`Connection::set_congestion_controller`](super::Connection::set_congestion_controller)).
+///
+/// A supplied controller is opaque: a snapshot records only its window
+/// and slow-start threshold, and the restored connection continues with
+/// NewReno from there.
+pub(crate) enum Controller {
+    Cubic(Cubic),
+    NewReno(NewReno),
+    Custom(Box<dyn CongestionController>),
+}
+
+impl std::ops::Deref for Controller {
+    type Target = dyn CongestionController;
+
+    fn deref(&self) -> &(dyn CongestionController + 'static) {
+        match self {
+            Controller::Cubic(c) => c,
+            Controller::NewReno(c) => c,
+            Controller::Custom(c) => &**c,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Controller {
+    fn deref_mut(&mut self) -> &mut (dyn CongestionController + 'static) {
+        match self {
+            Controller::Cubic(c) => c,
+            Controller::NewReno(c) => c,
+            Controller::Custom(c) => &mut **c,
+        }
+    }
+}
+
+impl std::fmt::Debug for Controller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (**self).fmt(f)
+    }
+}
+
+/// What a snapshot holds of a [`Controller`].
+#[derive(serde::Serialize, serde::Deserialize)]
+enum SavedController {
+    Cubic(Cubic),
+    NewReno(NewReno),
+}
+
+impl serde::Serialize for Controller {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let custom;
+        let saved = match self {
+            Controller::Cubic(c) => SavedControllerRef::Cubic(c),
+            Controller::NewReno(c) => SavedControllerRef::NewReno(c),
+            Controller::Custom(c) => {
+                custom = NewReno {
+                    cwnd: c.window(),
+                    ssthresh: c.ssthresh(),
+                    acked_in_ca: 0,
+                };
+                SavedControllerRef::NewReno(&custom)
+            }
+        };
+        serde::Serialize::serialize(&saved, s)
+    }
+}
+
+/// [`SavedController`] by reference (the same serialized form).
+#[derive(serde::Serialize)]
+#[serde(rename = "SavedController")]
+enum SavedControllerRef<'a> {
+    Cubic(&'a Cubic),
+    NewReno(&'a NewReno),
+}
+
+impl<'de> serde::Deserialize<'de> for Controller {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Controller, D::Error> {
+        Ok(
+            match <SavedController as serde::Deserialize>::deserialize(d)? {
+                SavedController::Cubic(c) => Controller::Cubic(c),
+                SavedController::NewReno(c) => Controller::NewReno(c),
+            },
+        )
+    }
 }
 
 /// CUBIC's constant C, in segments per second cubed.
@@ -174,7 +268,7 @@ const CUBIC_BETA: f64 = 0.7;
 /// happened, with a Reno-friendly floor. Fast recovery itself follows the
 /// connection's NewReno rules (inflate on duplicate ACKs, deflate on
 /// partial ACKs).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Cubic {
     cwnd: usize,
     ssthresh: usize,
@@ -305,12 +399,16 @@ const HYSTART_CSS_ROUNDS: u32 = 5;
 const HYSTART_MAX_TIMED: usize = 4096;
 
 /// Where HyStart++ is.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 enum HyPhase {
     /// Ordinary slow start, watching the round trip time.
     SlowStart,
     /// Conservative slow start: the RTT rose above this baseline.
-    Css { baseline: Duration, rounds: u32 },
+    Css {
+        baseline: Duration,
+        #[serde(deserialize_with = "crate::serde_util::counter32")]
+        rounds: u32,
+    },
     /// Finished: avoidance, or a loss ended slow start first.
     Done,
 }
@@ -335,13 +433,14 @@ pub(crate) enum SlowStartStep {
 /// Without timestamps the samples come from the send times of new
 /// segments, kept only during this first slow start (bounded), and
 /// forgotten at the first retransmission (Karn).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct HyStart {
     phase: HyPhase,
     /// The round ends when this is acknowledged (SND.NXT at its start).
     window_end: Option<u32>,
     last_round_min: Option<Duration>,
     round_min: Option<Duration>,
+    #[serde(deserialize_with = "crate::serde_util::counter32")]
     samples: u32,
     /// Ends and send times of new segments not yet acknowledged.
     timed: VecDeque<(u32, Instant)>,
@@ -373,6 +472,23 @@ impl HyStart {
     pub(crate) fn finish(&mut self) {
         self.phase = HyPhase::Done;
         self.timed = VecDeque::new();
+    }
+
+    /// Refuses restored state the arithmetic above could overflow on.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        let baseline = match self.phase {
+            HyPhase::Css { baseline, .. } => Some(baseline),
+            _ => None,
+        };
+        let times = [self.last_round_min, self.round_min, baseline];
+        if times
+            .into_iter()
+            .flatten()
+            .any(|t| t > crate::serde_util::LONGEST)
+        {
+            return Err("HyStart round-trip time out of range".into());
+        }
+        Ok(())
     }
 
     /// A new segment ending at `end` left at `now`.

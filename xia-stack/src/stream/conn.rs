@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 
 use super::buffer::Reassembly;
-use super::cc::{CongestionController, HyStart, NewReno, SlowStartStep};
+use super::cc::{CongestionController, Controller, HyStart, NewReno, SlowStartStep};
 use super::rtt::RttEstimator;
 use super::state::{State, Transition};
 use super::{seq_ge, seq_gt, seq_le, seq_lt};
@@ -32,7 +32,7 @@ const SACK_RENEGE_TIMEOUTS: u32 = 3;
 const TUNE_MIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// What identifies a connection: the two SIDs, not their locators.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, serde::Serialize, serde::Deserialize)]
 pub struct ConnectionId {
     /// Our SID (the intent of our DAG).
     pub local: Xid,
@@ -41,37 +41,54 @@ pub struct ConnectionId {
 }
 
 /// Counters for tests and monitoring.
-#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Stats {
     /// Segments produced by `poll_transmit`.
+    #[serde(deserialize_with = "crate::serde_util::counter")]
     pub segments_sent: u64,
     /// Segments handed to `handle_*`.
+    #[serde(deserialize_with = "crate::serde_util::counter")]
     pub segments_received: u64,
     /// Segments dropped: malformed, out of window or otherwise unusable.
+    #[serde(deserialize_with = "crate::serde_util::counter")]
     pub segments_dropped: u64,
     /// Segments that repeated sequence space already sent.
+    #[serde(deserialize_with = "crate::serde_util::counter")]
     pub retransmissions: u64,
     /// Fast retransmits (three duplicate ACKs).
+    #[serde(deserialize_with = "crate::serde_util::counter")]
     pub fast_retransmits: u64,
     /// Retransmission timer expiries.
+    #[serde(deserialize_with = "crate::serde_util::counter")]
     pub timeouts: u64,
     /// Payload bytes sent, retransmissions included.
+    #[serde(deserialize_with = "crate::serde_util::counter")]
     pub bytes_sent: u64,
     /// Payload bytes the peer acknowledged.
+    #[serde(deserialize_with = "crate::serde_util::counter")]
     pub bytes_acked: u64,
     /// Payload bytes delivered in order to the receive buffer.
+    #[serde(deserialize_with = "crate::serde_util::counter")]
     pub bytes_received: u64,
     /// Keepalive probes sent.
+    #[serde(deserialize_with = "crate::serde_util::counter")]
     pub keepalive_probes: u64,
     /// Signed MIGRATEs accepted from the peer.
+    #[serde(deserialize_with = "crate::serde_util::counter")]
     pub peer_moves: u64,
     /// MIGRATEs refused (forged, replayed, stale, wrong intent).
+    #[serde(deserialize_with = "crate::serde_util::counter")]
     pub migrates_refused: u64,
 }
 
 /// One XStream connection. See the [module docs](super) for the calling
 /// convention.
-#[derive(Debug)]
+///
+/// It serializes whole — buffers, sequence numbers, timers, congestion
+/// state — for [host snapshots](crate::host::Host::snapshot); a congestion
+/// controller set with [`Connection::set_congestion_controller`] is
+/// carried only as its window and threshold, and continues as NewReno.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Connection {
     config: Config,
     local_dag: Dag,
@@ -93,6 +110,7 @@ pub struct Connection {
     rcv_wscale: u8,
     /// Effective send MSS.
     mss: usize,
+    #[serde(with = "crate::serde_util::deque_bytes")]
     send_buf: VecDeque<u8>,
     /// What the send buffer may hold now: `config.send_buffer`, grown with
     /// the window up to `config.send_buffer_max`.
@@ -111,6 +129,7 @@ pub struct Connection {
     /// Right edge of the window we last advertised.
     adv_edge: u32,
     /// Bytes the application has read, in total (for autotuning).
+    #[serde(deserialize_with = "crate::serde_util::counter")]
     app_read: u64,
     /// Autotuning's current measurement: when it began and `app_read`
     /// then.
@@ -130,11 +149,13 @@ pub struct Connection {
     migrate_out: Option<(Vec<u8>, u32)>,
     migrate_seq: u32,
     migrate_deadline: Option<Instant>,
+    #[serde(deserialize_with = "crate::serde_util::counter32")]
     migrate_backoff: u32,
     // The last MIGRATE we accepted, and an acknowledgement owed for it.
     migrate_in: Option<super::migrate::Accepted>,
     migrate_ack_out: Option<u32>,
     /// Keepalive probes sent since the peer was last heard.
+    #[serde(deserialize_with = "crate::serde_util::counter32")]
     keepalive_unanswered: u32,
     /// A keepalive probe is to be sent.
     keepalive_now: bool,
@@ -142,6 +163,7 @@ pub struct Connection {
     /// The segment being timed: its end and when it left (Karn: cleared on
     /// any retransmission).
     rtt_probe: Option<(u32, Instant)>,
+    #[serde(deserialize_with = "crate::serde_util::counter32")]
     retries: u32,
 
     // Loss recovery.
@@ -158,7 +180,7 @@ pub struct Connection {
     high_rxt: u32,
     probe_now: bool,
     resend_synack: bool,
-    cc: Box<dyn CongestionController>,
+    cc: Controller,
     /// HyStart++ for the first slow start.
     hystart: HyStart,
 
@@ -177,7 +199,7 @@ impl Connection {
         let mss = (config.mss as usize).max(1);
         Connection {
             rtt: RttEstimator::new(config.initial_rto, config.min_rto, config.max_rto),
-            cc: Box::new(NewReno::new(config.initial_window, mss)),
+            cc: Controller::NewReno(NewReno::new(config.initial_window, mss)),
             hystart: HyStart::new(config.hystart),
             recv: Reassembly::new(config.recv_buffer, config.max_out_of_order),
             rcv_wscale: config.window_scale.min(MAX_WSCALE),
@@ -359,9 +381,33 @@ impl Connection {
         self.state.peer_closed() && self.recv.readable() == 0
     }
 
+    /// Refuses restored state (a host snapshot) the connection's
+    /// arithmetic could panic on. It is not a full consistency check: a
+    /// snapshot is this stack's own state, carried over an authenticated
+    /// channel.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        self.config.check()?;
+        if self.mss == 0 || self.mss > usize::from(u16::MAX) {
+            return Err(format!("MSS {} out of range", self.mss));
+        }
+        if self.snd_wscale > MAX_WSCALE || self.rcv_wscale > MAX_WSCALE {
+            return Err("window scale out of range".into());
+        }
+        // The MIGRATE backoff never exceeds 6 (see `handle_timeout`).
+        if self.migrate_backoff > 6 {
+            return Err("MIGRATE backoff out of range".into());
+        }
+        if self.tune_mark.is_some_and(|(_, read)| read > self.app_read) {
+            return Err("autotuning mark ahead of the bytes read".into());
+        }
+        self.rtt.check()?;
+        self.hystart.check()?;
+        self.recv.check()
+    }
+
     /// Replaces the congestion controller (e.g. with CUBIC, later).
     pub fn set_congestion_controller(&mut self, cc: Box<dyn CongestionController>) {
-        self.cc = cc;
+        self.cc = Controller::Custom(cc);
     }
 
     // ---- address changes ----
@@ -795,7 +841,7 @@ impl Connection {
         self.cc = self
             .config
             .congestion
-            .build(self.config.initial_window, self.mss);
+            .controller(self.config.initial_window, self.mss);
     }
 
     fn ack_of_syn(&mut self) -> Result<(), StreamError> {

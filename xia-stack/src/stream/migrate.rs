@@ -27,6 +27,7 @@
 
 use crate::dag::Dag;
 use crate::identity::{Identity, PublicKey, Signature, PUBLIC_KEY_LEN, SIGNATURE_LEN};
+use crate::serde_util::StaticStr;
 use crate::wire::dag::NODE_LEN;
 use crate::xid::Xid;
 
@@ -34,11 +35,11 @@ const VERSION: u8 = 1;
 const DOMAIN: &[u8] = b"xia-rs XSTREAM MIGRATE v1";
 
 /// Why a MIGRATE is refused.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum MigrateError {
     /// Bytes that are not a MIGRATE body.
     #[error("malformed MIGRATE: {0}")]
-    Malformed(&'static str),
+    Malformed(#[serde(deserialize_with = "crate::serde_util::static_reason")] StaticStr),
     /// The key does not hash to the connection's peer SID.
     #[error("the MIGRATE key does not certify {0}")]
     WrongKey(Xid),
@@ -90,7 +91,7 @@ pub struct Migrate {
 }
 
 /// The last MIGRATE a connection accepted.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Accepted {
     /// Its sequence number.
     pub seq: u32,

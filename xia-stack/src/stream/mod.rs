@@ -148,7 +148,7 @@ pub use rtt::RttEstimator;
 pub use state::{State, Transition};
 
 /// How a connection behaves; [`Config::default`] suits simulations.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Config {
     /// The largest payload we accept per segment (announced in our SYN).
     pub mss: u16,
@@ -206,6 +206,20 @@ pub struct Config {
     pub keepalive_probes: u32,
 }
 
+impl Config {
+    /// Refuses restored settings connections could panic on (an RTO range
+    /// upside down, a window that overflows).
+    pub(crate) fn check(&self) -> Result<(), String> {
+        if self.min_rto > self.max_rto || self.max_rto > crate::serde_util::LONGEST {
+            return Err("stream RTO bounds out of range".into());
+        }
+        if self.initial_window > 1 << 16 {
+            return Err("stream initial window out of range".into());
+        }
+        Ok(())
+    }
+}
+
 impl Default for Config {
     fn default() -> Config {
         Config {
@@ -235,7 +249,7 @@ impl Default for Config {
 }
 
 /// Something the application should know about.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum StreamEvent {
     /// The handshake completed.
     Connected,
@@ -258,7 +272,9 @@ pub enum StreamEvent {
 }
 
 /// Why a connection failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize,
+)]
 pub enum ConnectionError {
     /// The peer answered our SYN with a reset.
     #[error("connection refused")]

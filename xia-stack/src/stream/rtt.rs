@@ -7,7 +7,7 @@ use std::time::Duration;
 const GRANULARITY: Duration = Duration::from_millis(1);
 
 /// SRTT, RTTVAR and the retransmission timeout with its backoff.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct RttEstimator {
     srtt: Option<Duration>,
     rttvar: Duration,
@@ -48,6 +48,19 @@ impl RttEstimator {
         let srtt = self.srtt.unwrap_or(r);
         self.rto = (srtt + GRANULARITY.max(self.rttvar * 4)).clamp(self.min, self.max);
         self.backoff = 0;
+    }
+
+    /// Refuses restored state the arithmetic above could panic on.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        let long = crate::serde_util::LONGEST;
+        if self.min > self.max
+            || self.rttvar > long
+            || self.rto > long
+            || self.srtt.is_some_and(|s| s > long)
+        {
+            return Err("RTT estimator out of range".into());
+        }
+        Ok(())
     }
 
     /// Doubles the timeout after it expired (5.5), up to the maximum.

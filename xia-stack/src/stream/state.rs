@@ -31,7 +31,7 @@ use super::StreamError;
 /// Where a connection is in its life (RFC 793's states, without LISTEN:
 /// listening belongs to whoever demultiplexes SYNs and calls
 /// [`Connection::accept`](super::Connection::accept)).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, serde::Serialize, serde::Deserialize)]
 pub enum State {
     /// No connection (before connect, or after it ended).
     Closed,

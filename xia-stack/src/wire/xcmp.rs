@@ -84,7 +84,7 @@ impl From<MessageType> for u8 {
 
 /// Codes of a destination-unreachable message (ICMP's numbering, as in
 /// xia-core).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, serde::Serialize, serde::Deserialize)]
 pub enum Unreachable {
     /// No route to the network (AD) (0).
     Network,

@@ -41,7 +41,7 @@ mod field {
 }
 
 /// What follows the XIP header (`nxt`).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, serde::Serialize, serde::Deserialize)]
 pub enum NextHeader {
     /// Raw data (0).
     Data,

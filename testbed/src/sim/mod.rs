@@ -24,12 +24,16 @@ use xia_stack::time::Instant;
 use xia_stack::xid::{Principal, Xid};
 
 use crate::apps::{ChunkFetcher, FlowSender, FlowSink, Pinger, StreamClient, StreamServer};
+use crate::migration::{Datagrams, Download};
+
+mod vms;
 use crate::link::{DirStats, Direction, Fate};
 use crate::pcap::{frame, mac, Capture};
 use crate::routes;
 use crate::topology::{
     derived_identity, Command, EventTarget, NodeKind, RoutingSpec, Target, Topology,
 };
+pub use vms::{AgentReport, MigrationReport, VmClientReport};
 
 /// How to run.
 #[derive(Clone, Debug, Default)]
@@ -53,12 +57,15 @@ enum App {
     StreamClient(StreamClient, usize),
     Fetch(ChunkFetcher, usize),
     StreamServer(StreamServer, usize),
+    Download(Download, usize),
+    Datagrams(Datagrams, usize),
 }
 
 #[derive(Debug)]
 enum NodeState {
     Router(Box<Router>),
     Host(Box<Host>, Vec<App>),
+    Agent(Box<xia_migrate::agent::Agent>),
 }
 
 #[derive(Debug)]
@@ -79,6 +86,9 @@ enum Event {
         index: usize,
     },
     Change {
+        index: usize,
+    },
+    Migrate {
         index: usize,
     },
 }
@@ -140,6 +150,8 @@ pub struct Simulation {
     failed_drops: u64,
     no_fast_path: bool,
     ns_dag: Option<xia_stack::dag::Dag>,
+    // What happened to each [[migration]].
+    migration_log: Vec<vms::MigrationLog>,
 }
 
 /// A ping's outcome.
@@ -275,6 +287,12 @@ pub struct Report {
     pub failed_router_drops: u64,
     /// The `[[event]]`s, as printed lines ("5.000 s link rB-rC down").
     pub changes: Vec<String>,
+    /// The `[[migration]]`s, in file order.
+    pub migrations: Vec<MigrationReport>,
+    /// The `[[client]]`s of VMs, in file order.
+    pub vm_clients: Vec<VmClientReport>,
+    /// Hypervisors' location-management counters.
+    pub hypervisors: Vec<AgentReport>,
 }
 
 /// The simulation could not be set up.
@@ -310,6 +328,10 @@ impl Simulation {
                 NodeKind::Router { .. } => {
                     let r = build_router(&topo, &ports, i, config.no_fast_path, ns_dag.clone());
                     nodes.push(NodeState::Router(Box::new(r)));
+                }
+                NodeKind::Host if topo.migration.hypervisor(i).is_some() => {
+                    let agent = vms::build_agent(&topo, &ports, i, config.seed, ns_dag.clone())?;
+                    nodes.push(NodeState::Agent(Box::new(agent)));
                 }
                 NodeKind::Host => {
                     let gateway = ports[i].first().map(|&(_, peer)| topo.nodes[peer].hid());
@@ -392,6 +414,7 @@ impl Simulation {
             failed_drops: 0,
             no_fast_path: config.no_fast_path,
             ns_dag,
+            migration_log: Vec::new(),
             topo,
         };
         sim.install_scenario()?;
@@ -550,7 +573,7 @@ impl Simulation {
                 },
             );
         }
-        Ok(())
+        self.install_vms()
     }
 
     fn add_app(&mut self, node: usize, app: App) -> usize {
@@ -559,7 +582,9 @@ impl Simulation {
                 apps.push(app);
                 apps.len() - 1
             }
-            NodeState::Router(_) => unreachable!("topology checks that apps run on hosts"),
+            NodeState::Router(_) | NodeState::Agent(_) => {
+                unreachable!("topology checks that apps run on hosts")
+            }
         }
     }
 
@@ -604,6 +629,7 @@ impl Simulation {
                 Event::Timer { node } => self.timer(node, q.at),
                 Event::Move { index } => self.do_move(index),
                 Event::Change { index } => self.change(index),
+                Event::Migrate { index } => self.migrate(index),
             }
         }
         // Pingers still waiting when time ran out print their statistics.
@@ -643,6 +669,7 @@ impl Simulation {
                 while r.poll_delivered().is_some() {}
             }
             NodeState::Host(h, _) => h.handle_packet(now, port as u16, packet),
+            NodeState::Agent(a) => a.handle_packet(now, packet),
         }
         self.flush(node);
     }
@@ -655,9 +682,11 @@ impl Simulation {
                 App::Sender(s, _) => s.wake(now, host),
                 App::StreamClient(c, _) => c.wake(now, host),
                 App::Fetch(f, _) => f.wake(now, host),
+                App::Download(d, _) => d.wake(now, host),
+                App::Datagrams(d, _) => d.wake(now, host),
                 App::Sink(..) | App::Service(..) | App::StreamServer(..) => None,
             },
-            NodeState::Router(_) => None,
+            NodeState::Router(_) | NodeState::Agent(_) => None,
         };
         if let Some(at) = next {
             self.schedule(at, Event::Wake { node, app });
@@ -712,6 +741,7 @@ impl Simulation {
         match &mut self.nodes[node] {
             NodeState::Router(r) => r.handle_timeout(self.now),
             NodeState::Host(h, _) => h.handle_timeout(self.now),
+            NodeState::Agent(a) => a.handle_timeout(self.now),
         }
         self.flush(node);
     }
@@ -721,7 +751,17 @@ impl Simulation {
     fn flush(&mut self, node: usize) {
         let mut out = Vec::new();
         let mut wakes = Vec::new();
+        let mut agent_events = Vec::new();
         let next = match &mut self.nodes[node] {
+            NodeState::Agent(a) => {
+                while let Some(t) = a.poll_transmit() {
+                    out.push((t.port as usize, t.packet));
+                }
+                while let Some(e) = a.poll_event() {
+                    agent_events.push(e);
+                }
+                a.poll_timeout()
+            }
             NodeState::Router(r) => {
                 while let Some(t) = r.poll_transmit() {
                     out.push((t.port as usize, t.packet));
@@ -749,6 +789,9 @@ impl Simulation {
         }
         for (app, at) in wakes {
             self.schedule(at, Event::Wake { node, app });
+        }
+        for e in agent_events {
+            self.on_agent_event(node, e);
         }
     }
 
@@ -867,6 +910,8 @@ impl Simulation {
                         host: self.topo.nodes[i].name.clone(),
                         received: *count,
                     }),
+                    // Reported by vm_client_reports.
+                    App::Download(..) | App::Datagrams(..) => {}
                 }
             }
         }
@@ -913,7 +958,7 @@ impl Simulation {
                 NodeState::Router(r) => {
                     Some((self.topo.nodes[i].name.clone(), r.counters().clone()))
                 }
-                NodeState::Host(..) => None,
+                NodeState::Host(..) | NodeState::Agent(_) => None,
             })
             .collect();
         let links = self
@@ -959,6 +1004,9 @@ impl Simulation {
             services,
             routers,
             links,
+            migrations: self.migration_reports(),
+            vm_clients: self.vm_client_reports(),
+            hypervisors: self.agent_reports(),
         }
     }
 }
@@ -971,7 +1019,7 @@ impl Simulation {
     ) -> Option<xia_stack::stream::Stats> {
         match &self.nodes[node] {
             NodeState::Host(host, _) => host.stream(h).map(|c| c.stats()),
-            NodeState::Router(_) => None,
+            NodeState::Router(_) | NodeState::Agent(_) => None,
         }
     }
 }
@@ -1037,6 +1085,8 @@ fn dispatch(
             App::StreamClient(c, _) => c.on_event(now, e, host),
             App::Fetch(f, _) => f.on_event(now, e),
             App::StreamServer(sv, _) => sv.on_event(now, e, host),
+            App::Download(d, _) => d.on_event(now, e, host),
+            App::Datagrams(d, _) => d.on_event(now, e, host),
             App::Service(sock, count, _) => {
                 let mine = matches!(e, HostEvent::Readable(_)) && sock.matches(e);
                 if mine {
@@ -1117,6 +1167,7 @@ impl fmt::Display for Report {
             }
             writeln!(f)?;
         }
+        vms::write_migrations(f, self)?;
         if !self.fetches.is_empty() {
             writeln!(f, "fetches:")?;
             for x in &self.fetches {

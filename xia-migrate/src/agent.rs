@@ -1,0 +1,924 @@
+//! The hypervisor agent: a sans-IO node that runs VMs on one machine and
+//! migrates them to and from other agents.
+//!
+//! One agent per hypervisor. It has its own XIA stack (the machine's HID,
+//! and the agent's SID, the SHA-1 of its key, where other agents reach it)
+//! and bridges its VMs' stacks onto the machine's link: a packet for a
+//! VM's HID goes to that VM's stack, a broadcast to every stack. It speaks
+//! the migration control protocol ([`crate::source`],
+//! [`crate::destination`]) over XStream connections between agents, one
+//! per migration.
+//!
+//! **Location management** (seed paper 000). While a migrating VM is
+//! paused, packets for it are buffered (bounded); when the destination
+//! commits they are re-addressed to the VM's new DAG (the destination
+//! agent's AD) and sent on, and for a grace period afterwards the agent
+//! keeps a *forwarding pointer*: packets that still arrive for the old DAG
+//! are re-addressed the same way and their sender gets an XCMP redirect
+//! naming the new DAG. If the migration fails the buffered packets go to
+//! the resumed VM. Either way none is dropped for the move.
+//!
+//! **Handoff** (seed paper 001). The destination network needs no change
+//! beyond a route to the VM's HID, which the VM's stack registers itself:
+//! at activation the agent restores the stack and replays the network's
+//! latest XHCP beacon to it, so the VM learns its new AD at once (without
+//! waiting for the next beacon), registers its HID with the AD's router,
+//! re-registers its service name (signed), and sends every peer a signed
+//! MIGRATE with its new DAG.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use xia_stack::dag::Dag;
+use xia_stack::forward::xcmp::{error_reply, is_unanswerable, ErrorKind};
+use xia_stack::forward::Transmit;
+use xia_stack::host::{Host, HostConfig, HostEvent, ListenerHandle, StreamHandle};
+use xia_stack::identity::Identity;
+use xia_stack::stream::StreamEvent;
+use xia_stack::time::Instant;
+use xia_stack::wire::dag::EdgeMarks;
+use xia_stack::wire::xip::{LastNode, Packet as XipPacket, XipRepr};
+use xia_stack::xhcp::XHCP_SID;
+use xia_stack::xid::{Principal, Xid};
+
+use crate::destination::{DestinationConfig, DestinationNote, DestinationSession};
+use crate::guest::{Guest, SyntheticGuest};
+use crate::msg::{FrameReader, Msg, Outcome};
+use crate::source::{SourceConfig, SourceNote, SourceSession, Status};
+use crate::state::Source;
+use crate::vm::Vm;
+
+/// How an agent is set up.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// The machine's identity (its HID).
+    pub host: Identity,
+    /// The agent's key: its SID is the key's hash.
+    pub key: Identity,
+    /// The AD the machine is in.
+    pub ad: Xid,
+    /// Its router.
+    pub gateway: Option<Xid>,
+    /// The name server, for the VMs' stacks.
+    pub name_server: Option<Dag>,
+    /// The incoming side's limits.
+    pub destination: DestinationConfig,
+    /// How long a forwarding pointer lives.
+    pub grace: Duration,
+    /// Packets buffered per paused VM (more are dropped and counted).
+    pub buffer_packets: usize,
+    /// Seed for migration ids and the stacks' SIDs.
+    pub seed: u64,
+}
+
+impl AgentConfig {
+    /// An agent with defaults: 60 s of forwarding pointer, 4096 packets of
+    /// buffer per VM, 4 GiB of room.
+    pub fn new(host: Identity, key: Identity, ad: Xid, gateway: Option<Xid>) -> AgentConfig {
+        AgentConfig {
+            host,
+            key,
+            ad,
+            gateway,
+            name_server: None,
+            destination: DestinationConfig::default(),
+            grace: Duration::from_secs(60),
+            buffer_packets: 4096,
+            seed: 0,
+        }
+    }
+}
+
+/// What an agent reports.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AgentEvent {
+    /// News of an outgoing migration.
+    Outgoing {
+        /// The migration.
+        id: u64,
+        /// The VM.
+        vm: String,
+        /// What happened.
+        note: SourceNote,
+    },
+    /// An incoming migration reserved room.
+    Incoming {
+        /// The migration.
+        id: u64,
+        /// The VM.
+        vm: String,
+    },
+    /// An incoming migration failed before its commit.
+    IncomingFailed {
+        /// The VM, if the offer named it.
+        vm: String,
+        /// Why.
+        error: String,
+    },
+    /// A VM migrated here runs.
+    Activated {
+        /// The VM.
+        vm: String,
+    },
+    /// A committed VM could not be started (its device state is bad).
+    ActivationFailed {
+        /// The VM.
+        vm: String,
+        /// Why.
+        error: String,
+    },
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// No VM of that name here.
+    #[error("no VM named {0:?} here")]
+    NoSuchVm(String),
+    /// It is already migrating.
+    #[error("VM {0:?} is already migrating")]
+    Busy(String),
+    /// The VM is not running.
+    #[error("VM {0:?} is not running")]
+    NotRunning(String),
+    /// The stack could not open the connection.
+    #[error("cannot reach the destination agent: {0}")]
+    Connect(String),
+}
+
+/// An agent's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AgentCounters {
+    /// Packets for paused VMs held back.
+    pub buffered: u64,
+    /// Packets a full buffer dropped.
+    pub buffer_drops: u64,
+    /// Buffered packets delivered to a resumed VM.
+    pub delivered_after_pause: u64,
+    /// Packets re-addressed to a VM's new location.
+    pub forwarded: u64,
+    /// XCMP redirects sent.
+    pub redirects: u64,
+}
+
+struct Slot {
+    vm: Vm,
+    migrating: Option<u64>,
+    // Handed over (the destination committed): not driven, packets go on.
+    gone: bool,
+    buffer: VecDeque<Vec<u8>>,
+}
+
+struct Outgoing {
+    id: u64,
+    vm: String,
+    session: SourceSession,
+    stream: Option<StreamHandle>,
+    to: Dag,
+    pending: Vec<u8>,
+    finished: bool,
+}
+
+struct Incoming {
+    stream: StreamHandle,
+    // Until the first message says what the connection is for.
+    reader: Option<FrameReader>,
+    session: Option<DestinationSession<SyntheticGuest>>,
+    pending: Vec<u8>,
+    vm: String,
+    done: bool,
+}
+
+struct Pointer {
+    new_ad: Xid,
+    until: Instant,
+}
+
+/// A hypervisor agent.
+pub struct Agent {
+    config: AgentConfig,
+    host: Host,
+    listener: ListenerHandle,
+    vms: BTreeMap<String, Slot>,
+    outgoing: Vec<Outgoing>,
+    incoming: Vec<Incoming>,
+    outcomes: BTreeMap<u64, Outcome>,
+    pointers: BTreeMap<Xid, Pointer>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<AgentEvent>,
+    last_beacon: Option<Vec<u8>>,
+    redirected: BTreeMap<Vec<u8>, Instant>,
+    counters: AgentCounters,
+    next_id: u64,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("dag", &self.dag().to_line())
+            .field("vms", &self.vms.keys().collect::<Vec<_>>())
+            .field("counters", &self.counters)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Outcomes remembered for in-doubt queries.
+const OUTCOMES_KEPT: usize = 1024;
+/// A sender gets at most one redirect per this.
+const REDIRECT_INTERVAL: Duration = Duration::from_millis(500);
+const ROOM: usize = 64 * 1024;
+
+impl Agent {
+    /// An agent listening on its SID.
+    pub fn new(config: AgentConfig) -> Agent {
+        let mut cfg = HostConfig::new(config.host.clone(), config.ad, config.gateway);
+        cfg.seed = config.seed;
+        let mut host = Host::new(cfg);
+        if let Some(ns) = &config.name_server {
+            host.set_name_server(ns.clone());
+        }
+        let listener = host
+            .listen(Some(config.key.xid()))
+            .expect("a fresh host has room for a listener");
+        Agent {
+            next_id: config.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1,
+            config,
+            host,
+            listener,
+            vms: BTreeMap::new(),
+            outgoing: Vec::new(),
+            incoming: Vec::new(),
+            outcomes: BTreeMap::new(),
+            pointers: BTreeMap::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            last_beacon: None,
+            redirected: BTreeMap::new(),
+            counters: AgentCounters::default(),
+        }
+    }
+
+    /// Where other agents reach this one: `AD HID SID`.
+    pub fn dag(&self) -> Dag {
+        self.host
+            .dag()
+            .append_xid(self.config.key.xid())
+            .expect("room for the SID")
+    }
+
+    /// The machine's own stack.
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+
+    /// Its counters.
+    pub fn counters(&self) -> AgentCounters {
+        self.counters
+    }
+
+    /// Starts running `vm` here.
+    pub fn add_vm(&mut self, vm: Vm) {
+        self.vms.insert(
+            vm.name.clone(),
+            Slot {
+                vm,
+                migrating: None,
+                gone: false,
+                buffer: VecDeque::new(),
+            },
+        );
+    }
+
+    /// The VM named `name`, if it is here (and not handed over).
+    pub fn vm(&self, name: &str) -> Option<&Vm> {
+        self.vms.get(name).filter(|s| !s.gone).map(|s| &s.vm)
+    }
+
+    /// The names of the VMs here.
+    pub fn vm_names(&self) -> impl Iterator<Item = &str> {
+        self.vms
+            .iter()
+            .filter(|(_, s)| !s.gone)
+            .map(|(n, _)| n.as_str())
+    }
+
+    /// The next thing to report.
+    pub fn poll_event(&mut self) -> Option<AgentEvent> {
+        self.events.pop_front()
+    }
+
+    /// Migrates VM `name` to the agent at `to` (its `AD HID SID`).
+    pub fn migrate(
+        &mut self,
+        now: Instant,
+        name: &str,
+        to: &Dag,
+        config: SourceConfig,
+    ) -> Result<u64, AgentError> {
+        let slot = self
+            .vms
+            .get_mut(name)
+            .filter(|s| !s.gone)
+            .ok_or_else(|| AgentError::NoSuchVm(name.to_owned()))?;
+        if slot.migrating.is_some() {
+            return Err(AgentError::Busy(name.to_owned()));
+        }
+        if !slot.vm.is_running() {
+            return Err(AgentError::NotRunning(name.to_owned()));
+        }
+        slot.vm.run_to(now);
+        let stream = self
+            .host
+            .connect(to, now)
+            .map_err(|e| AgentError::Connect(e.to_string()))?;
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        slot.migrating = Some(id);
+        let session = SourceSession::new(id, name, &slot.vm, config, now);
+        self.outgoing.push(Outgoing {
+            id,
+            vm: name.to_owned(),
+            session,
+            stream: Some(stream),
+            to: to.clone(),
+            pending: Vec::new(),
+            finished: false,
+        });
+        self.step(now);
+        Ok(id)
+    }
+
+    /// A live view of outgoing migration `id`.
+    pub fn status(&self, id: u64) -> Option<Status> {
+        let o = self.outgoing.iter().find(|o| o.id == id)?;
+        let slot = self.vms.get(&o.vm)?;
+        Some(o.session.status(&slot.vm))
+    }
+
+    /// Cancels outgoing migration `id` if it has not reached the end of
+    /// the final copy: the VM runs here again.
+    pub fn cancel(&mut self, now: Instant, id: u64) -> bool {
+        let Some(o) = self.outgoing.iter_mut().find(|o| o.id == id) else {
+            return false;
+        };
+        let Some(slot) = self.vms.get_mut(&o.vm) else {
+            return false;
+        };
+        let done = o
+            .session
+            .cancel(now, "cancelled by the operator", &mut slot.vm);
+        self.step(now);
+        done
+    }
+
+    /// A packet from the link.
+    pub fn handle_packet(&mut self, now: Instant, packet: Vec<u8>) {
+        self.run_vms(now);
+        let repr = XipRepr::parse_header(&XipPacket::new_unchecked(&packet[..])).ok();
+        let Some(repr) = repr else {
+            self.host.handle_packet(now, 0, packet);
+            self.step(now);
+            return;
+        };
+        if repr.dst.nodes().iter().any(|n| n.xid == Xid::BROADCAST_HID) {
+            if repr.dst.nodes().iter().any(|n| n.xid == XHCP_SID) {
+                self.last_beacon = Some(packet.clone());
+            }
+            for slot in self.vms.values_mut() {
+                if !slot.gone && slot.vm.is_running() {
+                    slot.vm.stack.handle_packet(now, 0, packet.clone());
+                }
+            }
+            self.host.handle_packet(now, 0, packet);
+            self.step(now);
+            return;
+        }
+        let hids: Vec<Xid> = repr.dst.nodes_of_type(Principal::HID).copied().collect();
+        if let Some(name) = self
+            .vms
+            .iter()
+            .find(|(_, s)| hids.contains(&s.vm.hid()))
+            .map(|(n, _)| n.clone())
+        {
+            let slot = self.vms.get_mut(&name).expect("found");
+            let hid = slot.vm.hid();
+            if slot.gone {
+                self.forward(now, hid, &repr, &packet);
+            } else if slot.vm.is_running() {
+                slot.vm.stack.handle_packet(now, 0, packet);
+            } else if slot.buffer.len() < self.config.buffer_packets {
+                slot.buffer.push_back(packet);
+                self.counters.buffered += 1;
+            } else {
+                self.counters.buffer_drops += 1;
+            }
+        } else if let Some(&hid) = hids.iter().find(|h| self.pointers.contains_key(h)) {
+            self.forward(now, hid, &repr, &packet);
+        } else {
+            self.host.handle_packet(now, 0, packet);
+        }
+        self.step(now);
+    }
+
+    // Re-addresses a packet for a VM that left to its new AD, and tells
+    // the sender (at most every REDIRECT_INTERVAL).
+    fn forward(&mut self, now: Instant, hid: Xid, repr: &XipRepr, packet: &[u8]) {
+        let Some(p) = self.pointers.get(&hid) else {
+            return;
+        };
+        let new_dst = readdress(&repr.dst, self.config.ad, p.new_ad, hid);
+        let mut r = repr.clone();
+        r.dst = new_dst.clone();
+        r.last = LastNode::Entry;
+        r.dst_visited = EdgeMarks::NONE;
+        let payload = &packet[repr.header_len().min(packet.len())..];
+        if let Ok(out) = r.to_bytes(payload) {
+            self.counters.forwarded += 1;
+            self.transmits.push_back(Transmit {
+                port: 0,
+                next_hop: self.config.gateway,
+                packet: out,
+            });
+        }
+        if is_unanswerable(packet) {
+            return;
+        }
+        let key = repr.src.to_wire();
+        if self
+            .redirected
+            .get(&key)
+            .is_some_and(|t| now < *t + REDIRECT_INTERVAL)
+        {
+            return;
+        }
+        if let Some(x) = error_reply(packet, ErrorKind::Redirect(new_dst), &self.dag()) {
+            self.redirected.insert(key, now);
+            if self.redirected.len() > 4096 {
+                self.redirected.clear();
+            }
+            self.counters.redirects += 1;
+            self.transmits.push_back(Transmit {
+                port: 0,
+                next_hop: self.config.gateway,
+                packet: x,
+            });
+        }
+    }
+
+    fn run_vms(&mut self, now: Instant) {
+        for slot in self.vms.values_mut() {
+            if !slot.gone {
+                slot.vm.run_to(now);
+            }
+        }
+    }
+
+    /// The next packet for the link.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        if let Some(t) = self.transmits.pop_front() {
+            return Some(t);
+        }
+        if let Some(t) = self.host.poll_transmit() {
+            return Some(t);
+        }
+        for slot in self.vms.values_mut() {
+            if !slot.gone {
+                if let Some(mut t) = slot.vm.stack.poll_transmit() {
+                    t.port = 0;
+                    return Some(t);
+                }
+            }
+        }
+        None
+    }
+
+    /// When [`Agent::handle_timeout`] is next due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let vms = self
+            .vms
+            .values()
+            .filter(|s| !s.gone && s.vm.is_running())
+            .filter_map(|s| s.vm.poll_timeout());
+        let out = self
+            .outgoing
+            .iter()
+            .filter_map(|o| o.session.poll_timeout());
+        let inc = self
+            .incoming
+            .iter()
+            .filter_map(|i| i.session.as_ref()?.poll_timeout());
+        let ptr = self.pointers.values().map(|p| p.until);
+        [self.host.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .chain(vms)
+            .chain(out)
+            .chain(inc)
+            .chain(ptr)
+            .min()
+    }
+
+    /// Runs what is due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.run_vms(now);
+        if self.host.poll_timeout().is_some_and(|t| t <= now) {
+            self.host.handle_timeout(now);
+        }
+        for slot in self.vms.values_mut() {
+            if !slot.gone
+                && slot.vm.is_running()
+                && slot.vm.poll_timeout().is_some_and(|t| t <= now)
+            {
+                slot.vm.handle_timeout(now);
+            }
+        }
+        for o in &mut self.outgoing {
+            if o.session.poll_timeout().is_some_and(|t| t <= now) {
+                if let Some(slot) = self.vms.get_mut(&o.vm) {
+                    o.session.handle_timeout(now, &mut slot.vm);
+                }
+            }
+        }
+        for i in &mut self.incoming {
+            if let Some(s) = i.session.as_mut() {
+                s.handle_timeout(now);
+            }
+        }
+        self.pointers.retain(|_, p| p.until > now);
+        self.step(now);
+    }
+
+    // Runs everything that can make progress without new input.
+    fn step(&mut self, now: Instant) {
+        for _ in 0..64 {
+            let mut busy = false;
+            while let Some(e) = self.host.poll_event() {
+                busy = true;
+                self.on_host_event(now, e);
+            }
+            busy |= self.pump_outgoing(now);
+            busy |= self.pump_incoming(now);
+            for slot in self.vms.values_mut() {
+                if !slot.gone && slot.vm.is_running() {
+                    slot.vm.drive(now);
+                }
+            }
+            if !busy {
+                break;
+            }
+        }
+        self.outgoing
+            .retain(|o| !(o.finished && o.pending.is_empty()));
+        self.incoming.retain(|i| !i.done);
+    }
+
+    fn on_host_event(&mut self, now: Instant, e: HostEvent) {
+        match e {
+            HostEvent::Incoming { listener, .. } if listener == self.listener => {
+                while let Some(stream) = self.host.accept(listener) {
+                    self.incoming.push(Incoming {
+                        stream,
+                        reader: Some(FrameReader::default()),
+                        session: None,
+                        pending: Vec::new(),
+                        vm: String::new(),
+                        done: false,
+                    });
+                }
+            }
+            HostEvent::Stream { stream, event } => {
+                let broken = matches!(event, StreamEvent::Error(_) | StreamEvent::Closed);
+                if !broken {
+                    return;
+                }
+                if let Some(o) = self.outgoing.iter_mut().find(|o| o.stream == Some(stream)) {
+                    o.stream = None;
+                    o.pending.clear();
+                    if let Some(slot) = self.vms.get_mut(&o.vm) {
+                        o.session.handle_link_lost(now, &mut slot.vm);
+                    }
+                }
+                if let Some(k) = self.incoming.iter().position(|i| i.stream == stream) {
+                    if let Some(s) = self.incoming[k].session.as_mut() {
+                        s.handle_link_lost();
+                    }
+                    self.record_outcome(k);
+                    self.incoming[k].done = true;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn pump_outgoing(&mut self, now: Instant) -> bool {
+        let mut busy = false;
+        let mut buf = vec![0u8; ROOM];
+        for k in 0..self.outgoing.len() {
+            let o = &mut self.outgoing[k];
+            let Some(slot) = self.vms.get_mut(&o.vm) else {
+                continue;
+            };
+            if let Some(h) = o.stream {
+                loop {
+                    match self.host.stream_read(h, &mut buf, now) {
+                        Ok(n) if n > 0 => {
+                            busy = true;
+                            o.session.handle_bytes(now, &buf[..n], &mut slot.vm);
+                        }
+                        _ => break,
+                    }
+                }
+                // Write what the session has, as the connection takes it.
+                loop {
+                    if o.pending.is_empty() {
+                        match o.session.poll_transmit(now, ROOM, &mut slot.vm) {
+                            Some(f) => o.pending = f,
+                            None => break,
+                        }
+                    }
+                    match self.host.stream_write(h, &o.pending, now) {
+                        Ok(n) if n > 0 => {
+                            busy = true;
+                            o.pending.drain(..n);
+                        }
+                        _ => break,
+                    }
+                }
+                if o.finished && o.pending.is_empty() {
+                    let _ = self.host.stream_close(h, now);
+                    o.stream = None;
+                }
+            } else if o.session.wants_link() {
+                if let Ok(h) = self.host.connect(&o.to, now) {
+                    o.stream = Some(h);
+                    o.session.link_up(now);
+                    busy = true;
+                }
+            }
+            while let Some(note) = o.session.poll_note() {
+                busy = true;
+                let hid = slot.vm.hid();
+                match &note {
+                    SourceNote::Committed => {
+                        slot.gone = true;
+                        let new_ad =
+                            o.to.nodes_of_type(Principal::AD)
+                                .next()
+                                .copied()
+                                .unwrap_or(self.config.ad);
+                        self.pointers.insert(
+                            hid,
+                            Pointer {
+                                new_ad,
+                                until: now + self.config.grace,
+                            },
+                        );
+                    }
+                    SourceNote::Failed { .. } => {
+                        slot.migrating = None;
+                        o.finished = true;
+                        // The VM runs here again: what arrived meanwhile is
+                        // its.
+                        while let Some(p) = slot.buffer.pop_front() {
+                            self.counters.delivered_after_pause += 1;
+                            slot.vm.stack.handle_packet(now, 0, p);
+                        }
+                    }
+                    SourceNote::Done(_) => o.finished = true,
+                    _ => {}
+                }
+                self.events.push_back(AgentEvent::Outgoing {
+                    id: o.id,
+                    vm: o.vm.clone(),
+                    note,
+                });
+            }
+            // Handed over: what was held goes to the new location.
+            if slot.gone && !slot.buffer.is_empty() {
+                let hid = slot.vm.hid();
+                let held: Vec<Vec<u8>> = slot.buffer.drain(..).collect();
+                for p in held {
+                    if let Ok(r) = XipRepr::parse_header(&XipPacket::new_unchecked(&p[..])) {
+                        self.forward(now, hid, &r, &p);
+                    }
+                }
+            }
+        }
+        // A VM whose migration finished is gone for good.
+        let done: Vec<String> = self
+            .outgoing
+            .iter()
+            .filter(|o| o.finished && o.session.state() == Source::Done)
+            .map(|o| o.vm.clone())
+            .collect();
+        for name in done {
+            self.vms.remove(&name);
+        }
+        busy
+    }
+
+    fn pump_incoming(&mut self, now: Instant) -> bool {
+        let mut busy = false;
+        let mut buf = vec![0u8; ROOM];
+        for k in 0..self.incoming.len() {
+            loop {
+                let n = match self
+                    .host
+                    .stream_read(self.incoming[k].stream, &mut buf, now)
+                {
+                    Ok(n) if n > 0 => n,
+                    _ => break,
+                };
+                busy = true;
+                let i = &mut self.incoming[k];
+                if let Some(s) = i.session.as_mut() {
+                    s.handle_bytes(now, &buf[..n]);
+                    continue;
+                }
+                let Some(reader) = i.reader.as_mut() else {
+                    break;
+                };
+                reader.push(&buf[..n]);
+                self.first_messages(now, k);
+            }
+            let i = &mut self.incoming[k];
+            if let Some(s) = i.session.as_mut() {
+                while let Some(f) = s.poll_transmit() {
+                    i.pending.extend(f);
+                }
+            }
+            while !i.pending.is_empty() {
+                match self.host.stream_write(i.stream, &i.pending, now) {
+                    Ok(n) if n > 0 => {
+                        busy = true;
+                        i.pending.drain(..n);
+                    }
+                    _ => break,
+                }
+            }
+            let notes: Vec<DestinationNote> = match i.session.as_mut() {
+                Some(s) => std::iter::from_fn(|| s.poll_note()).collect(),
+                None => Vec::new(),
+            };
+            for note in notes {
+                busy = true;
+                self.on_incoming_note(now, k, note);
+            }
+            self.record_outcome(k);
+        }
+        busy
+    }
+
+    // A connection's first messages: an offer starts a session; queries
+    // (from an in-doubt source) and aborts are answered from what we know.
+    fn first_messages(&mut self, now: Instant, k: usize) {
+        loop {
+            let Some(reader) = self.incoming[k].reader.as_mut() else {
+                return;
+            };
+            match reader.next_msg() {
+                Ok(None) => return,
+                Ok(Some(Msg::Query { id })) => {
+                    let outcome = self.outcome(id);
+                    self.incoming[k]
+                        .pending
+                        .extend(Msg::Outcome { id, outcome }.to_frame());
+                }
+                Ok(Some(Msg::Abort { id, reason })) => self.abort_incoming(now, id, &reason),
+                Ok(Some(m @ Msg::Offer(_))) => {
+                    let rest = reader.take_pending();
+                    let mut s = DestinationSession::new(
+                        self.config.destination.clone(),
+                        SyntheticGuest::blank,
+                        now,
+                    );
+                    s.handle_bytes(now, &m.to_frame());
+                    s.handle_bytes(now, &rest);
+                    let i = &mut self.incoming[k];
+                    i.session = Some(s);
+                    i.reader = None;
+                    return;
+                }
+                Ok(Some(_)) | Err(_) => {
+                    let i = &mut self.incoming[k];
+                    i.done = true;
+                    i.reader = None;
+                    let _ = self.host.stream_abort(i.stream, now);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn record_outcome(&mut self, k: usize) {
+        if let Some(s) = &self.incoming[k].session {
+            if let Some(id) = s.id() {
+                self.outcomes.insert(id, s.outcome());
+                while self.outcomes.len() > OUTCOMES_KEPT {
+                    self.outcomes.pop_first();
+                }
+            }
+        }
+    }
+
+    fn abort_incoming(&mut self, now: Instant, id: u64, reason: &str) {
+        for i in &mut self.incoming {
+            if let Some(s) = i.session.as_mut() {
+                if s.id() == Some(id) {
+                    s.handle_bytes(
+                        now,
+                        &Msg::Abort {
+                            id,
+                            reason: reason.to_owned(),
+                        }
+                        .to_frame(),
+                    );
+                }
+            }
+        }
+    }
+
+    fn outcome(&self, id: u64) -> Outcome {
+        self.incoming
+            .iter()
+            .filter_map(|i| i.session.as_ref())
+            .find(|s| s.id() == Some(id))
+            .map(DestinationSession::outcome)
+            .or_else(|| self.outcomes.get(&id).copied())
+            .unwrap_or(Outcome::Unknown)
+    }
+
+    fn on_incoming_note(&mut self, now: Instant, k: usize, note: DestinationNote) {
+        match note {
+            DestinationNote::Reserved { id, name, .. } => {
+                self.incoming[k].vm = name.clone();
+                self.events.push_back(AgentEvent::Incoming { id, vm: name });
+            }
+            DestinationNote::Refused { reason } => {
+                self.events.push_back(AgentEvent::IncomingFailed {
+                    vm: self.incoming[k].vm.clone(),
+                    error: reason,
+                });
+            }
+            DestinationNote::Failed { error, .. } => {
+                self.events.push_back(AgentEvent::IncomingFailed {
+                    vm: self.incoming[k].vm.clone(),
+                    error: error.to_string(),
+                });
+            }
+            DestinationNote::Committed => {}
+            DestinationNote::Activate { device } => {
+                let i = &mut self.incoming[k];
+                let Some(memory) = i.session.as_mut().and_then(|s| s.take_guest()) else {
+                    return;
+                };
+                match Vm::restore(memory, &device, now) {
+                    Ok(mut vm) => {
+                        vm.memory.resume();
+                        // The network's latest beacon: the VM learns its AD now.
+                        if let Some(b) = self.last_beacon.clone() {
+                            vm.stack.handle_packet(now, 0, b);
+                        }
+                        vm.drive(now);
+                        let name = vm.name.clone();
+                        self.pointers.remove(&vm.hid());
+                        self.add_vm(vm);
+                        if let Some(s) = self.incoming[k].session.as_mut() {
+                            s.activated();
+                        }
+                        self.events.push_back(AgentEvent::Activated { vm: name });
+                    }
+                    Err(e) => self.events.push_back(AgentEvent::ActivationFailed {
+                        vm: self.incoming[k].vm.clone(),
+                        error: e.to_string(),
+                    }),
+                }
+            }
+        }
+    }
+}
+
+/// `dst` with the old AD replaced by the new one (or, if it names no AD,
+/// the path `new_ad hid` to its intent).
+fn readdress(dst: &Dag, old_ad: Xid, new_ad: Xid, hid: Xid) -> Dag {
+    if dst.nodes().iter().any(|n| n.xid == old_ad) {
+        let nodes = dst
+            .nodes()
+            .iter()
+            .map(|n| {
+                let xid = if n.xid == old_ad { new_ad } else { n.xid };
+                xia_stack::dag::Node::new(xid, n.edges.clone())
+            })
+            .collect();
+        if let Ok(d) = Dag::new(dst.entry_edges().clone(), nodes) {
+            return d;
+        }
+    }
+    let intent = *dst.intent();
+    let path = if intent == hid {
+        vec![new_ad, hid]
+    } else {
+        vec![new_ad, hid, intent]
+    };
+    Dag::path(&path).unwrap_or_else(|_| dst.clone())
+}
