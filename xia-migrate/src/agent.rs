@@ -374,6 +374,7 @@ impl Agent {
     /// A packet from the link.
     pub fn handle_packet(&mut self, now: Instant, packet: Vec<u8>) {
         self.run_vms(now);
+        self.pointers.retain(|_, p| p.until > now);
         let repr = XipRepr::parse_header(&XipPacket::new_unchecked(&packet[..])).ok();
         let Some(repr) = repr else {
             self.host.handle_packet(now, 0, packet);
@@ -507,14 +508,14 @@ impl Agent {
             .incoming
             .iter()
             .filter_map(|i| i.session.as_ref()?.poll_timeout());
-        let ptr = self.pointers.values().map(|p| p.until);
+        // Forwarding pointers expire lazily (at the next packet or
+        // timer): a timer of their own would keep an idle simulation going.
         [self.host.poll_timeout()]
             .into_iter()
             .flatten()
             .chain(vms)
             .chain(out)
             .chain(inc)
-            .chain(ptr)
             .min()
     }
 
@@ -587,6 +588,24 @@ impl Agent {
                 }
             }
             HostEvent::Stream { stream, event } => {
+                if event == StreamEvent::Connected {
+                    if let Some(o) = self.outgoing.iter_mut().find(|o| o.stream == Some(stream)) {
+                        o.session.connected(now);
+                    }
+                    return;
+                }
+                if event == StreamEvent::PeerClosed {
+                    // The other agent is done with this connection: so are
+                    // we (a half-open connection would keep timers going).
+                    if self
+                        .incoming
+                        .iter()
+                        .any(|i| i.stream == stream && i.pending.is_empty())
+                    {
+                        let _ = self.host.stream_close(stream, now);
+                    }
+                    return;
+                }
                 let broken = matches!(event, StreamEvent::Error(_) | StreamEvent::Closed);
                 if !broken {
                     return;
@@ -677,6 +696,10 @@ impl Agent {
                     SourceNote::Failed { .. } => {
                         slot.migrating = None;
                         o.finished = true;
+                        // Resumed here (also after an in-doubt query found
+                        // the destination without it): no pointer away.
+                        slot.gone = false;
+                        self.pointers.remove(&hid);
                         // The VM runs here again: what arrived meanwhile is
                         // its.
                         while let Some(p) = slot.buffer.pop_front() {

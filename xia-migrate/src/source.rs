@@ -264,6 +264,8 @@ pub struct SourceSession {
     accepted_at: Instant,
     last_heard: Instant,
     send_at: Instant,
+    // When pacing held sending back: poll_transmit is due then.
+    pace_wake: Option<Instant>,
     pause_pending: bool,
     paused_at: Option<Instant>,
     final_at: Instant,
@@ -331,6 +333,7 @@ impl SourceSession {
             accepted_at: now,
             last_heard: now,
             send_at: now,
+            pace_wake: None,
             pause_pending: false,
             paused_at: None,
             final_at: now,
@@ -367,6 +370,14 @@ impl SourceSession {
         s.paused_at = Some(now);
         s.notes.push_back(SourceNote::InDoubt);
         s
+    }
+
+    /// The connection is up: the offer goes now (its round trip, not the
+    /// connection's handshake, is the RTT sample).
+    pub fn connected(&mut self, now: Instant) {
+        if self.state == Source::Negotiating {
+            self.offer_at = now;
+        }
     }
 
     /// The migration's id.
@@ -665,9 +676,14 @@ impl SourceSession {
                 }
                 continue;
             }
-            if room == 0 || now < self.send_at || self.sent - self.acked >= self.inflight_cap() {
+            if now < self.send_at {
+                self.pace_wake = Some(self.send_at);
                 return None;
             }
+            if room == 0 || self.sent - self.acked >= self.inflight_cap() {
+                return None;
+            }
+            self.pace_wake = None;
             return Some(self.batch(now, room, guest));
         }
     }
@@ -777,7 +793,11 @@ impl SourceSession {
                 self.last_dirty = dirty;
                 self.round += 1;
                 if self.round == 1 && self.strategy == Strategy::LiveDelta {
-                    let pages = self.config.delta_cache.max(DEFAULT_DELTA_CACHE) / self.page_size;
+                    let bytes = match self.config.delta_cache {
+                        0 => DEFAULT_DELTA_CACHE,
+                        b => b,
+                    };
+                    let pages = bytes / self.page_size;
                     self.enc.set_cache(pages.max(1));
                 }
                 self.queue = guest.take_dirty();
@@ -912,8 +932,8 @@ impl SourceSession {
                 if !self.decided {
                     at = at.min(self.round_start + self.config.probe);
                 }
-                if self.send_at > Instant::ZERO && self.cursor < self.queue.len() {
-                    at = at.min(self.send_at);
+                if let Some(t) = self.pace_wake {
+                    at = at.min(t);
                 }
                 Some(at)
             }
