@@ -30,4 +30,8 @@ pub use sim::{run, Report, SimConfig, Simulation};
 
 /// The topology `xia demo` runs (`testbed/topologies/demo.toml`).
 pub const DEMO_TOPOLOGY: &str = include_str!("../topologies/demo.toml");
+
+/// The migration topology `xia demo` runs first
+/// (`testbed/topologies/migration.toml`).
+pub const MIGRATION_TOPOLOGY: &str = include_str!("../topologies/migration.toml");
 pub use topology::{Topology, TopologyError};

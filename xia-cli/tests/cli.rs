@@ -156,6 +156,11 @@ fn key_new_and_show() {
 #[test]
 fn demo_runs() {
     let out = ok(&["demo"]);
+    assert!(
+        out.contains("30000000 of 30000000 bytes, 0 corrupt, 0 lost"),
+        "{out}"
+    );
+    assert!(out.contains("its connection moved 1 time(s)"), "{out}");
     assert!(out.contains("1. Self-certifying identities"));
     assert!(out.contains("another key:            refused"));
     assert!(out.contains("XCMP time exceeded"));

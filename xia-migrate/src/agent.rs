@@ -930,10 +930,10 @@ fn readdress(dst: &Dag, old_ad: Xid, new_ad: Xid, hid: Xid) -> Dag {
             .iter()
             .map(|n| {
                 let xid = if n.xid == old_ad { new_ad } else { n.xid };
-                xia_stack::dag::Node::new(xid, n.edges.clone())
+                xia_stack::dag::Node::new(xid, n.edges)
             })
             .collect();
-        if let Ok(d) = Dag::new(dst.entry_edges().clone(), nodes) {
+        if let Ok(d) = Dag::new(*dst.entry_edges(), nodes) {
             return d;
         }
     }

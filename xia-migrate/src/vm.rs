@@ -283,10 +283,10 @@ impl Vm {
                 // signed by its key, with the next sequence number.
                 self.register_name(now);
             }
-            HostEvent::NameAnswer { answer, .. } => {
-                if !matches!(answer, Ok(NameResponse::Registered { .. })) {
-                    self.service.name_refusals += 1;
-                }
+            HostEvent::NameAnswer { answer, .. }
+                if !matches!(answer, Ok(NameResponse::Registered { .. })) =>
+            {
+                self.service.name_refusals += 1;
             }
             HostEvent::Incoming { listener, .. } if Some(*listener) == self.service.listener => {
                 while let Some(h) = self.stack.accept(*listener) {
@@ -299,11 +299,12 @@ impl Vm {
                     );
                 }
             }
-            HostEvent::Stream { stream, event } => {
-                if let StreamEvent::Closed | StreamEvent::Error(_) = event {
-                    if let Some(c) = self.service.conns.get_mut(&stream.0) {
-                        c.closed = true;
-                    }
+            HostEvent::Stream {
+                stream,
+                event: StreamEvent::Closed | StreamEvent::Error(_),
+            } => {
+                if let Some(c) = self.service.conns.get_mut(&stream.0) {
+                    c.closed = true;
                 }
             }
             HostEvent::Readable(s) if Some(*s) == self.service.socket => {

@@ -240,6 +240,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_empty_piece_past_the_last_is_refused_not_a_panic() {
+        let total = 2 * PIECE_LEN as u32;
+        let mut r = Reassembly::new();
+        assert!(!r.add(total, total, &[]));
+        assert!(r.add(total, 0, &vec![1; PIECE_LEN]));
+    }
+
+    #[test]
     fn verify_and_chunk() {
         let (cid, data) = chunk(b"hello world", 4)[0];
         assert_eq!(data, b"hell");
@@ -457,6 +465,12 @@ impl Reassembly {
             return false;
         }
         let i = at / PIECE_LEN;
+        // A piece must start inside the chunk (an empty piece at the very
+        // end of a chunk whose length is a multiple of the piece size
+        // would index past the map).
+        if i >= self.have.len() || (data.is_empty() && total > 0) {
+            return false;
+        }
         if !self.have[i] {
             self.have[i] = true;
             self.buf[at..at + data.len()].copy_from_slice(data);

@@ -1,0 +1,155 @@
+//! VM migration in the simulator, as a user runs it: a VM live- or
+//! full-migrated between two ADs while clients talk to its service. The
+//! client of a checksummed stream sees every byte exactly once; a datagram
+//! flow loses nothing; a client that connects by name after the move
+//! reaches the new location.
+
+use std::time::Duration;
+
+use testbed::{run, SimConfig, Topology};
+
+const BASE: &str = include_str!("../topologies/migration.toml");
+
+/// The shipped topology with a smaller VM (8 MiB, 1 MiB hot) and the
+/// given VM service, clients and migration.
+fn topo(service: &str, clients: &str, migration: &str) -> Topology {
+    let base = BASE.split("[[vm]]").next().unwrap();
+    let text = format!(
+        "{base}[[vm]]\nname = \"vm1\"\nhypervisor = \"hv1\"\nmemory = \"8MiB\"\ndirty_rate = 2000\n\
+         dirty = \"hot-set\"\nhot_set = \"1MiB\"\nservice_name = \"video\"\n{service}\n{clients}\n{migration}\n"
+    );
+    Topology::parse("vm.toml", &text).unwrap()
+}
+
+const STREAM: &str = "service = \"stream\"\nbytes = \"20MB\"\nrate = \"20Mbps\"";
+
+fn download(at: &str) -> String {
+    format!("[[client]]\nhost = \"c1\"\nvm = \"vm1\"\nat = \"{at}\"\nkind = \"download\"\nby_name = true\n")
+}
+
+fn migration(mode: &str) -> String {
+    format!("[[migration]]\nvm = \"vm1\"\nto = \"hv2\"\nat = \"3s\"\nmode = \"{mode}\"\ndowntime_target = \"300ms\"\n")
+}
+
+fn sim(t: Topology) -> testbed::Report {
+    run(
+        t,
+        &SimConfig {
+            seed: 1,
+            ..SimConfig::default()
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn live_migration_keeps_a_checksummed_stream_whole() {
+    let r = sim(topo(STREAM, &download("2s"), &migration("live")));
+    let m = &r.migrations[0];
+    assert_eq!(m.error, None, "{r}");
+    let s = m.session.as_ref().expect("finished");
+    assert!(s.rounds >= 1, "{s:?}");
+    let down = m.downtime.unwrap();
+    assert!(down < Duration::from_millis(300), "{down:?}");
+    let c = &r.vm_clients[0];
+    assert_eq!(
+        (c.received, c.corrupt, c.error.as_deref()),
+        (20_000_000, 0, None),
+        "{r}"
+    );
+    assert_eq!(c.peer_moves, 1, "the connection followed a signed MIGRATE");
+    assert!(c.finished.is_some());
+    // What the client saw: no longer than the pause plus a round trip
+    // (20 ms) and a little queueing.
+    assert!(
+        c.max_gap <= down + Duration::from_millis(40),
+        "{:?} vs {down:?}",
+        c.max_gap
+    );
+    // Nothing was dropped for the move; what came during the pause went on.
+    let hv1 = &r.hypervisors[0].counters;
+    assert_eq!(hv1.buffer_drops, 0);
+    assert!(hv1.forwarded >= hv1.buffered, "{r}");
+    // The same run twice is the same run.
+    let again = sim(topo(STREAM, &download("2s"), &migration("live")));
+    assert_eq!(r.to_string(), again.to_string());
+}
+
+#[test]
+fn full_migration_pauses_longer_and_loses_nothing() {
+    let r = sim(topo(STREAM, &download("2s"), &migration("full")));
+    let m = &r.migrations[0];
+    assert_eq!(m.error, None, "{r}");
+    assert_eq!(m.session.as_ref().unwrap().rounds, 0);
+    // About 6 MiB of non-zero pages at 100 Mbit/s.
+    let down = m.downtime.unwrap().as_secs_f64();
+    assert!((0.4..1.0).contains(&down), "{down}");
+    let c = &r.vm_clients[0];
+    assert_eq!((c.received, c.corrupt), (20_000_000, 0), "{r}");
+    assert_eq!(c.peer_moves, 1);
+}
+
+#[test]
+fn a_datagram_flow_through_the_move_loses_nothing() {
+    let clients = "[[client]]\nhost = \"c1\"\nvm = \"vm1\"\nat = \"2s\"\nkind = \"datagrams\"\n\
+                   by_name = true\ncount = 2000\ninterval = \"2ms\"\nsize = 200\n";
+    let r = sim(topo("service = \"datagrams\"", clients, &migration("live")));
+    assert_eq!(r.migrations[0].error, None, "{r}");
+    let c = &r.vm_clients[0];
+    assert_eq!(c.sent, 2000, "{r}");
+    assert_eq!(c.delivered, 2000, "every datagram reached the VM: {r}");
+    // Datagrams that went to the old address during and after the pause
+    // were buffered or forwarded, and the client was told.
+    let hv1 = &r.hypervisors[0].counters;
+    assert!(hv1.buffered > 0 && hv1.forwarded >= hv1.buffered, "{r}");
+    assert!(
+        c.redirects >= 1 && c.dst_changes == 1,
+        "the client looked the name up again: {r}"
+    );
+}
+
+#[test]
+fn a_client_connecting_by_name_after_the_move_reaches_the_new_location() {
+    let clients = format!("{}{}", download("2s"), download("9s"));
+    let r = sim(topo(STREAM, &clients, &migration("live")));
+    assert_eq!(r.migrations[0].error, None, "{r}");
+    let activated = r.migrations[0].activated.unwrap();
+    assert!(activated < Duration::from_secs(9));
+    let late = &r.vm_clients[1];
+    assert_eq!((late.received, late.corrupt), (20_000_000, 0), "{r}");
+    assert_eq!(
+        late.peer_moves, 0,
+        "it connected to the new DAG directly: {r}"
+    );
+}
+
+#[test]
+fn bad_migration_sections_name_the_line() {
+    let bad = |extra: &str, want: &str| {
+        let base = BASE.split("[[vm]]").next().unwrap();
+        let vm = "[[vm]]\nname = \"vm1\"\nhypervisor = \"hv1\"\nmemory = \"8MiB\"\n";
+        let e = Topology::parse("t.toml", &format!("{base}{vm}{extra}")).unwrap_err();
+        assert!(e.to_string().contains(want), "{e}");
+        assert!(e.line > 0, "{e}");
+    };
+    bad(
+        "[[migration]]\nvm = \"vm9\"\nto = \"hv2\"\nat = \"1s\"\n",
+        "unknown VM \"vm9\"",
+    );
+    bad(
+        "[[migration]]\nvm = \"vm1\"\nto = \"c1\"\nat = \"1s\"\n",
+        "is not a [[hypervisor]]",
+    );
+    bad(
+        "[[migration]]\nvm = \"vm1\"\nto = \"hv2\"\nat = \"1s\"\nmode = \"fast\"\n",
+        "unknown migration mode",
+    );
+    bad(
+        "[[client]]\nhost = \"c1\"\nvm = \"vm1\"\nat = \"1s\"\nkind = \"download\"\n",
+        "needs a VM with service = \"stream\"",
+    );
+    bad(
+        "[[run]]\nat = \"1s\"\nnode = \"hv1\"\ncommand = \"ping @c1\"\n",
+        "is a hypervisor",
+    );
+}
