@@ -425,7 +425,8 @@ fn a_guest_dirtying_faster_than_the_link_is_throttled_until_it_converges() {
 fn deltas_shrink_the_re_sent_pages() {
     let plain = run(Setup::new(Mode::Live)).report.unwrap();
     let mut s = Setup::new(Mode::Live);
-    s.config.delta_cache = 1 << 20;
+    // XBZRLE pays only with a cache at least the size of what is re-sent.
+    s.config.delta_cache = 4 << 20;
     let o = run(s);
     assert!(o.memory_matches, "{o:?}");
     let delta = o.report.unwrap();
