@@ -404,11 +404,9 @@ impl FlowSink {
     }
 }
 
-/// The byte at offset `i` of a stream flow's data: a pattern the receiver
-/// can check without keeping a copy.
-pub fn stream_byte(i: u64) -> u8 {
-    (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as u8
-}
+/// The byte at offset `i` of a stream flow's data (one pattern for host
+/// flows and VM services alike).
+pub use xia_migrate::vm::stream_byte;
 
 /// The sending end of a stream flow: connects (by DAG or by name),
 /// writes `bytes` of the pattern as the window allows, then closes.
