@@ -406,7 +406,7 @@ impl FlowSink {
 
 /// The byte at offset `i` of a stream flow's data (one pattern for host
 /// flows and VM services alike).
-pub use xia_migrate::vm::stream_byte;
+pub use xia_migrate::vm::{fill_stream, stream_byte, stream_mismatches};
 
 /// The sending end of a stream flow: connects (by DAG or by name),
 /// writes `bytes` of the pattern as the window allows, then closes.
@@ -477,9 +477,7 @@ impl StreamClient {
         let mut chunk = [0u8; 16 * 1024];
         while self.written < self.bytes {
             let n = (self.bytes - self.written).min(chunk.len() as u64) as usize;
-            for (k, b) in chunk[..n].iter_mut().enumerate() {
-                *b = stream_byte(self.written + k as u64);
-            }
+            fill_stream(self.written, &mut chunk[..n]);
             match s.write(host, now, &chunk[..n]) {
                 // Full (or failed): a Writable event brings us back.
                 Err(_) => return,
@@ -562,11 +560,7 @@ impl StreamServer {
                     return;
                 }
                 Ok(n) => {
-                    for (k, b) in buf[..n].iter().enumerate() {
-                        if *b != stream_byte(self.received + k as u64) {
-                            self.corrupt += 1;
-                        }
-                    }
+                    self.corrupt += stream_mismatches(self.received, &buf[..n]);
                     self.received += n as u64;
                 }
                 // Nothing more for now (or the connection failed).

@@ -47,7 +47,7 @@ use toml::Spanned;
 use xia_migrate::guest::DirtyModel;
 use xia_migrate::msg::Mode;
 use xia_migrate::source::{SourceConfig, DEFAULT_DELTA_CACHE};
-use xia_migrate::vm::{stream_byte, ServiceSpec};
+use xia_migrate::vm::{stream_mismatches, ServiceSpec};
 use xia_stack::dag::Dag;
 use xia_stack::host::{Host, HostEvent, NetError};
 use xia_stack::identity::Identity;
@@ -56,6 +56,7 @@ use xia_stack::stream::StreamEvent;
 use xia_stack::time::Instant;
 use xia_stack::xid::Principal;
 
+use crate::apps::FlowSender;
 use crate::topology::{derived_identity, parse_bandwidth, parse_duration, Ctx, TopologyError};
 
 #[derive(Deserialize)]
@@ -628,11 +629,7 @@ impl Download {
                     break;
                 }
                 Ok(n) => {
-                    for (k, b) in buf[..n].iter().enumerate() {
-                        if *b != stream_byte(self.received + k as u64) {
-                            self.corrupt += 1;
-                        }
-                    }
+                    self.corrupt += stream_mismatches(self.received, &buf[..n]);
                     self.received += n as u64;
                     if let Some(l) = self.last {
                         if now - l > self.max_gap.0 {
@@ -654,22 +651,19 @@ impl Download {
     }
 }
 
-/// Sends numbered datagrams to a VM's service; when told its packets were
-/// redirected, looks the service's name up again (a signed record) and
-/// sends to where it says.
+/// Sends numbered datagrams to a VM's service (a [`FlowSender`]); when told
+/// its packets were redirected, looks the service's name up again (a
+/// signed record) and sends to where it says.
 #[derive(Debug)]
 pub struct Datagrams {
+    // Until the first name lookup answers (by name), there is no flow.
+    flow: Option<FlowSender>,
     socket: XDatagram,
-    dst: Option<Dag>,
     name: Option<String>,
     count: u32,
     interval: Duration,
     size: usize,
     resolving: Option<xia_stack::socket::Resolution>,
-    /// Datagrams sent.
-    pub sent: u32,
-    /// Datagrams the host refused.
-    pub send_errors: u32,
     /// Redirects received.
     pub redirects: u32,
     /// Times the destination changed.
@@ -688,84 +682,83 @@ impl Datagrams {
         size: usize,
     ) -> Datagrams {
         Datagrams {
+            flow: dst.map(|d| FlowSender::new(socket, d, count, interval, size)),
             socket,
-            dst,
             name,
             count,
             interval,
             size,
             resolving: None,
-            sent: 0,
-            send_errors: 0,
             redirects: 0,
             dst_changes: 0,
         }
     }
 
+    /// Datagrams sent.
+    pub fn sent(&self) -> u32 {
+        self.flow.as_ref().map_or(0, |f| f.sent)
+    }
+
+    fn resolve(&mut self, now: Instant, host: &mut Host) {
+        if self.resolving.is_none() {
+            if let Some(n) = &self.name {
+                self.resolving = xia_stack::socket::resolve(host, now, n).ok();
+            }
+        }
+    }
+
     /// Sends the next datagram; returns when to wake next.
     pub fn wake(&mut self, now: Instant, host: &mut Host) -> Option<Instant> {
-        let attempted = self.sent + self.send_errors;
-        if attempted >= self.count {
-            return None;
-        }
-        let Some(dst) = self.dst.clone() else {
-            if self.resolving.is_none() {
-                if let Some(n) = &self.name {
-                    self.resolving = xia_stack::socket::resolve(host, now, n).ok();
-                }
+        match self.flow.as_mut() {
+            Some(f) => f.wake(now, host),
+            None => {
+                self.resolve(now, host);
+                Some(now + self.interval)
             }
-            return Some(now + self.interval);
-        };
-        let mut payload = vec![0u8; self.size];
-        payload[..8].copy_from_slice(&u64::from(attempted).to_be_bytes());
-        match self.socket.send_to(host, &dst, &payload) {
-            Ok(()) => self.sent += 1,
-            Err(_) => self.send_errors += 1,
         }
-        (attempted + 1 < self.count).then(|| now + self.interval)
     }
 
     /// Offers a host event; `true` if it was this sender's.
     pub fn on_event(&mut self, now: Instant, e: &HostEvent, host: &mut Host) -> bool {
-        match e {
-            HostEvent::Error {
-                socket: Some(s),
-                error,
-                ..
-            } if *s == self.socket.handle() => {
-                if let NetError::Redirect { .. } = error {
-                    self.redirects += 1;
-                    // The redirect is a hint (unsigned): ask the name
-                    // service, whose records are signed by the owner.
-                    if self.resolving.is_none() {
-                        if let Some(n) = &self.name {
-                            self.resolving = xia_stack::socket::resolve(host, now, n).ok();
-                        }
-                    }
-                }
-                true
+        if let HostEvent::Error {
+            socket: Some(s),
+            error,
+            ..
+        } = e
+        {
+            if *s != self.socket.handle() {
+                return false;
             }
-            _ => {
-                let Some(r) = &self.resolving else {
-                    return false;
-                };
-                match r.answer(e) {
-                    Some(Ok(dag)) => {
-                        let dag = Some(dag);
-                        if self.dst.is_some() && self.dst != dag {
-                            self.dst_changes += 1;
-                        }
-                        self.dst = dag;
-                        self.resolving = None;
-                        true
-                    }
-                    Some(Err(_)) => {
-                        self.resolving = None;
-                        true
-                    }
-                    None => false,
+            if let NetError::Redirect { .. } = error {
+                self.redirects += 1;
+                // The redirect is a hint (unsigned): ask the name service,
+                // whose records are signed by the owner.
+                self.resolve(now, host);
+            }
+            return true;
+        }
+        let Some(answer) = self.resolving.as_ref().and_then(|r| r.answer(e)) else {
+            return false;
+        };
+        self.resolving = None;
+        if let Ok(dag) = answer {
+            match self.flow.as_mut() {
+                Some(f) if f.dst != dag => {
+                    f.dst = dag;
+                    self.dst_changes += 1;
+                }
+                Some(_) => {}
+                None => {
+                    self.flow = Some(FlowSender::new(
+                        self.socket,
+                        dag,
+                        self.count,
+                        self.interval,
+                        self.size,
+                    ))
                 }
             }
         }
+        true
     }
 }

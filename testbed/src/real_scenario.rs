@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use xia_net::client::{Client, PingOutcome};
 use xia_stack::xid::Principal;
 
-use crate::apps::stream_byte;
+use crate::apps::{fill_stream, stream_mismatches};
 use crate::real::State;
 use crate::topology::{derived_identity, Command, Target, Topology};
 
@@ -260,11 +260,7 @@ pub async fn run(topo: &Topology, state: &State) -> RealReport {
                     if n == 0 {
                         break;
                     }
-                    for (i, b) in buf[..n].iter().enumerate() {
-                        if *b != stream_byte(got + i as u64) {
-                            corrupt += 1;
-                        }
-                    }
+                    corrupt += stream_mismatches(got, &buf[..n]);
                     got += n as u64;
                 }
                 s.shutdown().await?;
@@ -285,9 +281,7 @@ pub async fn run(topo: &Topology, state: &State) -> RealReport {
                 let mut chunk = vec![0u8; 64 * 1024];
                 while sent < st.bytes {
                     let n = (st.bytes - sent).min(chunk.len() as u64) as usize;
-                    for (i, b) in chunk[..n].iter_mut().enumerate() {
-                        *b = stream_byte(sent + i as u64);
-                    }
+                    fill_stream(sent, &mut chunk[..n]);
                     s.write_all(&chunk[..n]).await?;
                     sent += n as u64;
                 }

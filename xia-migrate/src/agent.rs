@@ -210,6 +210,9 @@ pub struct Agent {
     redirected: BTreeMap<Vec<u8>, Instant>,
     counters: AgentCounters,
     next_id: u64,
+    // Read buffer for the agents' connections, kept across steps (they
+    // run after every packet).
+    scratch: Vec<u8>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -255,6 +258,7 @@ impl Agent {
             last_beacon: None,
             redirected: BTreeMap::new(),
             counters: AgentCounters::default(),
+            scratch: Vec::new(),
         }
     }
 
@@ -375,14 +379,27 @@ impl Agent {
     pub fn handle_packet(&mut self, now: Instant, packet: Vec<u8>) {
         self.run_vms(now);
         self.pointers.retain(|_, p| p.until > now);
-        let repr = XipRepr::parse_header(&XipPacket::new_unchecked(&packet[..])).ok();
-        let Some(repr) = repr else {
-            self.host.handle_packet(now, 0, packet);
-            self.step(now);
-            return;
-        };
-        if repr.dst.nodes().iter().any(|n| n.xid == Xid::BROADCAST_HID) {
-            if repr.dst.nodes().iter().any(|n| n.xid == XHCP_SID) {
+        // Demultiplex on the destination's XIDs read from the wire: every
+        // packet for a VM passes here, so no DAG is built for it.
+        let view = XipPacket::new_unchecked(&packet[..]);
+        let (mut broadcast, mut xhcp) = (false, false);
+        let (mut vm, mut pointer) = (None, None);
+        if view.check_header_len().is_ok() {
+            for n in (0..usize::from(view.dst_count())).filter_map(|i| view.dst_node(i)) {
+                let x = n.xid;
+                broadcast |= x == Xid::BROADCAST_HID;
+                xhcp |= x == XHCP_SID;
+                if x.principal() == Principal::HID {
+                    if self.vms.values().any(|s| s.vm.hid() == x) {
+                        vm = vm.or(Some(x));
+                    } else if self.pointers.contains_key(&x) {
+                        pointer = pointer.or(Some(x));
+                    }
+                }
+            }
+        }
+        if broadcast {
+            if xhcp {
                 self.last_beacon = Some(packet.clone());
             }
             for slot in self.vms.values_mut() {
@@ -391,20 +408,14 @@ impl Agent {
                 }
             }
             self.host.handle_packet(now, 0, packet);
-            self.step(now);
-            return;
-        }
-        let hids: Vec<Xid> = repr.dst.nodes_of_type(Principal::HID).copied().collect();
-        if let Some(name) = self
-            .vms
-            .iter()
-            .find(|(_, s)| hids.contains(&s.vm.hid()))
-            .map(|(n, _)| n.clone())
-        {
-            let slot = self.vms.get_mut(&name).expect("found");
-            let hid = slot.vm.hid();
+        } else if let Some(hid) = vm {
+            let slot = self
+                .vms
+                .values_mut()
+                .find(|s| s.vm.hid() == hid)
+                .expect("found above");
             if slot.gone {
-                self.forward(now, hid, &repr, &packet);
+                self.forward(now, hid, &packet);
             } else if slot.vm.is_running() {
                 slot.vm.stack.handle_packet(now, 0, packet);
             } else if slot.buffer.len() < self.config.buffer_packets {
@@ -413,9 +424,10 @@ impl Agent {
             } else {
                 self.counters.buffer_drops += 1;
             }
-        } else if let Some(&hid) = hids.iter().find(|h| self.pointers.contains_key(h)) {
-            self.forward(now, hid, &repr, &packet);
+        } else if let Some(hid) = pointer {
+            self.forward(now, hid, &packet);
         } else {
+            // The machine's own, or malformed (its stack counts the drop).
             self.host.handle_packet(now, 0, packet);
         }
         self.step(now);
@@ -423,8 +435,11 @@ impl Agent {
 
     // Re-addresses a packet for a VM that left to its new AD, and tells
     // the sender (at most every REDIRECT_INTERVAL).
-    fn forward(&mut self, now: Instant, hid: Xid, repr: &XipRepr, packet: &[u8]) {
+    fn forward(&mut self, now: Instant, hid: Xid, packet: &[u8]) {
         let Some(p) = self.pointers.get(&hid) else {
+            return;
+        };
+        let Ok(repr) = XipRepr::parse_header(&XipPacket::new_unchecked(packet)) else {
             return;
         };
         let new_dst = readdress(&repr.dst, self.config.ad, p.new_ad, hid);
@@ -631,7 +646,8 @@ impl Agent {
 
     fn pump_outgoing(&mut self, now: Instant) -> bool {
         let mut busy = false;
-        let mut buf = vec![0u8; ROOM];
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.resize(ROOM, 0);
         for k in 0..self.outgoing.len() {
             let o = &mut self.outgoing[k];
             let Some(slot) = self.vms.get_mut(&o.vm) else {
@@ -721,9 +737,7 @@ impl Agent {
                 let hid = slot.vm.hid();
                 let held: Vec<Vec<u8>> = slot.buffer.drain(..).collect();
                 for p in held {
-                    if let Ok(r) = XipRepr::parse_header(&XipPacket::new_unchecked(&p[..])) {
-                        self.forward(now, hid, &r, &p);
-                    }
+                    self.forward(now, hid, &p);
                 }
             }
         }
@@ -737,12 +751,14 @@ impl Agent {
         for name in done {
             self.vms.remove(&name);
         }
+        self.scratch = buf;
         busy
     }
 
     fn pump_incoming(&mut self, now: Instant) -> bool {
         let mut busy = false;
-        let mut buf = vec![0u8; ROOM];
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.resize(ROOM, 0);
         for k in 0..self.incoming.len() {
             loop {
                 let n = match self
@@ -789,6 +805,7 @@ impl Agent {
             }
             self.record_outcome(k);
         }
+        self.scratch = buf;
         busy
     }
 

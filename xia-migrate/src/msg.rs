@@ -21,8 +21,6 @@
 //! | 11   | Query      | src → dst | id u64 |
 //! | 12   | Outcome    | dst → src | id u64, outcome u8 ([`Outcome`]) |
 
-use std::collections::VecDeque;
-
 /// The largest frame either side accepts (the device state, which holds
 /// the guest's whole XIA stack, is the largest message).
 pub const MAX_FRAME: usize = 64 << 20;
@@ -367,10 +365,13 @@ fn id_frame(b: &mut Vec<u8>, kind: u8, id: u64) {
 }
 
 /// Reassembles frames from a byte stream, holding at most one frame's
-/// bytes.
+/// bytes (plus what arrived after it).
 #[derive(Debug, Default)]
 pub struct FrameReader {
-    buf: VecDeque<u8>,
+    buf: Vec<u8>,
+    // Where the unread bytes start: consumed frames are dropped in bulk,
+    // not byte by byte.
+    at: usize,
     /// Bytes taken in so far (what [`Msg::Progress`] reports).
     pub received: u64,
 }
@@ -379,40 +380,44 @@ impl FrameReader {
     /// Takes bytes from the stream.
     pub fn push(&mut self, data: &[u8]) {
         self.received += data.len() as u64;
-        self.buf.extend(data);
+        if self.at > 0 && self.at >= self.buf.len() / 2 {
+            self.buf.drain(..self.at);
+            self.at = 0;
+        }
+        self.buf.extend_from_slice(data);
     }
 
     /// The next whole message, if one is in; an error poisons the stream
     /// (the caller aborts the migration).
     pub fn next_msg(&mut self) -> Result<Option<Msg>, FrameError> {
-        if self.buf.len() < 4 {
+        let rest = &self.buf[self.at..];
+        let Some(head) = rest.get(..4) else {
             return Ok(None);
-        }
-        let len = self
-            .buf
-            .iter()
-            .take(4)
-            .fold(0usize, |a, &b| a << 8 | usize::from(b));
+        };
+        let len = u32::from_be_bytes(head.try_into().expect("4 bytes")) as usize;
         if len == 0 || len > MAX_FRAME {
             return Err(FrameError::Length(len));
         }
-        if self.buf.len() < 4 + len {
+        let Some(frame) = rest.get(4..4 + len) else {
             return Ok(None);
-        }
-        self.buf.drain(..4);
-        let frame: Vec<u8> = self.buf.drain(..len).collect();
-        Msg::parse(frame[0], &frame[1..]).map(Some)
+        };
+        let msg = Msg::parse(frame[0], &frame[1..]);
+        self.at += 4 + len;
+        msg.map(Some)
     }
 
     /// Takes the bytes not yet read as messages (to hand the rest of a
     /// stream to another reader).
     pub fn take_pending(&mut self) -> Vec<u8> {
-        self.buf.drain(..).collect()
+        let rest = self.buf.split_off(self.at);
+        self.buf.clear();
+        self.at = 0;
+        rest
     }
 
     /// Bytes waiting for the rest of their frame.
     pub fn pending(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.at
     }
 }
 

@@ -275,7 +275,9 @@ pub struct SourceSession {
     bw_at_pause: f64,
     link_down: bool,
     next_query: Instant,
-    fail_at: Option<Instant>,
+    // Went in doubt at some point: once committed, it asks about the
+    // activation too instead of waiting for word on a lost connection.
+    was_in_doubt: bool,
 }
 
 const PROGRESS_WINDOW_MIN: Duration = Duration::from_millis(100);
@@ -292,13 +294,40 @@ impl SourceSession {
         config: SourceConfig,
         now: Instant,
     ) -> SourceSession {
-        let (pages, page_size) = (guest.pages(), guest.page_size());
+        let mut s = SourceSession::idle(
+            id,
+            name,
+            (guest.pages(), guest.page_size(), guest.device_state().len()),
+            config,
+            now,
+        );
+        s.step(T::Offer).expect("Idle takes Offer");
+        let offer = Msg::Offer(Offer {
+            id,
+            mode: s.config.mode,
+            pages: s.pages as u32,
+            page_size: s.page_size as u32,
+            name: s.name.clone(),
+        });
+        s.push(offer);
+        s
+    }
+
+    // A session in Idle for a guest of `pages` pages of `page_size`
+    // bytes with `device_len` bytes of device state.
+    fn idle(
+        id: u64,
+        name: &str,
+        (pages, page_size, device_len): (usize, usize, usize),
+        config: SourceConfig,
+        now: Instant,
+    ) -> SourceSession {
         let strategy = match config.mode {
             Mode::Full => Strategy::Full,
             Mode::Live | Mode::Smart if config.delta_cache > 0 => Strategy::LiveDelta,
             Mode::Live | Mode::Smart => Strategy::Live,
         };
-        let mut s = SourceSession {
+        SourceSession {
             id,
             name: name.to_owned(),
             state: Source::Idle,
@@ -327,7 +356,7 @@ impl SourceSession {
             acked: 0,
             samples: VecDeque::new(),
             rtt: None,
-            device_len: guest.device_state().len(),
+            device_len,
             started: now,
             offer_at: now,
             accepted_at: now,
@@ -343,29 +372,18 @@ impl SourceSession {
             bw_at_pause: 0.0,
             link_down: false,
             next_query: now,
-            fail_at: None,
+            was_in_doubt: false,
             config,
-        };
-        s.step(T::Offer).expect("Idle takes Offer");
-        let offer = Msg::Offer(Offer {
-            id,
-            mode: s.config.mode,
-            pages: pages as u32,
-            page_size: page_size as u32,
-            name: s.name.clone(),
-        });
-        s.push(offer);
-        s
+        }
     }
 
     /// A source agent that restarted and finds migration `id`'s guest
     /// paused (its log says the final copy had begun): it must learn the
     /// destination's outcome before it may resume it.
     pub fn recover(id: u64, name: &str, config: SourceConfig, now: Instant) -> SourceSession {
-        let guest = crate::guest::SyntheticGuest::blank(0, 1);
-        let mut s = SourceSession::new(id, name, &guest, config, now);
-        s.out.clear();
+        let mut s = SourceSession::idle(id, name, (0, 1, 0), config, now);
         s.state = Source::InDoubt;
+        s.was_in_doubt = true;
         s.link_down = true;
         s.paused_at = Some(now);
         s.notes.push_back(SourceNote::InDoubt);
@@ -615,7 +633,7 @@ impl SourceSession {
             }
             Source::AwaitCommit | Source::Released => {
                 let _ = self.step(T::Fail);
-                self.fail_at = Some(now);
+                self.was_in_doubt = true;
                 self.next_query = now;
                 self.notes.push_back(SourceNote::InDoubt);
             }
@@ -650,8 +668,7 @@ impl SourceSession {
                 // In doubt, ask; committed after being in doubt, ask
                 // until the activation is known too.
                 Source::InDoubt | Source::Released
-                    if !self.link_down
-                        && (self.state == Source::InDoubt || self.fail_at.is_some()) =>
+                    if !self.link_down && (self.state == Source::InDoubt || self.was_in_doubt) =>
                 {
                     if now >= self.next_query {
                         self.next_query = now + QUERY_INTERVAL;
@@ -938,7 +955,7 @@ impl SourceSession {
                 Some(at)
             }
             Source::AwaitCommit => Some(self.final_at.max(self.last_heard) + t),
-            Source::Released if self.fail_at.is_some() && !self.link_down => {
+            Source::Released if self.was_in_doubt && !self.link_down => {
                 Some(self.next_query.min(self.last_heard + t))
             }
             Source::Released => Some(self.last_heard + t),

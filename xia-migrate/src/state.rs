@@ -217,6 +217,22 @@ fn name<T: fmt::Debug>(t: T) -> String {
     format!("{t:?}")
 }
 
+// The edge (from, via) of a table, or the error naming both.
+fn lookup<S, E>(table: &[(S, E, S)], from: S, via: E) -> Result<S, IllegalTransition>
+where
+    S: Copy + Eq + fmt::Debug,
+    E: Copy + Eq + fmt::Debug,
+{
+    table
+        .iter()
+        .find(|(f, t, _)| *f == from && *t == via)
+        .map(|(_, _, to)| *to)
+        .ok_or_else(|| IllegalTransition {
+            from: name(from),
+            via: name(via),
+        })
+}
+
 impl Source {
     /// The state `e` leads to, or an error if the table has no such edge.
     pub fn next(self, e: SourceEvent) -> Result<Source, IllegalTransition> {
@@ -228,14 +244,7 @@ impl Source {
         {
             return Ok(Source::Aborted);
         }
-        SOURCE_TABLE
-            .iter()
-            .find(|(f, t, _)| *f == self && *t == e)
-            .map(|(_, _, to)| *to)
-            .ok_or_else(|| IllegalTransition {
-                from: name(self),
-                via: name(e),
-            })
+        lookup(SOURCE_TABLE, self, e)
     }
 
     /// Whether the guest is this side's (before the destination's commit
@@ -258,27 +267,16 @@ impl Source {
 impl Destination {
     /// The state `e` leads to, or an error if the table has no such edge.
     pub fn next(self, e: DestinationEvent) -> Result<Destination, IllegalTransition> {
-        if e == DestinationEvent::Fail {
-            return if matches!(
+        // Failing before the commit aborts; after it, there is no edge.
+        if e == DestinationEvent::Fail
+            && matches!(
                 self,
                 Destination::Reserved | Destination::Receiving | Destination::Complete
-            ) {
-                Ok(Destination::Aborted)
-            } else {
-                Err(IllegalTransition {
-                    from: name(self),
-                    via: name(e),
-                })
-            };
+            )
+        {
+            return Ok(Destination::Aborted);
         }
-        DESTINATION_TABLE
-            .iter()
-            .find(|(f, t, _)| *f == self && *t == e)
-            .map(|(_, _, to)| *to)
-            .ok_or_else(|| IllegalTransition {
-                from: name(self),
-                via: name(e),
-            })
+        lookup(DESTINATION_TABLE, self, e)
     }
 
     /// Whether the guest is this side's (from the commit on).

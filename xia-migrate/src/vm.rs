@@ -31,6 +31,22 @@ pub fn stream_byte(i: u64) -> u8 {
     (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as u8
 }
 
+/// Fills `buf` with the pattern's bytes from offset `at`.
+pub fn fill_stream(at: u64, buf: &mut [u8]) {
+    for (k, b) in buf.iter_mut().enumerate() {
+        *b = stream_byte(at + k as u64);
+    }
+}
+
+/// How many bytes of `data`, received at offset `at`, are not the
+/// pattern's.
+pub fn stream_mismatches(at: u64, data: &[u8]) -> u64 {
+    data.iter()
+        .enumerate()
+        .filter(|(k, b)| **b != stream_byte(at + *k as u64))
+        .count() as u64
+}
+
 /// What runs inside a VM.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ServiceSpec {
@@ -341,9 +357,7 @@ impl Vm {
                     Some(r) => n.min((r / 1000).max(1) as usize),
                     None => n,
                 };
-                for (k, b) in chunk[..n].iter_mut().enumerate() {
-                    *b = stream_byte(c.sent + k as u64);
-                }
+                fill_stream(c.sent, &mut chunk[..n]);
                 match self.stack.stream_write(h, &chunk[..n], now) {
                     Ok(0) | Err(_) => break,
                     Ok(w) => {

@@ -791,7 +791,7 @@ impl Simulation {
             self.schedule(at, Event::Wake { node, app });
         }
         for e in agent_events {
-            self.on_agent_event(node, e);
+            self.on_agent_event(e);
         }
     }
 

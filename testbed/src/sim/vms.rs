@@ -234,7 +234,7 @@ impl Simulation {
     }
 
     /// Records what an agent reports, by the simulation's clock.
-    pub(super) fn on_agent_event(&mut self, _node: usize, e: AgentEvent) {
+    pub(super) fn on_agent_event(&mut self, e: AgentEvent) {
         let now = self.now;
         match e {
             AgentEvent::Outgoing { id, note, .. } => {
@@ -361,7 +361,7 @@ impl Simulation {
                                 gap_end: None,
                                 finished: None,
                                 peer_moves: 0,
-                                sent: d.sent,
+                                sent: d.sent(),
                                 delivered,
                                 redirects: d.redirects,
                                 dst_changes: d.dst_changes,
