@@ -29,6 +29,9 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+
 use xia_stack::dag::Dag;
 use xia_stack::forward::xcmp::{error_reply, is_unanswerable, ErrorKind};
 use xia_stack::forward::Transmit;
@@ -41,6 +44,7 @@ use xia_stack::wire::xip::{LastNode, Packet as XipPacket, XipRepr};
 use xia_stack::xhcp::XHCP_SID;
 use xia_stack::xid::{Principal, Xid};
 
+use crate::auth::{self, SourceAuth};
 use crate::destination::{DestinationConfig, DestinationNote, DestinationSession};
 use crate::guest::{Guest, SyntheticGuest};
 use crate::msg::{FrameReader, Msg, Outcome};
@@ -159,6 +163,8 @@ pub struct AgentCounters {
     pub forwarded: u64,
     /// XCMP redirects sent.
     pub redirects: u64,
+    /// Control messages whose signature did not hold, dropped.
+    pub forged: u64,
 }
 
 struct Slot {
@@ -210,6 +216,9 @@ pub struct Agent {
     redirected: BTreeMap<Vec<u8>, Instant>,
     counters: AgentCounters,
     next_id: u64,
+    // Nonces and secrets for the control protocol: seeded for the
+    // simulator's determinism, from the OS in the daemons (`seed`).
+    rng: ChaCha20Rng,
     // Read buffer for the agents' connections, kept across steps (they
     // run after every packet).
     scratch: Vec<u8>,
@@ -245,6 +254,7 @@ impl Agent {
             .expect("a fresh host has room for a listener");
         Agent {
             next_id: config.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1,
+            rng: ChaCha20Rng::seed_from_u64(config.seed ^ 0x6167_656e_7420_6b65),
             config,
             host,
             listener,
@@ -338,7 +348,14 @@ impl Agent {
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(0x9e37_79b9_7f4a_7c15);
         slot.migrating = Some(id);
-        let session = SourceSession::new(id, name, &slot.vm, config, now);
+        let mut secret = [0; 32];
+        self.rng.fill_bytes(&mut secret);
+        let auth = SourceAuth {
+            key: self.config.key.clone(),
+            destination: *to.intent(),
+            secret,
+        };
+        let session = SourceSession::new(id, name, &slot.vm, config, auth, now);
         self.outgoing.push(Outgoing {
             id,
             vm: name.to_owned(),
@@ -724,6 +741,7 @@ impl Agent {
                         }
                     }
                     SourceNote::Done(_) => o.finished = true,
+                    SourceNote::Forged(_) => self.counters.forged += 1,
                     _ => {}
                 }
                 self.events.push_back(AgentEvent::Outgoing {
@@ -818,18 +836,21 @@ impl Agent {
             };
             match reader.next_msg() {
                 Ok(None) => return,
-                Ok(Some(Msg::Query { id })) => {
+                Ok(Some(Msg::Query { id, nonce })) => {
                     let outcome = self.outcome(id);
-                    self.incoming[k]
-                        .pending
-                        .extend(Msg::Outcome { id, outcome }.to_frame());
+                    let answer = auth::outcome_msg(&self.config.key, id, outcome, &nonce);
+                    self.incoming[k].pending.extend(answer.to_frame());
                 }
-                Ok(Some(Msg::Abort { id, reason })) => self.abort_incoming(now, id, &reason),
+                Ok(Some(m @ Msg::Abort { .. })) => self.abort_incoming(now, &m),
                 Ok(Some(m @ Msg::Offer(_))) => {
                     let rest = reader.take_pending();
+                    let mut nonce = [0; crate::msg::NONCE_LEN];
+                    self.rng.fill_bytes(&mut nonce);
                     let mut s = DestinationSession::new(
                         self.config.destination.clone(),
                         SyntheticGuest::blank,
+                        self.config.key.clone(),
+                        nonce,
                         now,
                     );
                     s.handle_bytes(now, &m.to_frame());
@@ -861,18 +882,17 @@ impl Agent {
         }
     }
 
-    fn abort_incoming(&mut self, now: Instant, id: u64, reason: &str) {
+    // An abort on a query connection goes to its session, which checks
+    // that the source signed it.
+    fn abort_incoming(&mut self, now: Instant, abort: &Msg) {
+        let Msg::Abort { id, .. } = abort else {
+            return;
+        };
+        let frame = abort.to_frame();
         for i in &mut self.incoming {
             if let Some(s) = i.session.as_mut() {
-                if s.id() == Some(id) {
-                    s.handle_bytes(
-                        now,
-                        &Msg::Abort {
-                            id,
-                            reason: reason.to_owned(),
-                        }
-                        .to_frame(),
-                    );
+                if s.id() == Some(*id) {
+                    s.handle_bytes(now, &frame);
                 }
             }
         }
@@ -907,6 +927,7 @@ impl Agent {
                 });
             }
             DestinationNote::Committed => {}
+            DestinationNote::Forged(_) => self.counters.forged += 1,
             DestinationNote::Activate { device } => {
                 let i = &mut self.incoming[k];
                 let Some(memory) = i.session.as_mut().and_then(|s| s.take_guest()) else {

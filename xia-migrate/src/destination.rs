@@ -14,10 +14,13 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use sha1::{Digest, Sha1};
+use xia_stack::identity::{Identity, PublicKey};
 use xia_stack::time::Instant;
+use xia_stack::xid::Xid;
 
+use crate::auth::{self, AuthError};
 use crate::guest::Guest;
-use crate::msg::{FrameReader, Msg, Outcome};
+use crate::msg::{FrameReader, Msg, Offer, Outcome, NONCE_LEN};
 use crate::pages::PageMsg;
 use crate::source::MigrateError;
 use crate::state::{Destination, DestinationEvent as T, IllegalTransition};
@@ -33,6 +36,9 @@ pub struct DestinationConfig {
     pub progress_every: u64,
     /// The largest page size it takes.
     pub max_page_size: u32,
+    /// The source agents (SIDs) it takes guests from; empty: any agent
+    /// that proves its key.
+    pub trusted: Vec<Xid>,
 }
 
 impl Default for DestinationConfig {
@@ -42,6 +48,7 @@ impl Default for DestinationConfig {
             timeout: Duration::from_secs(10),
             progress_every: 64 * 1024,
             max_page_size: 1 << 21,
+            trusted: Vec::new(),
         }
     }
 }
@@ -72,6 +79,8 @@ pub enum DestinationNote {
         /// The device state.
         device: Vec<u8>,
     },
+    /// A message whose signature did not hold was dropped.
+    Forged(AuthError),
     /// Failed before the commit: the reservation is dropped.
     Failed {
         /// Where.
@@ -84,6 +93,12 @@ pub enum DestinationNote {
 /// The destination side of one migration.
 pub struct DestinationSession<G> {
     config: DestinationConfig,
+    key: Identity,
+    nonce: [u8; NONCE_LEN],
+    // From the offer: the session hash and the source's key.
+    session: [u8; 20],
+    source_key: Option<PublicKey>,
+    digest: [u8; 20],
     make: Box<dyn FnMut(usize, usize) -> G + Send>,
     state: Destination,
     id: Option<u64>,
@@ -111,14 +126,22 @@ impl<G> std::fmt::Debug for DestinationSession<G> {
 
 impl<G: Guest> DestinationSession<G> {
     /// A session waiting for an offer; `make(pages, page_size)` builds the
-    /// blank guest that receives the memory.
+    /// blank guest that receives the memory. `key` is the agent's (the
+    /// offer must name its SID); `nonce` is fresh.
     pub fn new(
         config: DestinationConfig,
         make: impl FnMut(usize, usize) -> G + Send + 'static,
+        key: Identity,
+        nonce: [u8; NONCE_LEN],
         now: Instant,
     ) -> DestinationSession<G> {
         DestinationSession {
             config,
+            key,
+            nonce,
+            session: [0; 20],
+            source_key: None,
+            digest: [0; 20],
             make: Box::new(make),
             state: Destination::Idle,
             id: None,
@@ -143,6 +166,17 @@ impl<G: Guest> DestinationSession<G> {
     /// The migration, once offered.
     pub fn id(&self) -> Option<u64> {
         self.id
+    }
+
+    /// The source agent's SID, once its offer is verified.
+    pub fn source(&self) -> Option<Xid> {
+        self.source_key.as_ref().map(auth::sid_of)
+    }
+
+    /// Whether `abort` (from a query connection) is the source's.
+    fn abort_is_authentic(&self, sig: &[u8; 64], reason: &str) -> Result<(), AuthError> {
+        let key = self.source_key.as_ref().ok_or(AuthError::NoKey("abort"))?;
+        auth::verify(key, &auth::abort_bytes(&self.session, reason), sig, "abort")
     }
 
     /// What it would answer a query with.
@@ -172,8 +206,10 @@ impl<G: Guest> DestinationSession<G> {
     /// paused copy.
     pub fn activated(&mut self) {
         if self.step(T::Activate).is_ok() {
+            let sig = auth::sign(&self.key, &auth::activated_bytes(&self.session));
             self.push(Msg::Activated {
                 id: self.id.unwrap_or(0),
+                sig,
             });
         }
     }
@@ -238,7 +274,9 @@ impl<G: Guest> DestinationSession<G> {
         match m {
             Msg::Offer(o) if self.state == Destination::Idle => {
                 let bytes = u64::from(o.pages) * u64::from(o.page_size);
-                let reason = if o.page_size > self.config.max_page_size {
+                let reason = if let Err(e) = self.authenticate(&o) {
+                    Some(format!("authentication failed: {e}"))
+                } else if o.page_size > self.config.max_page_size {
                     Some(format!("page size {} too large", o.page_size))
                 } else if bytes > self.config.capacity {
                     Some(format!(
@@ -263,7 +301,17 @@ impl<G: Guest> DestinationSession<G> {
                 self.guest = Some((self.make)(pages, ps));
                 self.hashes = vec![[0; 20]; pages];
                 self.got = vec![false; pages];
-                self.push(Msg::Accept { id: o.id });
+                let key = self.key.public_key().to_bytes();
+                let sig = auth::sign(
+                    &self.key,
+                    &auth::accept_bytes(&self.session, &key, &self.nonce),
+                );
+                self.push(Msg::Accept {
+                    id: o.id,
+                    key,
+                    nonce: self.nonce,
+                    sig,
+                });
                 self.notes.push_back(DestinationNote::Reserved {
                     id: o.id,
                     name: o.name,
@@ -292,7 +340,22 @@ impl<G: Guest> DestinationSession<G> {
                 }
             }
             Msg::RoundEnd { .. } if self.state != Destination::Idle => self.progress(),
-            Msg::Final { digest, device } => {
+            Msg::Final {
+                digest,
+                sig,
+                device,
+            } => {
+                // Only the source's key, signing for our nonce, can end
+                // the copy: a replayed migration never gets here.
+                let bytes = auth::final_bytes(&self.session, &self.nonce, &digest, &device);
+                let checked = match self.source_key.as_ref() {
+                    Some(k) => auth::verify(k, &bytes, &sig, "final"),
+                    None => Err(AuthError::NoKey("final")),
+                };
+                if let Err(e) = checked {
+                    self.notes.push_back(DestinationNote::Forged(e));
+                    return Ok(());
+                }
                 self.step(T::FinalReceived)?;
                 let pages = self.got.len();
                 if self.have != pages {
@@ -313,14 +376,20 @@ impl<G: Guest> DestinationSession<G> {
                 }
                 let id = self.id.unwrap_or(0);
                 self.step(T::Commit)?;
-                self.push(Msg::Commit { id });
+                self.digest = digest;
+                let sig = auth::sign(&self.key, &auth::commit_bytes(&self.session, &digest));
+                self.push(Msg::Commit { id, sig });
                 self.notes.push_back(DestinationNote::Committed);
                 if let Some(g) = self.guest.as_mut() {
                     g.set_device_state(&device);
                 }
                 self.notes.push_back(DestinationNote::Activate { device });
             }
-            Msg::Abort { id, reason } if Some(id) == self.id => {
+            Msg::Abort { id, sig, reason } if Some(id) == self.id => {
+                if let Err(e) = self.abort_is_authentic(&sig, &reason) {
+                    self.notes.push_back(DestinationNote::Forged(e));
+                    return Ok(());
+                }
                 if self.step(T::Fail).is_ok() {
                     self.guest = None;
                     self.notes.push_back(DestinationNote::Failed {
@@ -329,13 +398,13 @@ impl<G: Guest> DestinationSession<G> {
                     });
                 }
             }
-            Msg::Query { id } => {
+            Msg::Query { id, nonce } => {
                 let outcome = if Some(id) == self.id {
                     self.outcome()
                 } else {
                     Outcome::Unknown
                 };
-                self.push(Msg::Outcome { id, outcome });
+                self.push(auth::outcome_msg(&self.key, id, outcome, &nonce));
             }
             other => {
                 return Err(MigrateError::Illegal(IllegalTransition {
@@ -347,14 +416,35 @@ impl<G: Guest> DestinationSession<G> {
         Ok(())
     }
 
+    // Checks an offer: a key that signs it, addressed to us, from an agent
+    // we take guests from. Keeps the session hash and the source's key.
+    fn authenticate(&mut self, o: &Offer) -> Result<(), AuthError> {
+        let key = auth::public_key(&o.key, "offer")?;
+        let me = self.key.xid();
+        if o.to != me {
+            return Err(AuthError::NotForUs { to: o.to, me });
+        }
+        auth::verify(&key, &o.signed_bytes(), &o.sig, "offer")?;
+        let source = auth::sid_of(&key);
+        if !self.config.trusted.is_empty() && !self.config.trusted.contains(&source) {
+            return Err(AuthError::Untrusted(source));
+        }
+        self.session = o.session();
+        self.source_key = Some(key);
+        Ok(())
+    }
+
     fn fail(&mut self, error: MigrateError) {
         let phase = self.state;
         if self.step(T::Fail).is_ok() {
             self.guest = None;
-            self.push(Msg::Abort {
-                id: self.id.unwrap_or(0),
-                reason: error.to_string(),
-            });
+            let reason = error.to_string();
+            self.push(auth::abort_msg(
+                &self.key,
+                self.id.unwrap_or(0),
+                &self.session,
+                &reason,
+            ));
             self.notes
                 .push_back(DestinationNote::Failed { phase, error });
         }

@@ -27,6 +27,9 @@
 //!   downtime under a target, or rounds that stop shrinking), auto-converge,
 //!   page deltas, a digest-checked commit, activation, and the in-doubt
 //!   query after a failure;
+//! - [`auth`]: the agents authenticate each other with their keys (an
+//!   agent's SID is its key's hash) and sign every message that moves the
+//!   transaction on;
 //! - [`model`]: the pre-copy model, and the rule smart migration chooses
 //!   full, live or live with deltas by.
 //!
@@ -38,6 +41,7 @@
 #![warn(missing_docs)]
 
 pub mod agent;
+pub mod auth;
 pub mod destination;
 pub mod guest;
 pub mod model;
@@ -47,7 +51,8 @@ pub mod source;
 pub mod state;
 pub mod vm;
 
+pub use auth::{AuthError, SourceAuth};
 pub use destination::{DestinationConfig, DestinationNote, DestinationSession};
 pub use guest::{DirtyModel, Guest, SyntheticGuest};
 pub use msg::{Mode, Outcome};
-pub use source::{MigrateError, Report, SourceConfig, SourceNote, SourceSession, Status};
+pub use source::{MigrateError, Recovery, Report, SourceConfig, SourceNote, SourceSession, Status};

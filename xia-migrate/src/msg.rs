@@ -8,18 +8,30 @@
 //!
 //! | type | message    | direction | body |
 //! |------|------------|-----------|------|
-//! | 1    | Offer      | src → dst | id u64, mode u8, pages u32, page size u32, name (u16 length, UTF-8) |
-//! | 2    | Accept     | dst → src | id u64 |
+//! | 1    | Offer      | src → dst | id u64, mode u8, pages u32, page size u32, source key (32 B), destination SID (24 B, XIP form), nonce (16 B), name (u16 length, UTF-8), signature (64 B) |
+//! | 2    | Accept     | dst → src | id u64, destination key (32 B), nonce (16 B), signature (64 B) |
 //! | 3    | Refuse     | dst → src | id u64, reason (UTF-8, the rest) |
 //! | 4    | Pages      | src → dst | round u32, page messages ([`crate::pages`]) |
 //! | 5    | RoundEnd   | src → dst | round u32, pages in the next round u32 |
 //! | 6    | Progress   | dst → src | bytes received u64 |
-//! | 7    | Final      | src → dst | image digest (20 B), device state (the rest) |
-//! | 8    | Commit     | dst → src | id u64 |
-//! | 9    | Activated  | dst → src | id u64 |
-//! | 10   | Abort      | either    | id u64, reason (UTF-8, the rest) |
-//! | 11   | Query      | src → dst | id u64 |
-//! | 12   | Outcome    | dst → src | id u64, outcome u8 ([`Outcome`]) |
+//! | 7    | Final      | src → dst | image digest (20 B), signature (64 B), device state (the rest) |
+//! | 8    | Commit     | dst → src | id u64, signature (64 B) |
+//! | 9    | Activated  | dst → src | id u64, signature (64 B) |
+//! | 10   | Abort      | either    | id u64, signature (64 B), reason (UTF-8, the rest) |
+//! | 11   | Query      | src → dst | id u64, nonce (16 B) |
+//! | 12   | Outcome    | dst → src | id u64, outcome u8 ([`Outcome`]), destination key (32 B), signature (64 B) |
+//!
+//! Signatures are Ed25519 by the agents' keys; [`crate::auth`] says what
+//! each one covers and why the unsigned messages need none.
+
+use xia_stack::xid::Xid;
+
+/// Bytes of a nonce.
+pub const NONCE_LEN: usize = 16;
+/// An Ed25519 signature.
+pub type Sig = [u8; 64];
+/// An Ed25519 public key.
+pub type KeyBytes = [u8; 32];
 
 /// The largest frame either side accepts (the device state, which holds
 /// the guest's whole XIA stack, is the largest message).
@@ -124,6 +136,46 @@ pub struct Offer {
     pub page_size: u32,
     /// The guest's name.
     pub name: String,
+    /// The source agent's public key (its SID is the key's SHA-1).
+    pub key: KeyBytes,
+    /// The destination agent's SID: an offer is good at one agent only.
+    pub to: Xid,
+    /// Fresh for every migration, so that no two offers sign the same
+    /// bytes and every later signature is bound to this migration.
+    pub nonce: [u8; NONCE_LEN],
+    /// The source agent's signature over [`Offer::signed_bytes`].
+    pub sig: Sig,
+}
+
+impl Offer {
+    // Every field but the signature, in wire order.
+    fn emit_fields(&self, b: &mut Vec<u8>) {
+        b.extend_from_slice(&self.id.to_be_bytes());
+        b.push(self.mode.code());
+        b.extend_from_slice(&self.pages.to_be_bytes());
+        b.extend_from_slice(&self.page_size.to_be_bytes());
+        b.extend_from_slice(&self.key);
+        b.extend_from_slice(&self.to.to_wire());
+        b.extend_from_slice(&self.nonce);
+        let name = &self.name.as_bytes()[..self.name.len().min(usize::from(u16::MAX))];
+        b.extend_from_slice(&(name.len() as u16).to_be_bytes());
+        b.extend_from_slice(name);
+    }
+
+    /// What the source's signature covers: a label, then every field but
+    /// the signature as on the wire.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        let mut b = crate::auth::LABEL_OFFER.to_vec();
+        self.emit_fields(&mut b);
+        b
+    }
+
+    /// The migration's session hash, SHA-1 of [`Offer::signed_bytes`]:
+    /// every later signature covers it, so none can be replayed into
+    /// another migration.
+    pub fn session(&self) -> [u8; 20] {
+        xia_stack::xid::sha1(&self.signed_bytes())
+    }
 }
 
 /// One control-protocol message.
@@ -135,6 +187,14 @@ pub enum Msg {
     Accept {
         /// The migration.
         id: u64,
+        /// The destination agent's public key (it must certify the SID
+        /// the source connected to).
+        key: KeyBytes,
+        /// The destination's fresh nonce: the source's final signature
+        /// covers it, so a replayed migration can never commit.
+        nonce: [u8; NONCE_LEN],
+        /// Over the session hash, the key and the nonce.
+        sig: Sig,
     },
     /// The destination will not take it.
     Refuse {
@@ -167,6 +227,9 @@ pub enum Msg {
     Final {
         /// SHA-1 over the SHA-1s of every page, in page order.
         digest: [u8; 20],
+        /// The source's signature over the session hash, the
+        /// destination's nonce, the digest and the device state's SHA-1.
+        sig: Sig,
         /// The device state.
         device: Vec<u8>,
     },
@@ -175,16 +238,22 @@ pub enum Msg {
     Commit {
         /// The migration.
         id: u64,
+        /// Over the session hash and the image digest.
+        sig: Sig,
     },
     /// The guest runs at the destination.
     Activated {
         /// The migration.
         id: u64,
+        /// Over the session hash.
+        sig: Sig,
     },
     /// Gives up (either side), before the commit.
     Abort {
         /// The migration.
         id: u64,
+        /// The sender's signature over the session hash and the reason.
+        sig: Sig,
         /// Why.
         reason: String,
     },
@@ -192,6 +261,9 @@ pub enum Msg {
     Query {
         /// The migration.
         id: u64,
+        /// Fresh for every query: the answer's signature covers it, so
+        /// an old answer cannot be replayed.
+        nonce: [u8; NONCE_LEN],
     },
     /// The answer.
     Outcome {
@@ -199,6 +271,11 @@ pub enum Msg {
         id: u64,
         /// What the destination knows.
         outcome: Outcome,
+        /// The destination agent's public key (a recovered source may
+        /// never have seen its Accept).
+        key: KeyBytes,
+        /// Over the id, the outcome and the query's nonce.
+        sig: Sig,
     },
 }
 
@@ -223,15 +300,20 @@ impl Msg {
         match self {
             Msg::Offer(o) => {
                 b.push(1);
-                b.extend_from_slice(&o.id.to_be_bytes());
-                b.push(o.mode.code());
-                b.extend_from_slice(&o.pages.to_be_bytes());
-                b.extend_from_slice(&o.page_size.to_be_bytes());
-                let name = &o.name.as_bytes()[..o.name.len().min(usize::from(u16::MAX))];
-                b.extend_from_slice(&(name.len() as u16).to_be_bytes());
-                b.extend_from_slice(name);
+                o.emit_fields(&mut b);
+                b.extend_from_slice(&o.sig);
             }
-            Msg::Accept { id } => id_frame(&mut b, 2, *id),
+            Msg::Accept {
+                id,
+                key,
+                nonce,
+                sig,
+            } => {
+                id_frame(&mut b, 2, *id);
+                b.extend_from_slice(key);
+                b.extend_from_slice(nonce);
+                b.extend_from_slice(sig);
+            }
             Msg::Refuse { id, reason } => {
                 id_frame(&mut b, 3, *id);
                 b.extend_from_slice(reason.as_bytes());
@@ -250,21 +332,43 @@ impl Msg {
                 b.push(6);
                 b.extend_from_slice(&received.to_be_bytes());
             }
-            Msg::Final { digest, device } => {
+            Msg::Final {
+                digest,
+                sig,
+                device,
+            } => {
                 b.push(7);
                 b.extend_from_slice(digest);
+                b.extend_from_slice(sig);
                 b.extend_from_slice(device);
             }
-            Msg::Commit { id } => id_frame(&mut b, 8, *id),
-            Msg::Activated { id } => id_frame(&mut b, 9, *id),
-            Msg::Abort { id, reason } => {
+            Msg::Commit { id, sig } => {
+                id_frame(&mut b, 8, *id);
+                b.extend_from_slice(sig);
+            }
+            Msg::Activated { id, sig } => {
+                id_frame(&mut b, 9, *id);
+                b.extend_from_slice(sig);
+            }
+            Msg::Abort { id, sig, reason } => {
                 id_frame(&mut b, 10, *id);
+                b.extend_from_slice(sig);
                 b.extend_from_slice(reason.as_bytes());
             }
-            Msg::Query { id } => id_frame(&mut b, 11, *id),
-            Msg::Outcome { id, outcome } => {
+            Msg::Query { id, nonce } => {
+                id_frame(&mut b, 11, *id);
+                b.extend_from_slice(nonce);
+            }
+            Msg::Outcome {
+                id,
+                outcome,
+                key,
+                sig,
+            } => {
                 id_frame(&mut b, 12, *id);
                 b.push(outcome.code());
+                b.extend_from_slice(key);
+                b.extend_from_slice(sig);
             }
         }
         let len = (b.len() - 4) as u32;
@@ -274,88 +378,152 @@ impl Msg {
 
     /// The message in a frame's type and body.
     pub fn parse(kind: u8, body: &[u8]) -> Result<Msg, FrameError> {
-        let id = |what| {
-            body.get(..8)
-                .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
-                .ok_or(FrameError::Body(what))
+        let what = match kind {
+            1 => "offer",
+            2 => "accept",
+            3 => "refuse",
+            4 => "pages",
+            5 => "round-end",
+            6 => "progress",
+            7 => "final",
+            8 => "commit",
+            9 => "activated",
+            10 => "abort",
+            11 => "query",
+            12 => "outcome",
+            t => return Err(FrameError::Type(t)),
         };
-        let text = |b: &[u8], what| {
-            std::str::from_utf8(b)
-                .map(str::to_owned)
-                .map_err(|_| FrameError::Body(what))
-        };
-        let u32_at = |at: usize, what| {
-            body.get(at..at + 4)
-                .map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")))
-                .ok_or(FrameError::Body(what))
-        };
-        Ok(match kind {
+        let mut r = Fields { body, at: 0, what };
+        let m = match kind {
             1 => {
-                let id = id("offer")?;
-                let mode = body
-                    .get(8)
-                    .and_then(|&c| Mode::from_code(c))
-                    .ok_or(FrameError::Body("offer"))?;
-                let pages = u32_at(9, "offer")?;
-                let page_size = u32_at(13, "offer")?;
-                let n = body.get(17..19).ok_or(FrameError::Body("offer"))?;
-                let n = usize::from(u16::from_be_bytes([n[0], n[1]]));
-                let name = body.get(19..19 + n).ok_or(FrameError::Body("offer"))?;
-                if body.len() != 19 + n || page_size == 0 {
-                    return Err(FrameError::Body("offer"));
+                let id = r.u64()?;
+                let mode = Mode::from_code(r.u8()?).ok_or(r.bad())?;
+                let pages = r.u32()?;
+                let page_size = r.u32()?;
+                let key = r.array()?;
+                let to = Xid::from_wire(&r.array()?);
+                let nonce = r.array()?;
+                let n = usize::from(u16::from_be_bytes(r.array()?));
+                let name = r.text(n)?;
+                let sig = r.array()?;
+                if page_size == 0 {
+                    return Err(r.bad());
                 }
                 Msg::Offer(Offer {
                     id,
                     mode,
                     pages,
                     page_size,
-                    name: text(name, "offer")?,
+                    name,
+                    key,
+                    to,
+                    nonce,
+                    sig,
                 })
             }
-            2 => Msg::Accept { id: id("accept")? },
+            2 => Msg::Accept {
+                id: r.u64()?,
+                key: r.array()?,
+                nonce: r.array()?,
+                sig: r.array()?,
+            },
             3 => Msg::Refuse {
-                id: id("refuse")?,
-                reason: text(&body[8..], "refuse")?,
+                id: r.u64()?,
+                reason: r.rest_text()?,
             },
             4 => Msg::Pages {
-                round: u32_at(0, "pages")?,
-                data: body[4..].to_vec(),
+                round: r.u32()?,
+                data: r.rest().to_vec(),
             },
             5 => Msg::RoundEnd {
-                round: u32_at(0, "round-end")?,
-                next: u32_at(4, "round-end")?,
+                round: r.u32()?,
+                next: r.u32()?,
             },
-            6 => Msg::Progress {
-                received: body
-                    .get(..8)
-                    .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
-                    .ok_or(FrameError::Body("progress"))?,
+            6 => Msg::Progress { received: r.u64()? },
+            7 => Msg::Final {
+                digest: r.array()?,
+                sig: r.array()?,
+                device: r.rest().to_vec(),
             },
-            7 => {
-                let digest = body.get(..20).ok_or(FrameError::Body("final"))?;
-                Msg::Final {
-                    digest: digest.try_into().expect("20 bytes"),
-                    device: body[20..].to_vec(),
-                }
-            }
-            8 => Msg::Commit { id: id("commit")? },
+            8 => Msg::Commit {
+                id: r.u64()?,
+                sig: r.array()?,
+            },
             9 => Msg::Activated {
-                id: id("activated")?,
+                id: r.u64()?,
+                sig: r.array()?,
             },
             10 => Msg::Abort {
-                id: id("abort")?,
-                reason: text(&body[8..], "abort")?,
+                id: r.u64()?,
+                sig: r.array()?,
+                reason: r.rest_text()?,
             },
-            11 => Msg::Query { id: id("query")? },
-            12 => Msg::Outcome {
-                id: id("outcome")?,
-                outcome: body
-                    .get(8)
-                    .and_then(|&c| Outcome::from_code(c))
-                    .ok_or(FrameError::Body("outcome"))?,
+            11 => Msg::Query {
+                id: r.u64()?,
+                nonce: r.array()?,
             },
-            t => return Err(FrameError::Type(t)),
-        })
+            _ => Msg::Outcome {
+                id: r.u64()?,
+                outcome: Outcome::from_code(r.u8()?).ok_or(r.bad())?,
+                key: r.array()?,
+                sig: r.array()?,
+            },
+        };
+        // Fixed-size messages are exactly their size: trailing bytes
+        // mean the peer speaks another version.
+        if r.at != body.len() {
+            return Err(r.bad());
+        }
+        Ok(m)
+    }
+}
+
+// Reads a body's fields in order; every shortfall is the message's error.
+struct Fields<'a> {
+    body: &'a [u8],
+    at: usize,
+    what: &'static str,
+}
+
+impl Fields<'_> {
+    fn bad(&self) -> FrameError {
+        FrameError::Body(self.what)
+    }
+    fn take(&mut self, n: usize) -> Result<&[u8], FrameError> {
+        let b = self
+            .body
+            .get(self.at..self.at.saturating_add(n))
+            .ok_or(FrameError::Body(self.what))?;
+        self.at += n;
+        Ok(b)
+    }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], FrameError> {
+        let what = self.what;
+        self.take(N)?.try_into().map_err(|_| FrameError::Body(what))
+    }
+    fn u8(&mut self) -> Result<u8, FrameError> {
+        Ok(self.array::<1>()?[0])
+    }
+    fn u32(&mut self) -> Result<u32, FrameError> {
+        Ok(u32::from_be_bytes(self.array()?))
+    }
+    fn u64(&mut self) -> Result<u64, FrameError> {
+        Ok(u64::from_be_bytes(self.array()?))
+    }
+    fn text(&mut self, n: usize) -> Result<String, FrameError> {
+        let what = self.what;
+        std::str::from_utf8(self.take(n)?)
+            .map(str::to_owned)
+            .map_err(|_| FrameError::Body(what))
+    }
+    fn rest(&mut self) -> &[u8] {
+        let b = &self.body[self.at.min(self.body.len())..];
+        self.at = self.body.len();
+        b
+    }
+    fn rest_text(&mut self) -> Result<String, FrameError> {
+        let n = self.body.len().saturating_sub(self.at);
+        self.text(n)
     }
 }
 
@@ -434,8 +602,17 @@ mod tests {
                 pages: 1024,
                 page_size: 4096,
                 name: "vm1".into(),
+                key: [1; 32],
+                to: Xid::new(xia_stack::xid::Principal::SID, [2; 20]),
+                nonce: [3; NONCE_LEN],
+                sig: [4; 64],
             }),
-            Msg::Accept { id: 7 },
+            Msg::Accept {
+                id: 7,
+                key: [1; 32],
+                nonce: [3; NONCE_LEN],
+                sig: [4; 64],
+            },
             Msg::Refuse {
                 id: 7,
                 reason: "no room".into(),
@@ -448,18 +625,31 @@ mod tests {
             Msg::Progress { received: 1 << 33 },
             Msg::Final {
                 digest: [9; 20],
+                sig: [4; 64],
                 device: b"state".to_vec(),
             },
-            Msg::Commit { id: 7 },
-            Msg::Activated { id: 7 },
+            Msg::Commit {
+                id: 7,
+                sig: [4; 64],
+            },
+            Msg::Activated {
+                id: 7,
+                sig: [5; 64],
+            },
             Msg::Abort {
                 id: 7,
+                sig: [6; 64],
                 reason: "operator".into(),
             },
-            Msg::Query { id: 7 },
+            Msg::Query {
+                id: 7,
+                nonce: [8; NONCE_LEN],
+            },
             Msg::Outcome {
                 id: 7,
                 outcome: Outcome::Active,
+                key: [1; 32],
+                sig: [4; 64],
             },
         ]
     }
@@ -492,6 +682,17 @@ mod tests {
         let mut r = FrameReader::default();
         r.push(&[0, 0, 0, 3, 2, 0, 0]);
         assert_eq!(r.next_msg(), Err(FrameError::Body("accept")));
+        // A fixed-size message with a byte too many.
+        let mut f = Msg::Commit {
+            id: 1,
+            sig: [0; 64],
+        }
+        .to_frame();
+        f.push(0);
+        f[3] += 1;
+        let mut r = FrameReader::default();
+        r.push(&f);
+        assert_eq!(r.next_msg(), Err(FrameError::Body("commit")));
         let mut r = FrameReader::default();
         r.push(&[0xff, 0, 0, 0]);
         assert!(matches!(r.next_msg(), Err(FrameError::Length(_))));

@@ -37,11 +37,13 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use xia_stack::identity::PublicKey;
 use xia_stack::time::Instant;
 
+use crate::auth::{self, AuthError, SourceAuth};
 use crate::guest::Guest;
 use crate::model::{self, Prediction, Strategy};
-use crate::msg::{FrameError, FrameReader, Mode, Msg, Offer, Outcome};
+use crate::msg::{FrameError, FrameReader, Mode, Msg, Offer, Outcome, NONCE_LEN};
 use crate::pages::{EncodeStats, Encoder};
 use crate::state::{IllegalTransition, Source, SourceEvent as T};
 
@@ -121,6 +123,9 @@ pub enum MigrateError {
     /// Stopped by the operator.
     #[error("cancelled: {0}")]
     Cancelled(String),
+    /// The other agent did not prove who it is.
+    #[error("authentication failed: {0}")]
+    Auth(#[from] AuthError),
 }
 
 /// What the session tells its agent.
@@ -158,6 +163,8 @@ pub enum SourceNote {
     InDoubt,
     /// Finished: the guest runs at the destination; release it here.
     Done(Report),
+    /// A message whose signature did not hold was dropped.
+    Forged(AuthError),
     /// Failed before the commit: the guest runs here again.
     Failed {
         /// Where it failed.
@@ -201,6 +208,18 @@ pub struct Report {
     pub rtt: Duration,
 }
 
+/// What a source agent must log before it pauses a guest, to resume the
+/// migration in doubt after a restart ([`SourceSession::recover`]).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Recovery {
+    /// The migration.
+    pub id: u64,
+    /// The guest.
+    pub name: String,
+    /// The session hash (what its aborts are signed over).
+    pub session: [u8; 20],
+}
+
 /// A live view, for progress bars.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Status {
@@ -231,6 +250,16 @@ pub struct Status {
 pub struct SourceSession {
     id: u64,
     name: String,
+    auth: SourceAuth,
+    // The session hash: SHA-1 of the signed offer.
+    session: [u8; 20],
+    // Learnt from the Accept (a recovered session never has it).
+    dest_key: Option<PublicKey>,
+    dest_nonce: [u8; NONCE_LEN],
+    final_digest: [u8; 20],
+    queries: u32,
+    // The nonces of the last queries sent: an outcome must answer one.
+    query_nonces: VecDeque<[u8; NONCE_LEN]>,
     config: SourceConfig,
     state: Source,
     strategy: Strategy,
@@ -292,6 +321,7 @@ impl SourceSession {
         name: &str,
         guest: &impl Guest,
         config: SourceConfig,
+        auth: SourceAuth,
         now: Instant,
     ) -> SourceSession {
         let mut s = SourceSession::idle(
@@ -299,17 +329,24 @@ impl SourceSession {
             name,
             (guest.pages(), guest.page_size(), guest.device_state().len()),
             config,
+            auth,
             now,
         );
         s.step(T::Offer).expect("Idle takes Offer");
-        let offer = Msg::Offer(Offer {
+        let mut offer = Offer {
             id,
             mode: s.config.mode,
             pages: s.pages as u32,
             page_size: s.page_size as u32,
             name: s.name.clone(),
-        });
-        s.push(offer);
+            key: s.auth.key.public_key().to_bytes(),
+            to: s.auth.destination,
+            nonce: s.auth.offer_nonce(),
+            sig: [0; 64],
+        };
+        offer.sig = auth::sign(&s.auth.key, &offer.signed_bytes());
+        s.session = offer.session();
+        s.push(Msg::Offer(offer));
         s
     }
 
@@ -320,6 +357,7 @@ impl SourceSession {
         name: &str,
         (pages, page_size, device_len): (usize, usize, usize),
         config: SourceConfig,
+        auth: SourceAuth,
         now: Instant,
     ) -> SourceSession {
         let strategy = match config.mode {
@@ -330,6 +368,13 @@ impl SourceSession {
         SourceSession {
             id,
             name: name.to_owned(),
+            auth,
+            session: [0; 20],
+            dest_key: None,
+            dest_nonce: [0; NONCE_LEN],
+            final_digest: [0; 20],
+            queries: 0,
+            query_nonces: VecDeque::new(),
             state: Source::Idle,
             strategy,
             decided: config.mode != Mode::Smart,
@@ -377,11 +422,18 @@ impl SourceSession {
         }
     }
 
-    /// A source agent that restarted and finds migration `id`'s guest
-    /// paused (its log says the final copy had begun): it must learn the
-    /// destination's outcome before it may resume it.
-    pub fn recover(id: u64, name: &str, config: SourceConfig, now: Instant) -> SourceSession {
-        let mut s = SourceSession::idle(id, name, (0, 1, 0), config, now);
+    /// A source agent that restarted and finds a migration's guest paused
+    /// (its log says the final copy had begun): it must learn the
+    /// destination's outcome before it may resume it. `auth` needs a
+    /// fresh secret.
+    pub fn recover(
+        log: &Recovery,
+        config: SourceConfig,
+        auth: SourceAuth,
+        now: Instant,
+    ) -> SourceSession {
+        let mut s = SourceSession::idle(log.id, &log.name, (0, 1, 0), config, auth, now);
+        s.session = log.session;
         s.state = Source::InDoubt;
         s.was_in_doubt = true;
         s.link_down = true;
@@ -401,6 +453,15 @@ impl SourceSession {
     /// The migration's id.
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// What to log before the guest pauses.
+    pub fn recovery(&self) -> Recovery {
+        Recovery {
+            id: self.id,
+            name: self.name.clone(),
+            session: self.session,
+        }
     }
 
     /// Its state.
@@ -459,6 +520,17 @@ impl SourceSession {
         self.out.push_back(m.to_frame());
     }
 
+    // Checks a destination's signature with the key its accept proved.
+    fn check_dest(
+        &self,
+        bytes: &[u8],
+        sig: &[u8; 64],
+        what: &'static str,
+    ) -> Result<(), AuthError> {
+        let key = self.dest_key.as_ref().ok_or(AuthError::NoKey(what))?;
+        auth::verify(key, bytes, sig, what)
+    }
+
     /// Bytes that arrived on the connection.
     pub fn handle_bytes(&mut self, now: Instant, data: &[u8], guest: &mut impl Guest) {
         self.reader.push(data);
@@ -477,7 +549,35 @@ impl SourceSession {
 
     fn handle_msg(&mut self, now: Instant, m: Msg, guest: &mut impl Guest) {
         match m {
-            Msg::Accept { id } if id == self.id && self.state == Source::Negotiating => {
+            Msg::Accept {
+                id,
+                key,
+                nonce,
+                sig,
+            } if id == self.id && self.state == Source::Negotiating => {
+                // The accept opens the copy: a destination that cannot
+                // prove it owns the SID we dialled gets nothing.
+                let checked =
+                    auth::certified(&key, &self.auth.destination, "accept").and_then(|k| {
+                        let bytes = auth::accept_bytes(&self.session, &key, &nonce);
+                        auth::verify(&k, &bytes, &sig, "accept").map(|()| k)
+                    });
+                match checked {
+                    Ok(k) => {
+                        self.dest_key = Some(k);
+                        self.dest_nonce = nonce;
+                    }
+                    Err(e) => {
+                        self.push(auth::abort_msg(
+                            &self.auth.key,
+                            self.id,
+                            &self.session,
+                            &format!("{e}"),
+                        ));
+                        self.fail(now, MigrateError::Auth(e), guest);
+                        return;
+                    }
+                }
                 let _ = self.step(T::Accepted);
                 self.rtt = Some(now - self.offer_at);
                 self.accepted_at = now;
@@ -515,12 +615,22 @@ impl SourceSession {
                     self.samples.pop_front();
                 }
             }
-            Msg::Commit { id } if id == self.id => {
+            Msg::Commit { id, sig } if id == self.id => {
+                let bytes = auth::commit_bytes(&self.session, &self.final_digest);
+                if let Err(e) = self.check_dest(&bytes, &sig, "commit") {
+                    self.notes.push_back(SourceNote::Forged(e));
+                    return;
+                }
                 if self.step(T::Committed).is_ok() {
                     self.notes.push_back(SourceNote::Committed);
                 }
             }
-            Msg::Activated { id } if id == self.id => {
+            Msg::Activated { id, sig } if id == self.id => {
+                let bytes = auth::activated_bytes(&self.session);
+                if let Err(e) = self.check_dest(&bytes, &sig, "activated") {
+                    self.notes.push_back(SourceNote::Forged(e));
+                    return;
+                }
                 if matches!(self.state, Source::AwaitCommit | Source::InDoubt) {
                     let _ = self.step(T::Committed);
                     self.notes.push_back(SourceNote::Committed);
@@ -530,7 +640,17 @@ impl SourceSession {
                     self.notes.push_back(SourceNote::Done(report));
                 }
             }
-            Msg::Abort { id, reason } if id == self.id => {
+            Msg::Abort { id, sig, reason } if id == self.id => {
+                // Before the accept nothing is copied and the guest runs
+                // here: an abort needs no proof. After it, it must come
+                // from the destination's key.
+                if self.state != Source::Negotiating {
+                    let bytes = auth::abort_bytes(&self.session, &reason);
+                    if let Err(e) = self.check_dest(&bytes, &sig, "abort") {
+                        self.notes.push_back(SourceNote::Forged(e));
+                        return;
+                    }
+                }
                 // The destination has not committed and never will.
                 let phase = self.state;
                 if matches!(self.state, Source::AwaitCommit) {
@@ -547,7 +667,30 @@ impl SourceSession {
                     error: MigrateError::PeerAborted(reason),
                 });
             }
-            Msg::Outcome { id, outcome } if id == self.id => self.outcome(now, outcome, guest),
+            Msg::Outcome {
+                id,
+                outcome,
+                key,
+                sig,
+            } if id == self.id => {
+                let checked =
+                    auth::certified(&key, &self.auth.destination, "outcome").and_then(|k| {
+                        // Any of our recent queries: answers to a resent one
+                        // may cross.
+                        self.query_nonces
+                            .iter()
+                            .find(|n| {
+                                let bytes = auth::outcome_bytes(id, outcome, n);
+                                auth::verify(&k, &bytes, &sig, "outcome").is_ok()
+                            })
+                            .map(|_| ())
+                            .ok_or(AuthError::UnknownQuery)
+                    });
+                match checked {
+                    Ok(()) => self.outcome(now, outcome, guest),
+                    Err(e) => self.notes.push_back(SourceNote::Forged(e)),
+                }
+            }
             other => {
                 // Anything else out of turn is a protocol error before the
                 // commit and is ignored after it.
@@ -589,10 +732,12 @@ impl SourceSession {
             }
             (Source::InDoubt, Outcome::Receiving) => {
                 // It has not committed: ask it to abort, and ask again.
-                self.push(Msg::Abort {
-                    id: self.id,
-                    reason: "source lost the connection before the commit".into(),
-                });
+                self.push(auth::abort_msg(
+                    &self.auth.key,
+                    self.id,
+                    &self.session,
+                    "source lost the connection before the commit",
+                ));
                 self.next_query = now;
             }
             _ => {}
@@ -609,10 +754,12 @@ impl SourceSession {
             return false;
         }
         self.out.clear();
-        self.push(Msg::Abort {
-            id: self.id,
-            reason: reason.to_owned(),
-        });
+        self.push(auth::abort_msg(
+            &self.auth.key,
+            self.id,
+            &self.session,
+            reason,
+        ));
         self.fail(now, MigrateError::Cancelled(reason.to_owned()), guest);
         true
     }
@@ -672,7 +819,13 @@ impl SourceSession {
                 {
                     if now >= self.next_query {
                         self.next_query = now + QUERY_INTERVAL;
-                        self.push(Msg::Query { id: self.id });
+                        let nonce = self.auth.query_nonce(self.queries);
+                        self.queries += 1;
+                        self.query_nonces.push_back(nonce);
+                        if self.query_nonces.len() > 8 {
+                            self.query_nonces.pop_front();
+                        }
+                        self.push(Msg::Query { id: self.id, nonce });
                         continue;
                     }
                     return None;
@@ -758,7 +911,14 @@ impl SourceSession {
             let digest = self.enc.image_digest(self.pages);
             let device = guest.device_state();
             self.final_pages = self.queue.len();
-            self.push(Msg::Final { digest, device });
+            self.final_digest = digest;
+            let bytes = auth::final_bytes(&self.session, &self.dest_nonce, &digest, &device);
+            let sig = auth::sign(&self.auth.key, &bytes);
+            self.push(Msg::Final {
+                digest,
+                sig,
+                device,
+            });
             let _ = self.step(T::FinalSent);
             self.final_at = now;
             self.notes.push_back(SourceNote::FinalSent);

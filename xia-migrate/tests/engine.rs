@@ -8,13 +8,38 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use xia_migrate::auth::{self, AuthError, SourceAuth};
 use xia_migrate::destination::{DestinationConfig, DestinationNote, DestinationSession};
 use xia_migrate::guest::{DirtyModel, Guest, SyntheticGuest};
 use xia_migrate::model::Strategy;
 use xia_migrate::msg::{FrameReader, Mode, Msg};
 use xia_migrate::source::{MigrateError, Report, SourceConfig, SourceNote, SourceSession};
 use xia_migrate::state::Source;
+use xia_stack::identity::Identity;
 use xia_stack::time::Instant;
+use xia_stack::xid::Principal;
+
+fn source_key() -> Identity {
+    Identity::from_secret_bytes(Principal::SID, &[0x51; 32])
+}
+
+fn dest_key() -> Identity {
+    Identity::from_secret_bytes(Principal::SID, &[0xd5; 32])
+}
+
+/// The source's credentials for a migration to the test's destination;
+/// `n` varies the secret (a restarted agent draws a new one).
+fn source_auth(n: u8) -> SourceAuth {
+    SourceAuth {
+        key: source_key(),
+        destination: dest_key().xid(),
+        secret: [n; 32],
+    }
+}
+
+fn new_destination(config: DestinationConfig, now: Instant) -> DestinationSession<SyntheticGuest> {
+    DestinationSession::new(config, SyntheticGuest::blank, dest_key(), [0xaa; 16], now)
+}
 
 /// One direction of a link: serialised at `bw` bytes/s, delivered `delay`
 /// later, at most `buffer` bytes waiting to be serialised.
@@ -127,9 +152,17 @@ fn run(s: Setup) -> Outcome {
     let mut now = Instant::ZERO;
     let mut g = SyntheticGuest::new(s.pages, 4096, 42, s.model, s.rate);
     let cfg = s.config.clone();
-    let mut src = Some(SourceSession::new(1, "vm", &g, cfg.clone(), now));
-    let new_dst =
-        |now| DestinationSession::new(DestinationConfig::default(), SyntheticGuest::blank, now);
+    let mut src = Some(SourceSession::new(
+        1,
+        "vm",
+        &g,
+        cfg.clone(),
+        source_auth(1),
+        now,
+    ));
+    // What the source agent logs before it pauses the guest.
+    let log = src.as_ref().unwrap().recovery();
+    let new_dst = |now| new_destination(DestinationConfig::default(), now);
     let mut dst = new_dst(now);
     let d = s.rtt / 2;
     let (mut fwd, mut back) = (Pipe::new(s.bw, d), Pipe::new(s.bw, d));
@@ -207,7 +240,12 @@ fn run(s: Setup) -> Outcome {
                 // The restarted agent reads its log: a paused guest means
                 // the final copy had begun, so it is in doubt.
                 if !g.is_running() {
-                    src = Some(SourceSession::recover(1, "vm", cfg.clone(), now));
+                    src = Some(SourceSession::recover(
+                        &log,
+                        cfg.clone(),
+                        source_auth(2),
+                        now,
+                    ));
                 } else {
                     g.set_throttle(1.0);
                     out.failed = Some((
@@ -256,14 +294,14 @@ fn run(s: Setup) -> Outcome {
                 reader.push(&f);
                 while let Ok(Some(m)) = reader.next_msg() {
                     let answer = match m {
-                        Msg::Query { id } => Msg::Outcome {
-                            id,
-                            outcome: if dst.id() == Some(id) {
+                        Msg::Query { id, nonce } => {
+                            let outcome = if dst.id() == Some(id) {
                                 dst.outcome()
                             } else {
                                 xia_migrate::Outcome::Unknown
-                            },
-                        },
+                            };
+                            auth::outcome_msg(&dest_key(), id, outcome, &nonce)
+                        }
                         Msg::Abort { .. } => {
                             dst.handle_bytes(now, &m.to_frame());
                             continue;
@@ -468,13 +506,12 @@ fn smart_picks_full_for_a_small_guest_on_a_fast_link_and_live_otherwise() {
 fn a_refused_offer_leaves_the_guest_running() {
     let mut g = SyntheticGuest::new(64, 4096, 1, DirtyModel::Uniform, 10.0);
     let now = Instant::ZERO;
-    let mut src = SourceSession::new(9, "vm", &g, SourceConfig::default(), now);
-    let mut dst = DestinationSession::new(
+    let mut src = SourceSession::new(9, "vm", &g, SourceConfig::default(), source_auth(1), now);
+    let mut dst = new_destination(
         DestinationConfig {
             capacity: 4096,
             ..DestinationConfig::default()
         },
-        SyntheticGuest::blank,
         now,
     );
     let offer = src.poll_transmit(now, 1 << 20, &mut g).unwrap();
@@ -543,4 +580,263 @@ fn fault_matrix_leaves_exactly_one_guest() {
         "{table}"
     );
     assert!(table.contains("in-doubt resolution"), "{table}");
+}
+
+// ---- Authentication (the agents' keys) ----
+
+/// Moves frames between the two sessions with no delay until neither has
+/// anything to say; `tamper` sees every destination frame first and may
+/// replace it (`None` drops it).
+fn pump(
+    src: &mut SourceSession,
+    dst: &mut DestinationSession<SyntheticGuest>,
+    g: &mut SyntheticGuest,
+    now: Instant,
+    mut tamper: impl FnMut(Msg) -> Option<Msg>,
+) -> Vec<Vec<u8>> {
+    let mut sent = Vec::new();
+    loop {
+        let mut moved = false;
+        while let Some(f) = src.poll_transmit(now, 1 << 20, g) {
+            dst.handle_bytes(now, &f);
+            sent.push(f);
+            moved = true;
+        }
+        while let Some(f) = dst.poll_transmit() {
+            let mut r = FrameReader::default();
+            r.push(&f);
+            let m = r.next_msg().unwrap().unwrap();
+            if let Some(m) = tamper(m) {
+                src.handle_bytes(now, &m.to_frame(), g);
+            }
+            moved = true;
+        }
+        if !moved {
+            return sent;
+        }
+    }
+}
+
+fn small_guest() -> SyntheticGuest {
+    SyntheticGuest::new(64, 4096, 3, DirtyModel::Uniform, 10.0)
+}
+
+fn full() -> SourceConfig {
+    SourceConfig {
+        mode: Mode::Full,
+        ..SourceConfig::default()
+    }
+}
+
+fn notes_of(dst: &mut DestinationSession<SyntheticGuest>) -> Vec<DestinationNote> {
+    std::iter::from_fn(|| dst.poll_note()).collect()
+}
+
+#[test]
+fn offers_for_another_agent_or_from_an_untrusted_one_are_refused() {
+    let now = Instant::ZERO;
+    // Addressed to another agent's SID.
+    let mut g = small_guest();
+    let mut a = source_auth(1);
+    a.destination = source_key().xid();
+    let mut src = SourceSession::new(1, "vm", &g, full(), a, now);
+    let mut dst = new_destination(DestinationConfig::default(), now);
+    pump(&mut src, &mut dst, &mut g, now, Some);
+    match src.poll_note() {
+        Some(SourceNote::Failed { error, .. }) => assert!(
+            error
+                .to_string()
+                .contains("authentication failed: the offer is for agent"),
+            "{error}"
+        ),
+        n => panic!("{n:?}"),
+    }
+    assert!(g.is_running());
+
+    // From an agent the destination does not list.
+    let mut g = small_guest();
+    let mut src = SourceSession::new(2, "vm", &g, full(), source_auth(1), now);
+    let other = Identity::from_secret_bytes(Principal::SID, &[7; 32]).xid();
+    let mut dst = new_destination(
+        DestinationConfig {
+            trusted: vec![other],
+            ..DestinationConfig::default()
+        },
+        now,
+    );
+    pump(&mut src, &mut dst, &mut g, now, Some);
+    assert_eq!(
+        notes_of(&mut dst),
+        vec![DestinationNote::Refused {
+            reason: format!(
+                "authentication failed: {}",
+                AuthError::Untrusted(source_key().xid())
+            )
+        }]
+    );
+    assert!(g.is_running());
+
+    // Listed: it goes through.
+    let mut g = small_guest();
+    let mut src = SourceSession::new(3, "vm", &g, full(), source_auth(1), now);
+    let mut dst = new_destination(
+        DestinationConfig {
+            trusted: vec![other, source_key().xid()],
+            ..DestinationConfig::default()
+        },
+        now,
+    );
+    pump(&mut src, &mut dst, &mut g, now, Some);
+    assert_eq!(dst.state(), xia_migrate::state::Destination::Committed);
+}
+
+#[test]
+fn an_impostor_destination_gets_no_page() {
+    // The source dials the real destination's SID; another agent answers.
+    let now = Instant::ZERO;
+    let mut g = small_guest();
+    let mut src = SourceSession::new(1, "vm", &g, full(), source_auth(1), now);
+    let impostor = Identity::from_secret_bytes(Principal::SID, &[9; 32]);
+    // To get past its own address check the impostor gets the offer
+    // re-signed as addressed to itself (the worst case); the source still
+    // checks the key its accept presents against the SID it dialled.
+    let mut dst = DestinationSession::new(
+        DestinationConfig::default(),
+        SyntheticGuest::blank,
+        impostor,
+        [1; 16],
+        now,
+    );
+    let offer = src.poll_transmit(now, 1 << 20, &mut g).unwrap();
+    let mut r = FrameReader::default();
+    r.push(&offer);
+    let Some(Msg::Offer(mut o)) = r.next_msg().unwrap() else {
+        panic!()
+    };
+    let signer = Identity::from_secret_bytes(Principal::SID, &[9; 32]);
+    o.to = signer.xid();
+    o.key = signer.public_key().to_bytes();
+    o.sig = signer.sign(&o.signed_bytes()).to_bytes();
+    dst.handle_bytes(now, &Msg::Offer(o).to_frame());
+    let accept = dst.poll_transmit().unwrap();
+    src.handle_bytes(now, &accept, &mut g);
+    match src.poll_note() {
+        Some(SourceNote::Failed { phase, error }) => {
+            assert_eq!(phase, Source::Negotiating);
+            assert_eq!(
+                error,
+                MigrateError::Auth(AuthError::WrongKey {
+                    what: "accept",
+                    expected: dest_key().xid()
+                })
+            );
+        }
+        n => panic!("{n:?}"),
+    }
+    assert!(g.is_running());
+    // Nothing but the abort follows.
+    let rest: Vec<Msg> = std::iter::from_fn(|| src.poll_transmit(now, 1 << 20, &mut g))
+        .map(|f| {
+            let mut r = FrameReader::default();
+            r.push(&f);
+            r.next_msg().unwrap().unwrap()
+        })
+        .collect();
+    assert!(matches!(rest.as_slice(), [Msg::Abort { .. }]), "{rest:?}");
+}
+
+#[test]
+fn a_recorded_migration_replayed_never_commits() {
+    // A whole migration, recorded on the wire.
+    let now = Instant::ZERO;
+    let mut g = small_guest();
+    let mut src = SourceSession::new(1, "vm", &g, full(), source_auth(1), now);
+    let mut dst = new_destination(DestinationConfig::default(), now);
+    let recording = pump(&mut src, &mut dst, &mut g, now, Some);
+    assert_eq!(dst.state(), xia_migrate::state::Destination::Committed);
+    // Replayed to the destination later (a fresh session, a fresh nonce):
+    // the offer is genuine, so it reserves, but the final was signed for
+    // the first session's nonce.
+    let mut again = DestinationSession::new(
+        DestinationConfig::default(),
+        SyntheticGuest::blank,
+        dest_key(),
+        [0xbb; 16],
+        now,
+    );
+    for f in &recording {
+        again.handle_bytes(now, f);
+    }
+    let notes = notes_of(&mut again);
+    assert!(
+        notes.contains(&DestinationNote::Forged(AuthError::BadSignature("final"))),
+        "{notes:?}"
+    );
+    assert!(again.take_guest().is_none());
+    assert_ne!(again.state(), xia_migrate::state::Destination::Committed);
+    // And it gives the reservation up when the source stays silent.
+    again.handle_timeout(now + Duration::from_secs(11));
+    assert_eq!(again.state(), xia_migrate::state::Destination::Aborted);
+}
+
+#[test]
+fn forged_commits_aborts_and_outcomes_are_dropped() {
+    let now = Instant::ZERO;
+    let mut g = small_guest();
+    let mut src = SourceSession::new(1, "vm", &g, full(), source_auth(1), now);
+    let mut dst = new_destination(DestinationConfig::default(), now);
+    let forger = Identity::from_secret_bytes(Principal::SID, &[9; 32]);
+    // Every Commit is replaced by a forged one, and a forged Abort (the
+    // source would resume while the destination holds the guest) follows.
+    let mut forged_abort = None;
+    pump(&mut src, &mut dst, &mut g, now, |m| match m {
+        Msg::Commit { id, .. } => {
+            forged_abort = Some(Msg::Abort {
+                id,
+                sig: forger.sign(b"anything").to_bytes(),
+                reason: "forged".into(),
+            });
+            Some(Msg::Commit {
+                id,
+                sig: forger.sign(b"commit").to_bytes(),
+            })
+        }
+        // Hold the activation back: we check the state in between.
+        Msg::Activated { .. } => None,
+        m => Some(m),
+    });
+    src.handle_bytes(now, &forged_abort.unwrap().to_frame(), &mut g);
+    let notes: Vec<SourceNote> = std::iter::from_fn(|| src.poll_note()).collect();
+    let forged = notes
+        .iter()
+        .filter(|n| matches!(n, SourceNote::Forged(_)))
+        .count();
+    assert_eq!(forged, 2, "{notes:?}");
+    // Neither let the guest go nor resumed it.
+    assert_eq!(src.state(), Source::AwaitCommit);
+    assert!(!g.is_running());
+
+    // In doubt, it asks; an outcome signed by the wrong key, or for a
+    // query it never sent, changes nothing; the real one resolves it.
+    src.handle_link_lost(now, &mut g);
+    assert_eq!(src.state(), Source::InDoubt);
+    src.link_up(now);
+    let q = src.poll_transmit(now, 1 << 20, &mut g).unwrap();
+    let mut r = FrameReader::default();
+    r.push(&q);
+    let Some(Msg::Query { id, nonce }) = r.next_msg().unwrap() else {
+        panic!()
+    };
+    for bad in [
+        auth::outcome_msg(&forger, id, xia_migrate::Outcome::Unknown, &nonce),
+        auth::outcome_msg(&dest_key(), id, xia_migrate::Outcome::Unknown, &[0; 16]),
+    ] {
+        src.handle_bytes(now, &bad.to_frame(), &mut g);
+        assert_eq!(src.state(), Source::InDoubt);
+        assert!(!g.is_running());
+    }
+    let real = auth::outcome_msg(&dest_key(), id, dst.outcome(), &nonce);
+    src.handle_bytes(now, &real.to_frame(), &mut g);
+    assert_eq!(src.state(), Source::Released);
+    assert!(!g.is_running());
 }
