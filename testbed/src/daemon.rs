@@ -9,9 +9,13 @@
 //! [[ad]]
 //! name = "A"
 //!
-//! [[router]]             # or [[host]]: exactly one node
+//! [[router]]             # or [[host]], or [[hypervisor]]: exactly one node
 //! name = "rA"
 //! ad = "A"
+//!
+//! # A [[hypervisor]] (`xia hypervisor --config FILE`) runs a migration
+//! # agent and the [[vm]]s listed with it (keys as in topology files); its
+//! # socket is the control socket `xia migrate` talks to.
 //!
 //! [daemon]
 //! listen = "127.0.0.1:13781"   # UDP address of the node's links (default 0.0.0.0:13781)
@@ -71,6 +75,12 @@ pub enum DaemonKind {
         /// Whether it serves names.
         serve_names: bool,
     },
+    /// A hypervisor: a host that runs a migration agent and VMs
+    /// ([`DaemonConfig::vms`]).
+    Hypervisor {
+        /// Bytes of guest memory it takes in.
+        capacity: u64,
+    },
 }
 
 /// One link of a daemon.
@@ -121,6 +131,8 @@ pub struct DaemonConfig {
     pub xhcp_interval: Duration,
     /// Routers: the name server to announce.
     pub name_server: Option<Dag>,
+    /// Hypervisors: the VMs it starts with.
+    pub vms: Vec<crate::migration::VmSpec>,
 }
 
 #[derive(Deserialize)]
@@ -132,6 +144,10 @@ struct Raw {
     router: Vec<RawRouter>,
     #[serde(default)]
     host: Vec<RawHost>,
+    #[serde(default)]
+    hypervisor: Vec<crate::migration::RawHypervisor>,
+    #[serde(default)]
+    vm: Vec<crate::migration::RawVm>,
     daemon: Option<RawDaemon>,
     #[serde(default)]
     link: Vec<RawLink>,
@@ -240,8 +256,13 @@ impl DaemonConfig {
             }),
             message: e.message().to_string(),
         })?;
-        let (name, ad_name, kind) = match (raw.router.as_slice(), raw.host.as_slice()) {
-            ([r], []) => {
+        let mut vms = Vec::new();
+        let (name, ad_name, kind) = match (
+            raw.router.as_slice(),
+            raw.host.as_slice(),
+            raw.hypervisor.as_slice(),
+        ) {
+            ([r], [], []) => {
                 let ipv4 = match &r.ipv4 {
                     None => None,
                     Some(s) => match s.get_ref().parse() {
@@ -278,7 +299,26 @@ impl DaemonConfig {
                     },
                 )
             }
-            ([], [h]) => {
+            ([], [], [h]) => {
+                let index = std::iter::once((h.name.get_ref().clone(), 0)).collect();
+                let plan = crate::migration::MigrationPlan::parse(
+                    &cx,
+                    crate::migration::Raw {
+                        hypervisors: &raw.hypervisor,
+                        vms: &raw.vm,
+                        migrations: &[],
+                        clients: &[],
+                    },
+                    &[0],
+                    &index,
+                    // The name server is learnt from the router's beacons.
+                    true,
+                )?;
+                vms = plan.vms;
+                let capacity = plan.hypervisors.first().map_or(4 << 30, |h| h.capacity);
+                (&h.name, &h.ad, DaemonKind::Hypervisor { capacity })
+            }
+            ([], [h], []) => {
                 let serve_names = raw
                     .name_server
                     .as_ref()
@@ -291,9 +331,10 @@ impl DaemonConfig {
                     file: file.to_string(),
                     line: 1,
                     message: format!(
-                        "a daemon runs exactly one node: found {} [[router]] and {} [[host]]",
+                        "a daemon runs exactly one node: found {} [[router]], {} [[host]] and {} [[hypervisor]]",
                         raw.router.len(),
-                        raw.host.len()
+                        raw.host.len(),
+                        raw.hypervisor.len()
                     ),
                 })
             }
@@ -417,6 +458,7 @@ impl DaemonConfig {
             routing,
             xhcp_interval,
             name_server,
+            vms,
         })
     }
 }
@@ -509,6 +551,9 @@ pub enum DaemonError {
     /// The links failed while running.
     #[error("links: {0}")]
     Io(#[from] std::io::Error),
+    /// The node could not be set up (a VM that does not start).
+    #[error("{0}")]
+    Setup(String),
 }
 
 /// Removes a Unix socket file when dropped.
@@ -644,6 +689,39 @@ impl DaemonConfig {
                 }
                 let h = d.run(shutdown).await?;
                 tracing::info!(node = %self.name, counters = ?h.host.counters(), "stopped");
+            }
+            DaemonKind::Hypervisor { capacity } => {
+                let setup = crate::hypervisor::AgentSetup {
+                    name: &self.name,
+                    identity: self.identity.clone(),
+                    ad: self.ad.1,
+                    gateway: None,
+                    name_server: None,
+                    capacity: *capacity,
+                    seed: self.seed,
+                };
+                let agent = crate::hypervisor::build_agent(
+                    &setup,
+                    self.vms.iter().enumerate(),
+                    clock.now(),
+                )
+                .map_err(DaemonError::Setup)?;
+                tracing::info!(node = %self.name, agent = %agent.dag().to_line(), "agent");
+                let node = crate::hypervisor::HypervisorNode::new(&self.name, agent);
+                let mut d = Driver::new(node, links, clock);
+                for e in ethers {
+                    d.add_ethernet(e, self.identity.xid());
+                }
+                d.set_port_order(&order);
+                self.impair(&mut d);
+                if let Some(t) = self.pcap_tap()? {
+                    d.set_tap(t);
+                }
+                if let Some(l) = listener {
+                    tokio::spawn(crate::hypervisor::serve(l, d.handle()));
+                }
+                let h = d.run(shutdown).await?;
+                tracing::info!(node = %self.name, counters = ?h.agent.counters(), "stopped");
             }
         }
         Ok(())

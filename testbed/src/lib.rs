@@ -16,6 +16,7 @@
 
 pub mod apps;
 pub mod daemon;
+pub mod hypervisor;
 pub mod link;
 pub mod migration;
 pub mod pcap;

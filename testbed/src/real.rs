@@ -229,9 +229,21 @@ pub fn daemon_config(topo: &Topology, i: usize, cfg: &UpConfig, seed: u64) -> St
                 let _ = writeln!(t, "unknown_ads = [{}]", names.join(", "));
             }
         }
-        NodeKind::Host => {
-            let _ = writeln!(t, "[[host]]\nname = {:?}\nad = {ad:?}", node.name);
-        }
+        NodeKind::Host => match topo.migration.hypervisor(i) {
+            Some(h) => {
+                let _ = writeln!(
+                    t,
+                    "[[hypervisor]]\nname = {:?}\nad = {ad:?}\ncapacity = \"{}B\"\n",
+                    node.name, h.capacity
+                );
+                for v in topo.migration.vms.iter().filter(|v| v.hypervisor == i) {
+                    let _ = writeln!(t, "{}", crate::hypervisor::vm_section(v, &node.name));
+                }
+            }
+            None => {
+                let _ = writeln!(t, "[[host]]\nname = {:?}\nad = {ad:?}", node.name);
+            }
+        },
     }
     if cfg.pcap {
         let pcap = cfg.dir.join(format!("{}.pcap", node.name));
@@ -430,6 +442,7 @@ pub fn up(
         let _ = std::fs::remove_file(&log);
         let kind = match node.kind {
             NodeKind::Router { .. } => "router",
+            NodeKind::Host if topo.migration.hypervisor(i).is_some() => "hypervisor",
             NodeKind::Host => "host",
         };
         let netns = cfg.netns.then(|| namespace(&node.name));
@@ -575,6 +588,11 @@ fn wait_ready(state: &State, timeout: Duration) -> Result<(), RealError> {
                 });
             }
             let ready = rt.block_on(async {
+                if n.kind == "hypervisor" {
+                    return crate::hypervisor::info(&n.socket)
+                        .await
+                        .is_ok_and(|i| i.attached);
+                }
                 let c = xia_net::client::Client::new(&n.socket);
                 match c.info().await {
                     Ok(info) => n.kind == "router" || info.gateway.is_some(),

@@ -54,6 +54,22 @@ enum Command {
         #[arg(long)]
         pcap: Option<std::path::PathBuf>,
     },
+    /// Run a hypervisor daemon: a migration agent and its VMs on real
+    /// links; `xia migrate` talks to its socket.
+    Hypervisor {
+        /// Its configuration (TOML: one [[hypervisor]], its [[vm]]s, its
+        /// [[link]]).
+        #[arg(long)]
+        config: std::path::PathBuf,
+        /// Write every packet received and sent to this pcap.
+        #[arg(long)]
+        pcap: Option<std::path::PathBuf>,
+    },
+    /// Move a VM to another hypervisor (full, live or smart), with a
+    /// progress bar and a final report.
+    Migrate(cmd::migrate::MigrateArgs),
+    /// A hypervisor daemon's agent address, VMs and counters.
+    HypervisorInfo(cmd::migrate::HypervisorArg),
     /// Send XCMP echo requests through a host daemon.
     Ping(cmd::apps::PingArgs),
     /// Show the routers on the path to a destination.
@@ -85,6 +101,9 @@ fn main() -> ExitCode {
         Command::Demo => cmd::demo::run(),
         Command::Router { config, pcap } => cmd::daemon::run(config, pcap, "router"),
         Command::Host { config, pcap } => cmd::daemon::run(config, pcap, "host"),
+        Command::Hypervisor { config, pcap } => cmd::daemon::run(config, pcap, "hypervisor"),
+        Command::Migrate(a) => cmd::migrate::migrate(a),
+        Command::HypervisorInfo(h) => cmd::migrate::info(h),
         Command::Ping(a) => cmd::apps::ping(a),
         Command::Traceroute(a) => cmd::apps::traceroute(a),
         Command::Echo(c) => cmd::apps::echo(c),

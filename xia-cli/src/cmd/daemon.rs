@@ -1,4 +1,4 @@
-//! `xia router --config FILE` and `xia host --config FILE`: run one node
+//! `xia router`, `xia host` and `xia hypervisor --config FILE`: run one node
 //! as a real process, until SIGINT or SIGTERM.
 
 use std::path::PathBuf;
@@ -16,6 +16,7 @@ pub fn run(config: PathBuf, pcap: Option<PathBuf>, want: &str) -> Result<()> {
     let kind = match cfg.kind {
         DaemonKind::Router { .. } => "router",
         DaemonKind::Host { .. } => "host",
+        DaemonKind::Hypervisor { .. } => "hypervisor",
     };
     if kind != want {
         anyhow::bail!(

@@ -483,46 +483,63 @@ impl Connection {
         c
     }
 
-    // MIGRATE and MIGRATEACK options on an arriving segment.
+    // MIGRATE options on an arriving segment: signed, so checked before
+    // the window (a MIGRATE from the peer's new address may come late).
     fn migrate_options(&mut self, seg: &XstreamRepr<'_>) {
-        use super::migrate::{parse_ack, Migrate, MigrateError};
+        use super::migrate::{Migrate, MigrateError};
         for o in &seg.options {
-            match o {
-                XstreamOption::Migrate(body) => {
-                    let peer = *self.peer_dag.intent();
-                    let us = *self.local_dag.intent();
-                    let ctx = self.migrate_context();
-                    let verdict = Migrate::parse(body)
-                        .and_then(|m| m.verify(&peer, &us, &ctx, self.migrate_in).map(|()| m));
-                    match verdict {
-                        Ok(m) => {
-                            self.migrate_in = Some(m.accepted());
-                            self.migrate_ack_out = Some(m.seq);
-                            self.peer_dag = m.new_dag.clone();
-                            self.ack_now = true;
-                            self.stats.peer_moves += 1;
-                            self.push_event(StreamEvent::PeerMoved(m.new_dag));
-                        }
-                        // Our acknowledgement was lost: say it again.
-                        Err(MigrateError::Replayed { seq, last }) if seq == last => {
-                            self.migrate_ack_out = Some(seq);
-                            self.ack_now = true;
-                        }
-                        Err(e) => {
-                            self.stats.migrates_refused += 1;
-                            self.push_event(StreamEvent::MigrateRefused(e));
-                        }
-                    }
+            let XstreamOption::Migrate(body) = o else {
+                continue;
+            };
+            let peer = *self.peer_dag.intent();
+            let us = *self.local_dag.intent();
+            let ctx = self.migrate_context();
+            let verdict = Migrate::parse(body)
+                .and_then(|m| m.verify(&peer, &us, &ctx, self.migrate_in).map(|()| m));
+            match verdict {
+                Ok(m) => {
+                    self.migrate_in = Some(m.accepted());
+                    self.migrate_ack_out = Some(m.seq);
+                    self.peer_dag = m.new_dag.clone();
+                    self.ack_now = true;
+                    self.stats.peer_moves += 1;
+                    self.push_event(StreamEvent::PeerMoved(m.new_dag));
                 }
-                XstreamOption::MigrateAck(body) => {
-                    if let (Ok(seq), Some((_, want))) = (parse_ack(body), &self.migrate_out) {
-                        if seq == *want {
-                            self.migrate_out = None;
-                            self.migrate_deadline = None;
-                        }
-                    }
+                // Our acknowledgement was lost: say it again.
+                Err(MigrateError::Replayed { seq, last }) if seq == last => {
+                    self.migrate_ack_out = Some(seq);
+                    self.ack_now = true;
                 }
-                _ => {}
+                Err(e) => {
+                    self.stats.migrates_refused += 1;
+                    self.push_event(StreamEvent::MigrateRefused(e));
+                }
+            }
+        }
+    }
+
+    // A MIGRATEACK stops our MIGRATE's retransmissions. It is unsigned
+    // (its wire form is a sequence number), so it counts only on a segment
+    // that is in our window and acknowledges data we sent: otherwise anyone
+    // who knows the two SIDs could cancel a lost MIGRATE with one forged
+    // segment and strand the connection at our old address.
+    fn migrate_ack(&mut self, seg: &XstreamRepr<'_>) {
+        use super::migrate::parse_ack;
+        let Some((_, want)) = self.migrate_out else {
+            return;
+        };
+        let acks_ours = seg.flags.contains(Flags::ACK)
+            && seq_ge(seg.ack, self.snd_una)
+            && seq_ge(self.snd_max, seg.ack);
+        if !acks_ours {
+            return;
+        }
+        for o in &seg.options {
+            if let XstreamOption::MigrateAck(body) = o {
+                if parse_ack(body) == Ok(want) {
+                    self.migrate_out = None;
+                    self.migrate_deadline = None;
+                }
             }
         }
     }
@@ -700,6 +717,9 @@ impl Connection {
                 self.ack_now = true;
             }
             return;
+        }
+        if self.state.is_synchronized() && !seg.options.is_empty() {
+            self.migrate_ack(seg);
         }
 
         // 2. RST: exact match resets, anything else in window is challenged.

@@ -1,0 +1,675 @@
+//! The hypervisor daemon (`xia hypervisor --config FILE`): a migration
+//! agent ([`xia_migrate::agent::Agent`]) on real links, and the control
+//! socket `xia migrate` talks to.
+//!
+//! The agent is the same sans-IO core the simulator runs; here
+//! [`HypervisorNode`] lets xia-net's driver feed it packets and time, and
+//! keeps its events in a bounded log for the control connections that
+//! wait on them (as the host daemon does with its host's events).
+//!
+//! The control protocol is the host daemon's framing (`u32` big-endian
+//! length, then postcard): one [`HvRequest`] per connection. `Info` is
+//! answered with [`HvResponse::Info`]; `Migrate` with `Started`, then
+//! `Progress` (every 200 ms and on every change) and `Note`s, and at the
+//! end `Done` with the report or `Failed` with the phase and the cause.
+//! Closing the connection does not cancel the migration.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::watch;
+use xia_migrate::agent::{Agent, AgentConfig, AgentCounters, AgentEvent};
+use xia_migrate::guest::{Guest as _, SyntheticGuest};
+use xia_migrate::msg::Mode;
+use xia_migrate::source::{Report, SourceConfig, SourceNote, Status};
+use xia_migrate::vm::Vm;
+use xia_net::api::{read_frame, write_frame, FrameError};
+use xia_net::node::{Node, NodeHandle, Stopped};
+use xia_stack::dag::Dag;
+use xia_stack::forward::{PortId, Transmit};
+use xia_stack::identity::Identity;
+use xia_stack::time::Instant;
+use xia_stack::xid::{Principal, Xid};
+
+use crate::migration::VmSpec;
+use crate::topology::derived_identity;
+
+/// Events kept for control connections (older ones are forgotten).
+pub const EVENT_LOG: usize = 4096;
+
+/// How often a migration's progress is sent when nothing else happens.
+pub const PROGRESS_EVERY: Duration = Duration::from_millis(200);
+
+/// The agent key of hypervisor `name`: derived from the name, as node
+/// identities are, so a hypervisor's SID is the same in the simulator and
+/// in real mode and can be computed from a topology.
+pub fn agent_key(name: &str) -> Identity {
+    derived_identity(Principal::SID, &format!("agent {name}"))
+}
+
+/// What an agent is built from, in the simulator or a daemon.
+#[derive(Clone, Debug)]
+pub struct AgentSetup<'a> {
+    /// The hypervisor's name.
+    pub name: &'a str,
+    /// Its HID.
+    pub identity: Identity,
+    /// Its AD.
+    pub ad: Xid,
+    /// Its router, if known (else learnt from XHCP).
+    pub gateway: Option<Xid>,
+    /// The name server, if known (else learnt from XHCP).
+    pub name_server: Option<Dag>,
+    /// Bytes of guest memory it takes in.
+    pub capacity: u64,
+    /// Seed of its randomness and of its VMs' memory.
+    pub seed: u64,
+}
+
+/// The agent for a hypervisor, with the VMs that start on it (`vms`:
+/// (index among the topology's VMs, spec)); one implementation for the
+/// simulator and the daemon.
+pub fn build_agent<'v>(
+    s: &AgentSetup<'_>,
+    vms: impl IntoIterator<Item = (usize, &'v VmSpec)>,
+    now: Instant,
+) -> Result<Agent, String> {
+    let mut cfg = AgentConfig::new(s.identity.clone(), agent_key(s.name), s.ad, s.gateway);
+    cfg.name_server = s.name_server.clone();
+    cfg.seed = s.seed;
+    cfg.destination.capacity = s.capacity;
+    let mut agent = Agent::new(cfg);
+    for (k, v) in vms {
+        let memory = SyntheticGuest::new(
+            v.pages,
+            v.page_size,
+            s.seed ^ (k as u64 + 1).wrapping_mul(0xc2b2_ae3d_27d4_eb4f),
+            v.model,
+            v.dirty_rate,
+        );
+        let vm = Vm::new(
+            &v.name,
+            memory,
+            v.identity.clone(),
+            s.ad,
+            s.gateway,
+            s.name_server.clone(),
+            v.service.clone(),
+            v.service_key.clone(),
+            v.service_name.clone(),
+            s.seed ^ (k as u64).wrapping_mul(0x2545_f491_4f6c_dd1d),
+            now,
+        )
+        .map_err(|e| format!("vm {}: {e}", v.name))?;
+        agent.add_vm(vm);
+    }
+    Ok(agent)
+}
+
+/// An agent as a node of xia-net's driver, with its event log.
+pub struct HypervisorNode {
+    /// The agent.
+    pub agent: Agent,
+    /// Its name.
+    pub name: String,
+    log: VecDeque<(u64, AgentEvent)>,
+    next: u64,
+    changed: watch::Sender<u64>,
+}
+
+impl HypervisorNode {
+    /// Wraps `agent`.
+    pub fn new(name: &str, agent: Agent) -> HypervisorNode {
+        HypervisorNode {
+            agent,
+            name: name.to_owned(),
+            log: VecDeque::new(),
+            next: 0,
+            changed: watch::channel(0).0,
+        }
+    }
+
+    /// A receiver whose value changes when events arrive.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// The log position: events after it are new.
+    pub fn position(&self) -> u64 {
+        self.next
+    }
+
+    /// The events after position `from`, and the new position.
+    pub fn events_since(&self, from: u64) -> (Vec<AgentEvent>, u64) {
+        let events = self
+            .log
+            .iter()
+            .filter(|(n, _)| *n >= from)
+            .map(|(_, e)| e.clone())
+            .collect();
+        (events, self.next)
+    }
+}
+
+impl Node for HypervisorNode {
+    fn handle_packet(&mut self, now: Instant, _port: PortId, packet: Vec<u8>) {
+        self.agent.handle_packet(now, packet);
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        self.agent.handle_timeout(now);
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.agent.poll_timeout()
+    }
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.agent.poll_transmit()
+    }
+    fn after_step(&mut self, _now: Instant) {
+        let mut any = false;
+        while let Some(e) = self.agent.poll_event() {
+            log_event(&self.name, &e);
+            self.log.push_back((self.next, e));
+            self.next += 1;
+            any = true;
+            if self.log.len() > EVENT_LOG {
+                self.log.pop_front();
+            }
+        }
+        if any {
+            self.changed.send_replace(self.next);
+        }
+    }
+}
+
+fn log_event(name: &str, e: &AgentEvent) {
+    match e {
+        AgentEvent::Outgoing { id, vm, note } => match note {
+            SourceNote::Done(r) => tracing::info!(
+                hypervisor = name, id, vm, downtime = ?r.downtime, total = ?r.total,
+                bytes = r.bytes, rounds = r.rounds, "migration done"
+            ),
+            SourceNote::Failed { phase, error } => tracing::warn!(
+                hypervisor = name, id, vm, ?phase, %error, "migration failed"
+            ),
+            other => tracing::debug!(hypervisor = name, id, vm, note = ?other, "migration"),
+        },
+        other => tracing::info!(hypervisor = name, event = ?other, "agent"),
+    }
+}
+
+/// A request on the control socket.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum HvRequest {
+    /// The agent's address, its VMs and counters.
+    Info,
+    /// Migrate a VM.
+    Migrate(MigrateRequest),
+}
+
+/// What `xia migrate` asks for.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MigrateRequest {
+    /// The VM.
+    pub vm: String,
+    /// The destination agent's DAG (`AD HID SID`, text).
+    pub to: String,
+    /// full, live or smart.
+    pub mode: String,
+    /// Live: pause when the estimated downtime is under this.
+    pub downtime_target_ms: u64,
+    /// A cap on the bytes per second sent.
+    pub max_bandwidth: Option<f64>,
+    /// XOR deltas for re-sent pages.
+    pub deltas: bool,
+    /// Throttle a guest that does not converge.
+    pub auto_converge: bool,
+}
+
+impl MigrateRequest {
+    /// The session configuration it asks for.
+    pub fn config(&self) -> Result<SourceConfig, String> {
+        let mode: Mode = self.mode.parse()?;
+        let mut c = SourceConfig {
+            mode,
+            downtime_target: Duration::from_millis(self.downtime_target_ms),
+            max_bandwidth: self.max_bandwidth,
+            auto_converge: self.auto_converge,
+            ..SourceConfig::default()
+        };
+        if self.deltas {
+            c.delta_cache = xia_migrate::source::DEFAULT_DELTA_CACHE;
+        }
+        Ok(c)
+    }
+}
+
+/// The agent and its VMs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HvInfo {
+    /// The hypervisor's name.
+    pub name: String,
+    /// Where other agents reach it.
+    pub dag: String,
+    /// Whether it has heard its router (XHCP).
+    pub attached: bool,
+    /// Its VMs.
+    pub vms: Vec<VmInfo>,
+    /// Location-management counters.
+    pub counters: String,
+}
+
+/// One VM.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VmInfo {
+    /// Its name.
+    pub name: String,
+    /// Bytes of memory.
+    pub memory: u64,
+    /// Running (not paused for a migration).
+    pub running: bool,
+    /// Its service's DAG.
+    pub service: String,
+}
+
+/// A live view of a migration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// The source's state.
+    pub state: String,
+    /// The round.
+    pub round: u32,
+    /// Pages left in this round.
+    pub pages_left: u64,
+    /// Pages dirty now.
+    pub dirty: u64,
+    /// Pages dirtied per second.
+    pub dirty_rate: f64,
+    /// Bytes sent.
+    pub bytes_sent: u64,
+    /// Bytes the destination confirmed.
+    pub bytes_acked: u64,
+    /// Bytes per second (0: not measured yet).
+    pub bandwidth: f64,
+    /// The downtime a pause now would cost, ms.
+    pub estimated_downtime_ms: Option<f64>,
+    /// The guest's throttle (1: none).
+    pub throttle: f64,
+    /// Bytes per page.
+    pub page_size: u64,
+}
+
+impl From<Status> for Progress {
+    fn from(s: Status) -> Progress {
+        Progress {
+            state: format!("{:?}", s.state),
+            round: s.round,
+            pages_left: s.pages_left as u64,
+            dirty: s.dirty as u64,
+            dirty_rate: s.dirty_rate,
+            bytes_sent: s.bytes_sent,
+            bytes_acked: s.bytes_acked,
+            bandwidth: s.bandwidth,
+            estimated_downtime_ms: s.estimated_downtime.map(ms),
+            throttle: s.throttle,
+            page_size: 0,
+        }
+    }
+}
+
+/// A finished migration, as the source saw it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// The strategy followed.
+    pub strategy: String,
+    /// Pre-copy rounds.
+    pub rounds: u32,
+    /// Offer to activation, ms.
+    pub total_ms: f64,
+    /// Pause to activation less half an RTT, ms.
+    pub downtime_ms: f64,
+    /// The estimate at the pause, ms.
+    pub estimated_downtime_ms: f64,
+    /// Bytes sent.
+    pub bytes: u64,
+    /// Pages in the final copy.
+    pub final_pages: u64,
+    /// The lowest throttle applied.
+    pub throttle: f64,
+    /// Paused without meeting the target.
+    pub target_missed: bool,
+    /// Bytes per second at the pause.
+    pub bandwidth: f64,
+    /// RTT, ms.
+    pub rtt_ms: f64,
+}
+
+impl From<&Report> for Summary {
+    fn from(r: &Report) -> Summary {
+        Summary {
+            strategy: format!("{:?}", r.strategy),
+            rounds: r.rounds,
+            total_ms: ms(r.total),
+            downtime_ms: ms(r.downtime),
+            estimated_downtime_ms: ms(r.estimated_downtime),
+            bytes: r.bytes,
+            final_pages: r.final_pages as u64,
+            throttle: r.throttle,
+            target_missed: r.target_missed,
+            bandwidth: r.bandwidth,
+            rtt_ms: ms(r.rtt),
+        }
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// An answer on the control socket.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum HvResponse {
+    /// The agent.
+    Info(HvInfo),
+    /// The migration started.
+    Started {
+        /// Its id.
+        id: u64,
+    },
+    /// Where it is.
+    Progress(Progress),
+    /// Something happened (accepted, a round, throttled, paused …).
+    Note(String),
+    /// It finished: the VM runs at the destination.
+    Done(Summary),
+    /// It failed: the VM runs here.
+    Failed {
+        /// The phase.
+        phase: String,
+        /// Why.
+        error: String,
+    },
+    /// The request could not be carried out.
+    Error(String),
+}
+
+fn counters_line(c: &AgentCounters) -> String {
+    format!(
+        "{} buffered, {} dropped, {} delivered after a failed move, {} forwarded, {} redirects, {} forged",
+        c.buffered, c.buffer_drops, c.delivered_after_pause, c.forwarded, c.redirects, c.forged
+    )
+}
+
+/// Serves control connections on `listener` until the node stops.
+pub async fn serve(listener: UnixListener, node: NodeHandle<HypervisorNode>) {
+    let node = Arc::new(node);
+    loop {
+        let Ok((conn, _)) = listener.accept().await else {
+            return;
+        };
+        let node = node.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection(conn, &node).await {
+                tracing::debug!(error = %e, "control connection ended");
+            }
+        });
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error(transparent)]
+    Stopped(#[from] Stopped),
+}
+
+async fn connection(
+    mut conn: UnixStream,
+    node: &NodeHandle<HypervisorNode>,
+) -> Result<(), ConnError> {
+    let req: HvRequest = read_frame(&mut conn).await?;
+    match req {
+        HvRequest::Info => {
+            let info = node
+                .call(|n, _| HvInfo {
+                    name: n.name.clone(),
+                    dag: n.agent.dag().to_line(),
+                    attached: n.agent.host().interfaces()[0].gateway.is_some(),
+                    vms: n
+                        .agent
+                        .vm_names()
+                        .filter_map(|v| n.agent.vm(v))
+                        .map(|v| VmInfo {
+                            name: v.name.clone(),
+                            memory: (v.memory.pages() * v.memory.page_size()) as u64,
+                            running: v.is_running(),
+                            service: v.service_dag().to_line(),
+                        })
+                        .collect(),
+                    counters: counters_line(&n.agent.counters()),
+                })
+                .await?;
+            write_frame(&mut conn, &HvResponse::Info(info)).await?;
+        }
+        HvRequest::Migrate(m) => migrate(conn, node, m).await?,
+    }
+    Ok(())
+}
+
+async fn migrate(
+    mut conn: UnixStream,
+    node: &NodeHandle<HypervisorNode>,
+    m: MigrateRequest,
+) -> Result<(), ConnError> {
+    let config = match m.config() {
+        Ok(c) => c,
+        Err(e) => return Ok(write_frame(&mut conn, &HvResponse::Error(e)).await?),
+    };
+    let to = match m.to.parse::<Dag>() {
+        Ok(d) => d,
+        Err(e) => {
+            let msg = format!("--to {:?} is not a DAG: {e}", m.to);
+            return Ok(write_frame(&mut conn, &HvResponse::Error(msg)).await?);
+        }
+    };
+    let vm = m.vm.clone();
+    let (started, mut pos, mut changed, page_size) = node
+        .call(move |n, now| {
+            let pos = n.position();
+            let page = n.agent.vm(&vm).map_or(0, |v| v.memory.page_size() as u64);
+            let r = n.agent.migrate(now, &vm, &to, config);
+            (r, pos, n.subscribe(), page)
+        })
+        .await?;
+    let id = match started {
+        Ok(id) => id,
+        Err(e) => return Ok(write_frame(&mut conn, &HvResponse::Error(e.to_string())).await?),
+    };
+    write_frame(&mut conn, &HvResponse::Started { id }).await?;
+    loop {
+        let (events, next, status) = node
+            .call(move |n, _| {
+                let (events, next) = n.events_since(pos);
+                (events, next, n.agent.status(id))
+            })
+            .await?;
+        pos = next;
+        for e in events {
+            let AgentEvent::Outgoing { id: eid, note, .. } = e else {
+                continue;
+            };
+            if eid != id {
+                continue;
+            }
+            let answer = match note {
+                SourceNote::Done(r) => {
+                    write_frame(&mut conn, &HvResponse::Done(Summary::from(&r))).await?;
+                    return Ok(());
+                }
+                SourceNote::Failed { phase, error } => {
+                    let f = HvResponse::Failed {
+                        phase: format!("{phase:?}"),
+                        error: error.to_string(),
+                    };
+                    write_frame(&mut conn, &f).await?;
+                    return Ok(());
+                }
+                other => HvResponse::Note(note_text(&other)),
+            };
+            write_frame(&mut conn, &answer).await?;
+        }
+        if let Some(s) = status {
+            let mut p = Progress::from(s);
+            p.page_size = page_size;
+            write_frame(&mut conn, &HvResponse::Progress(p)).await?;
+        }
+        tokio::select! {
+            r = changed.changed() => if r.is_err() { return Ok(()) },
+            () = tokio::time::sleep(PROGRESS_EVERY) => {}
+        }
+    }
+}
+
+fn note_text(n: &SourceNote) -> String {
+    match n {
+        SourceNote::Accepted => "the destination reserved room".into(),
+        SourceNote::Chose { strategy, .. } => format!("smart mode chose {strategy:?}"),
+        SourceNote::Round { round, pages } => format!("round {round}: {pages} pages"),
+        SourceNote::Throttled { factor } => {
+            format!("guest throttled to {:.0} % (auto-converge)", factor * 100.0)
+        }
+        SourceNote::Paused => "guest paused for the final copy".into(),
+        SourceNote::FinalSent => "final copy sent; waiting for the commit".into(),
+        SourceNote::Committed => "the destination committed".into(),
+        SourceNote::InDoubt => "contact lost after the final copy: in doubt, asking".into(),
+        SourceNote::Forged(e) => format!("dropped a forged message: {e}"),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Why a control request failed, client side.
+#[derive(Debug, thiserror::Error)]
+pub enum HvError {
+    /// The socket.
+    #[error("hypervisor socket {path}: {source}")]
+    Connect {
+        /// Its path.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The conversation.
+    #[error("hypervisor: {0}")]
+    Frame(#[from] FrameError),
+    /// The daemon refused.
+    #[error("{0}")]
+    Refused(String),
+    /// It failed.
+    #[error("migration failed in {phase}: {error}")]
+    Failed {
+        /// Where.
+        phase: String,
+        /// Why.
+        error: String,
+    },
+    /// The daemon answered out of turn.
+    #[error("hypervisor: unexpected answer {0}")]
+    Unexpected(String),
+}
+
+async fn dial(socket: &Path) -> Result<UnixStream, HvError> {
+    UnixStream::connect(socket)
+        .await
+        .map_err(|source| HvError::Connect {
+            path: socket.display().to_string(),
+            source,
+        })
+}
+
+/// Asks the hypervisor at `socket` for its agent and VMs.
+pub async fn info(socket: &Path) -> Result<HvInfo, HvError> {
+    let mut c = dial(socket).await?;
+    write_frame(&mut c, &HvRequest::Info).await?;
+    match read_frame(&mut c).await? {
+        HvResponse::Info(i) => Ok(i),
+        HvResponse::Error(e) => Err(HvError::Refused(e)),
+        other => Err(HvError::Unexpected(format!("{other:?}"))),
+    }
+}
+
+/// Runs a migration through the hypervisor at `socket`, showing every
+/// answer to `update`; returns the summary.
+pub async fn migrate_via(
+    socket: &Path,
+    req: &MigrateRequest,
+    mut update: impl FnMut(&HvResponse),
+) -> Result<Summary, HvError> {
+    let mut c = dial(socket).await?;
+    write_frame(&mut c, &HvRequest::Migrate(req.clone())).await?;
+    loop {
+        let r: HvResponse = read_frame(&mut c).await?;
+        update(&r);
+        match r {
+            HvResponse::Done(s) => return Ok(s),
+            HvResponse::Failed { phase, error } => return Err(HvError::Failed { phase, error }),
+            HvResponse::Error(e) => return Err(HvError::Refused(e)),
+            HvResponse::Info(_) => return Err(HvError::Unexpected("info".into())),
+            _ => {}
+        }
+    }
+}
+
+/// A VM's `[[vm]]` section (for generated daemon configurations): the
+/// inverse of the topology parser's, so a hypervisor daemon starts the VM
+/// the topology describes.
+pub fn vm_section(v: &VmSpec, hypervisor: &str) -> String {
+    use std::fmt::Write as _;
+    use xia_migrate::guest::DirtyModel;
+    use xia_migrate::vm::ServiceSpec;
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "[[vm]]\nname = {:?}\nhypervisor = {hypervisor:?}\nmemory = \"{}B\"\npage_size = {}\ndirty_rate = {:?}",
+        v.name,
+        v.pages as u64 * v.page_size as u64,
+        v.page_size,
+        v.dirty_rate
+    );
+    match v.model {
+        DirtyModel::Uniform => {
+            let _ = writeln!(t, "dirty = \"uniform\"");
+        }
+        DirtyModel::HotSet { pages, .. } => {
+            let _ = writeln!(
+                t,
+                "dirty = \"hot-set\"\nhot_set = \"{}B\"",
+                pages as u64 * v.page_size as u64
+            );
+        }
+        DirtyModel::Zipf { s } => {
+            let _ = writeln!(t, "dirty = \"zipf\"\nzipf = {s:?}");
+        }
+    }
+    match &v.service {
+        ServiceSpec::None => {
+            let _ = writeln!(t, "service = \"none\"");
+        }
+        ServiceSpec::StreamSource { bytes, rate } => {
+            let _ = writeln!(t, "service = \"stream\"\nbytes = \"{bytes}B\"");
+            if let Some(r) = rate {
+                let _ = writeln!(t, "rate = \"{}bps\"", r * 8);
+            }
+        }
+        ServiceSpec::DatagramSink => {
+            let _ = writeln!(t, "service = \"datagrams\"");
+        }
+    }
+    if let Some(n) = &v.service_name {
+        let _ = writeln!(t, "service_name = {n:?}");
+    }
+    t
+}
