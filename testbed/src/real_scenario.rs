@@ -1,9 +1,11 @@
 //! A topology's scenario on a real testbed: the `[[run]]` pings and
 //! `[[stream]]` transfers, at their times, through the host daemons'
-//! application API — so the same file gives comparable results in the
-//! simulator and in real mode (modulo timing). Other scenario entries
-//! (`[[flow]]`, `[[fetch]]`, `[[move]]`, `[[event]]`) run in the
-//! simulator only, and are reported as skipped.
+//! application API, and the `[[migration]]`s and download `[[client]]`s
+//! of VMs through the hypervisor daemons' control sockets — so the same
+//! file gives comparable results in the simulator and in real mode
+//! (modulo timing). Other scenario entries (`[[flow]]`, `[[fetch]]`,
+//! `[[move]]`, `[[event]]`, datagram clients) run in the simulator only,
+//! and are reported as skipped.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -13,7 +15,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use xia_net::client::{Client, PingOutcome};
 use xia_stack::xid::Principal;
 
+use xia_migrate::vm::ServiceSpec;
+
 use crate::apps::{fill_stream, stream_mismatches};
+use crate::migration::ClientKind;
 use crate::real::State;
 use crate::topology::{derived_identity, Command, Target, Topology};
 
@@ -51,6 +56,40 @@ pub struct RealStream {
     pub error: Option<String>,
 }
 
+/// One VM migration, through the source hypervisor's control socket.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RealMigration {
+    /// The VM.
+    pub vm: String,
+    /// Source and destination hypervisors.
+    pub from: String,
+    /// Destination.
+    pub to: String,
+    /// The mode asked for.
+    pub mode: String,
+    /// What the source reported, or why it failed.
+    pub result: Result<crate::hypervisor::Summary, String>,
+}
+
+/// A client downloading a VM's stream service.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RealVmClient {
+    /// Its host.
+    pub host: String,
+    /// The VM.
+    pub vm: String,
+    /// Bytes the service sends.
+    pub expected: u64,
+    /// Bytes received.
+    pub received: u64,
+    /// Bytes that were not the pattern's.
+    pub corrupt: u64,
+    /// The longest wait between two reads, after the first byte.
+    pub longest_gap: Duration,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+}
+
 /// What the scenario did.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RealReport {
@@ -58,6 +97,10 @@ pub struct RealReport {
     pub pings: Vec<RealPing>,
     /// Streams, in file order.
     pub streams: Vec<RealStream>,
+    /// VM migrations, in file order.
+    pub migrations: Vec<RealMigration>,
+    /// VM clients, in file order.
+    pub vm_clients: Vec<RealVmClient>,
     /// Scenario entries not run in real mode.
     pub skipped: Vec<String>,
 }
@@ -90,6 +133,48 @@ impl std::fmt::Display for RealReport {
                     let _ = write!(line, ", {} CORRUPT bytes", s.corrupt);
                 }
                 if let Some(e) = &s.error {
+                    let _ = write!(line, ", error: {e}");
+                }
+                writeln!(f, "{line}")?;
+            }
+            writeln!(f)?;
+        }
+        if !self.migrations.is_empty() {
+            writeln!(f, "migrations:")?;
+            for m in &self.migrations {
+                let head = format!("  {} {} -> {} {}", m.vm, m.from, m.to, m.mode);
+                match &m.result {
+                    Ok(s) => writeln!(
+                        f,
+                        "{head}: done; downtime {:.1} ms as the source saw it (estimated {:.1} ms{}), total {:.1} ms, {} rounds, {:.2} MB sent, {} pages in the final copy, {:.1} Mbit/s, RTT {:.1} ms",
+                        s.downtime_ms,
+                        s.estimated_downtime_ms,
+                        if s.target_missed { ", target missed" } else { "" },
+                        s.total_ms,
+                        s.rounds,
+                        s.bytes as f64 / 1e6,
+                        s.final_pages,
+                        s.bandwidth * 8.0 / 1e6,
+                        s.rtt_ms
+                    )?,
+                    Err(e) => writeln!(f, "{head}: FAILED: {e}")?,
+                }
+            }
+            writeln!(f)?;
+        }
+        if !self.vm_clients.is_empty() {
+            writeln!(f, "vm clients:")?;
+            for c in &self.vm_clients {
+                let mut line = format!(
+                    "  {} <- {} (download): {} of {} bytes, {} corrupt, longest gap {:.1} ms",
+                    c.host,
+                    c.vm,
+                    c.received,
+                    c.expected,
+                    c.corrupt,
+                    c.longest_gap.as_secs_f64() * 1e3
+                );
+                if let Some(e) = &c.error {
                     let _ = write!(line, ", error: {e}");
                 }
                 writeln!(f, "{line}")?;
@@ -302,8 +387,132 @@ pub async fn run(topo: &Topology, state: &State) -> RealReport {
             r
         }
     });
-    let (pings, streams) = tokio::join!(join_all(pings), join_all(streams));
+    let migrations = run_migrations(topo, state, t0);
+    let vm_clients = topo.migration.clients.iter().filter_map(|c| {
+        let v = &topo.migration.vms[c.vm];
+        let ServiceSpec::StreamSource { bytes, .. } = v.service else {
+            return None;
+        };
+        if c.kind != ClientKind::Download {
+            return None;
+        }
+        let cc = client(c.host);
+        // Where the VM is at the start (its AD, its HID, its service).
+        let hv = &topo.nodes[v.hypervisor];
+        let dag = xia_stack::dag::Dag::path(&[
+            topo.ads[hv.ad].xid,
+            v.identity.xid(),
+            v.service_key.xid(),
+        ])
+        .expect("three nodes");
+        let to = match (&v.service_name, c.by_name) {
+            (Some(n), true) => n.clone(),
+            _ => dag.to_line(),
+        };
+        Some(async move {
+            let mut r = RealVmClient {
+                host: topo.nodes[c.host].name.clone(),
+                vm: v.name.clone(),
+                expected: bytes,
+                received: 0,
+                corrupt: 0,
+                longest_gap: Duration::ZERO,
+                error: None,
+            };
+            tokio::time::sleep_until(t0 + c.at).await;
+            let got = async {
+                let mut s = cc.connect(&to).await?;
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut last: Option<Instant> = None;
+                loop {
+                    let n = s.read(&mut buf).await?;
+                    let now = Instant::now();
+                    if let Some(l) = last {
+                        r.longest_gap = r.longest_gap.max(now - l);
+                    }
+                    if n == 0 {
+                        break;
+                    }
+                    last = Some(now);
+                    r.corrupt += stream_mismatches(r.received, &buf[..n]);
+                    r.received += n as u64;
+                }
+                Ok::<_, xia_net::client::ClientError>(())
+            }
+            .await;
+            if let Err(e) = got {
+                r.error = Some(e.to_string());
+            }
+            r
+        })
+    });
+    for c in &topo.migration.clients {
+        if c.kind != ClientKind::Download {
+            report.skipped.push(format!(
+                "[[client]] {} of {} (datagrams)",
+                topo.nodes[c.host].name, topo.migration.vms[c.vm].name
+            ));
+        }
+    }
+    let (pings, streams, migrations, vm_clients) = tokio::join!(
+        join_all(pings),
+        join_all(streams),
+        migrations,
+        join_all(vm_clients)
+    );
     report.pings = pings;
     report.streams = streams;
+    report.migrations = migrations;
+    report.vm_clients = vm_clients;
     report
+}
+
+/// The topology's migrations, in time order, each through the control
+/// socket of the hypervisor its VM is on by then.
+async fn run_migrations(
+    topo: &Topology,
+    state: &State,
+    t0: tokio::time::Instant,
+) -> Vec<RealMigration> {
+    let plan = &topo.migration;
+    let mut order: Vec<usize> = (0..plan.migrations.len()).collect();
+    order.sort_by_key(|&k| plan.migrations[k].at);
+    let mut on: Vec<usize> = plan.vms.iter().map(|v| v.hypervisor).collect();
+    let mut out: Vec<Option<RealMigration>> = vec![None; plan.migrations.len()];
+    for k in order {
+        let m = &plan.migrations[k];
+        let from = on[m.vm];
+        let dest = &topo.nodes[m.to];
+        let to = xia_stack::dag::Dag::path(&[
+            topo.ads[dest.ad].xid,
+            dest.hid(),
+            crate::hypervisor::agent_key(&dest.name).xid(),
+        ])
+        .expect("three nodes");
+        let c = &m.config;
+        let req = crate::hypervisor::MigrateRequest {
+            vm: plan.vms[m.vm].name.clone(),
+            to: to.to_line(),
+            mode: c.mode.to_string(),
+            downtime_target_ms: c.downtime_target.as_millis() as u64,
+            max_bandwidth: c.max_bandwidth,
+            deltas: c.delta_cache > 0,
+            auto_converge: c.auto_converge,
+        };
+        tokio::time::sleep_until(t0 + m.at).await;
+        let result = crate::hypervisor::migrate_via(&state.node[from].socket, &req, |_| {})
+            .await
+            .map_err(|e| e.to_string());
+        if result.is_ok() {
+            on[m.vm] = m.to;
+        }
+        out[k] = Some(RealMigration {
+            vm: req.vm,
+            from: topo.nodes[from].name.clone(),
+            to: dest.name.clone(),
+            mode: req.mode,
+            result,
+        });
+    }
+    out.into_iter().flatten().collect()
 }
