@@ -114,6 +114,26 @@ impl SyntheticGuest {
             }
             _ => Vec::new(),
         };
+        let mut g = SyntheticGuest::zeroed(pages, page_size, seed, model, rate, zipf_cdf);
+        for i in 0..pages {
+            // About a quarter of the pages start zero (never written).
+            if page_hash(seed, i as u64, 0) % 4 != 0 {
+                g.fill(i);
+            }
+        }
+        g.device = format!("synthetic guest seed {seed}").into_bytes();
+        g
+    }
+
+    // All pages zero, all dirty, running.
+    fn zeroed(
+        pages: usize,
+        page_size: usize,
+        seed: u64,
+        model: DirtyModel,
+        rate: f64,
+        zipf_cdf: Vec<f64>,
+    ) -> SyntheticGuest {
         let mut g = SyntheticGuest {
             page_size,
             seed,
@@ -135,21 +155,16 @@ impl SyntheticGuest {
                 *last = (1u64 << (pages % 64)) - 1;
             }
         }
-        for i in 0..pages {
-            // About a quarter of the pages start zero (never written).
-            if page_hash(seed, i as u64, 0) % 4 != 0 {
-                g.fill(i);
-            }
-        }
-        g.device = format!("synthetic guest seed {seed}").into_bytes();
         g
     }
 
     /// A blank guest of the same shape, to receive a migration.
     pub fn blank(pages: usize, page_size: usize) -> SyntheticGuest {
-        let mut g = SyntheticGuest::new(pages, page_size, 0, DirtyModel::Uniform, 0.0);
-        g.memory.iter_mut().for_each(|b| *b = 0);
-        g.device.clear();
+        // Zeroed memory, not a seeded image wiped: filling it would cost
+        // the destination tens of milliseconds per 64 MiB before it can
+        // accept (time the source would count as RTT).
+        let mut g =
+            SyntheticGuest::zeroed(pages, page_size, 0, DirtyModel::Uniform, 0.0, Vec::new());
         g.running = false;
         g
     }
