@@ -29,6 +29,18 @@
 //! max_bandwidth = "1Gbps"    # optional cap
 //! deltas = false             # XOR deltas for re-sent pages
 //! auto_converge = true
+//! # optional: a fault, the first time the source reaches a phase
+//! # (negotiating | precopy | stop-and-copy | await-commit | released)
+//! fault = { phase = "precopy", kind = "link-cut", duration = "12s" }
+//! #   link-cut    the inter-AD links between the two hypervisors go down
+//! #               (what is on them is lost) for `duration`, then back
+//! #   stall       nothing gets through them for `duration`, then
+//! #               everything that was sent does
+//! #   loss        they lose `rate` (0 to 1) of the packets for `duration`
+//! #   dest-crash  the destination's agent loses everything (its VMs and
+//! #               log too) and restarts empty after `duration` (default 0)
+//! #   source-crash  the source's agent process dies; its VMs live on; it
+//! #               restarts from its log after `duration` (default 1s)
 //!
 //! [[client]]
 //! host = "c1"
@@ -47,6 +59,7 @@ use toml::Spanned;
 use xia_migrate::guest::DirtyModel;
 use xia_migrate::msg::Mode;
 use xia_migrate::source::{SourceConfig, DEFAULT_DELTA_CACHE};
+use xia_migrate::state::Source;
 use xia_migrate::vm::{stream_mismatches, ServiceSpec};
 use xia_stack::dag::Dag;
 use xia_stack::host::{Host, HostEvent, NetError};
@@ -96,6 +109,16 @@ pub(crate) struct RawMigration {
     deltas: Option<bool>,
     auto_converge: Option<bool>,
     max_rounds: Option<Spanned<i64>>,
+    fault: Option<Spanned<RawFault>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFault {
+    phase: Spanned<String>,
+    kind: Spanned<String>,
+    duration: Option<Spanned<String>>,
+    rate: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize)]
@@ -156,6 +179,162 @@ pub struct MigrationSpec {
     pub at: Duration,
     /// How.
     pub config: SourceConfig,
+    /// A fault to inject (`fault = { … }`).
+    pub fault: Option<FaultSpec>,
+}
+
+/// A fault injected into a migration the first time its source reaches a
+/// phase (`fault = { phase = "precopy", kind = "link-cut", duration =
+/// "12s" }` in a `[[migration]]`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FaultSpec {
+    /// When: the source's phase (Negotiating, PreCopy, StopAndCopy,
+    /// AwaitCommit or Released).
+    pub phase: Source,
+    /// What.
+    pub kind: FaultKind,
+}
+
+/// What a [`FaultSpec`] does. The link faults hit the links that join two
+/// ADs on the path between the two hypervisors (within one AD, its
+/// router-to-router links; with none, the whole path).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum FaultKind {
+    /// The links go down for this long (what is on them is lost), then
+    /// come back.
+    LinkCut(Duration),
+    /// Nothing gets through the links for this long; then everything that
+    /// was sent meanwhile arrives.
+    Stall(Duration),
+    /// The links lose this share of packets for this long.
+    Loss {
+        /// The share, 0 to 1.
+        rate: f64,
+        /// For how long.
+        duration: Duration,
+    },
+    /// The destination's agent loses all its state — connections,
+    /// sessions, log, and the VMs it runs, one it activated included —
+    /// and restarts empty after this long.
+    DestCrash(Duration),
+    /// The source's agent process dies (its VMs live on, running or
+    /// paused, as QEMU outlives libvirtd) and restarts from its log after
+    /// this long; meanwhile the machine, whose network the agent bridges,
+    /// hears nothing.
+    SourceCrash(Duration),
+}
+
+impl FaultKind {
+    /// Its name in a topology.
+    pub fn name(&self) -> &'static str {
+        match self {
+            FaultKind::LinkCut(_) => "link-cut",
+            FaultKind::Stall(_) => "stall",
+            FaultKind::Loss { .. } => "loss",
+            FaultKind::DestCrash(_) => "dest-crash",
+            FaultKind::SourceCrash(_) => "source-crash",
+        }
+    }
+}
+
+impl std::fmt::Display for FaultSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = |d: &Duration| d.as_secs_f64();
+        write!(f, "{}", self.kind.name())?;
+        match &self.kind {
+            FaultKind::LinkCut(d) | FaultKind::Stall(d) => write!(f, " for {} s", secs(d))?,
+            FaultKind::Loss { rate, duration } => {
+                write!(f, " of {} % for {} s", rate * 100.0, secs(duration))?
+            }
+            FaultKind::DestCrash(d) | FaultKind::SourceCrash(d) => {
+                write!(f, ", restarted after {} s", secs(d))?
+            }
+        }
+        write!(f, " in {:?}", self.phase)
+    }
+}
+
+/// The phases a fault can name, as written in a topology.
+const FAULT_PHASES: [(&str, Source); 5] = [
+    ("negotiating", Source::Negotiating),
+    ("precopy", Source::PreCopy),
+    ("stop-and-copy", Source::StopAndCopy),
+    ("await-commit", Source::AwaitCommit),
+    ("released", Source::Released),
+];
+
+/// Faults last at most an hour.
+const FAULT_LONGEST: Duration = Duration::from_secs(3600);
+
+impl FaultSpec {
+    fn parse(cx: &Ctx, raw: &Spanned<RawFault>) -> Result<FaultSpec, TopologyError> {
+        let r = raw.get_ref();
+        let Some(&(_, phase)) = FAULT_PHASES
+            .iter()
+            .find(|(n, _)| *n == r.phase.get_ref().as_str())
+        else {
+            return cx.err(
+                r.phase.span(),
+                format!(
+                    "fault phase {:?} is not negotiating, precopy, stop-and-copy, await-commit or released",
+                    r.phase.get_ref()
+                ),
+            );
+        };
+        let duration = match &r.duration {
+            None => None,
+            Some(d) => match parse_duration(d.get_ref()) {
+                Some(t) if t <= FAULT_LONGEST => Some(t),
+                _ => {
+                    return cx.err(
+                        d.span(),
+                        format!(
+                            "fault duration {:?} is not a time like \"12s\" (at most 1 hour)",
+                            d.get_ref()
+                        ),
+                    )
+                }
+            },
+        };
+        let kind = r.kind.get_ref().as_str();
+        // Only loss takes a rate.
+        if let (Some(rate), false) = (&r.rate, kind == "loss") {
+            return cx.err(rate.span(), "fault rate is for kind = \"loss\" only");
+        }
+        let needs = |what: &str| -> Result<Duration, TopologyError> {
+            match duration {
+                Some(d) if !d.is_zero() => Ok(d),
+                _ => cx.err(
+                    raw.span(),
+                    format!("a {what} fault needs duration = TIME (more than 0)"),
+                ),
+            }
+        };
+        let kind = match kind {
+            "link-cut" => FaultKind::LinkCut(needs("link-cut")?),
+            "stall" => FaultKind::Stall(needs("stall")?),
+            "loss" => {
+                let duration = needs("loss")?;
+                let rate = match &r.rate {
+                    Some(x) if *x.get_ref() > 0.0 && *x.get_ref() <= 1.0 => *x.get_ref(),
+                    Some(x) => return cx.err(x.span(), "fault rate must be above 0 and at most 1"),
+                    None => return cx.err(raw.span(), "a loss fault needs rate = SHARE (0 to 1)"),
+                };
+                FaultKind::Loss { rate, duration }
+            }
+            "dest-crash" => FaultKind::DestCrash(duration.unwrap_or(Duration::ZERO)),
+            "source-crash" => FaultKind::SourceCrash(duration.unwrap_or(Duration::from_secs(1))),
+            other => {
+                return cx.err(
+                    r.kind.span(),
+                    format!(
+                    "fault kind {other:?} is not link-cut, stall, loss, dest-crash or source-crash"
+                ),
+                )
+            }
+        };
+        Ok(FaultSpec { phase, kind })
+    }
 }
 
 /// What a client does.
@@ -467,11 +646,16 @@ impl MigrationPlan {
                     _ => return cx.err(r.span(), "max_rounds must be at least 1"),
                 };
             }
+            let fault = match &m.fault {
+                Some(f) => Some(FaultSpec::parse(cx, f)?),
+                None => None,
+            };
             plan.migrations.push(MigrationSpec {
                 vm,
                 to,
                 at: time(&m.at, "at")?,
                 config,
+                fault,
             });
         }
         for c in raw.clients {

@@ -25,6 +25,24 @@
 //! waiting for the next beacon), registers its HID with the AD's router,
 //! re-registers its service name (signed), and sends every peer a signed
 //! MIGRATE with its new DAG.
+//!
+//! **The log** (write-ahead, sans-IO). The agent keeps its sessions in
+//! memory; what a restarted process needs to finish what it had under way
+//! it hands its driver as [`LogEntry`]s ([`Agent::poll_log`]), which the
+//! driver appends to storage before it sends anything the agent has
+//! queued. An outgoing migration is logged when it begins — before its
+//! offer leaves, so before its guest can pause — with what
+//! [`SourceSession::recover`] needs (id, VM, session hash) and the
+//! destination's DAG; its acceptance, its commit (with the forwarding
+//! pointer) and its end follow. An incoming migration's commit is logged
+//! before the `Commit` leaves, so that a restarted destination never
+//! answers "unknown" about a guest it took. [`AgentLog`] is that storage,
+//! compacted and bounded; [`Agent::restart`] rebuilds an agent from it and
+//! the VMs that outlived the old process ([`Agent::into_vms`]), as QEMU
+//! outlives a crashed libvirtd: a migration whose VM is paused (its final
+//! copy had begun) is recovered in doubt and asks the destination; one
+//! whose VM still runs had not reached the final copy, and is dropped.
+//! What a restart keeps and loses is listed at [`Agent::restart`].
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -48,7 +66,7 @@ use crate::auth::{self, SourceAuth};
 use crate::destination::{DestinationConfig, DestinationNote, DestinationSession};
 use crate::guest::{Guest, SyntheticGuest};
 use crate::msg::{FrameReader, Msg, Outcome};
-use crate::source::{SourceConfig, SourceNote, SourceSession, Status};
+use crate::source::{MigrateError, Recovery, SourceConfig, SourceNote, SourceSession, Status};
 use crate::state::Source;
 use crate::vm::Vm;
 
@@ -167,6 +185,250 @@ pub struct AgentCounters {
     pub forged: u64,
 }
 
+/// A record the agent hands its driver to make durable
+/// ([`Agent::poll_log`]); [`AgentLog::apply`] folds it into what a
+/// restart reads.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum LogEntry {
+    /// An outgoing migration began. Logged before its offer is written,
+    /// so before its guest can pause.
+    Began {
+        /// What [`SourceSession::recover`] needs: id, VM name, session
+        /// hash.
+        recovery: Recovery,
+        /// The destination agent (`AD HID SID`): where a recovered session
+        /// asks.
+        to: Dag,
+        /// The session's timeout, for the recovered session.
+        timeout: Duration,
+    },
+    /// The destination accepted it: pre-copy began. (Only what a restart
+    /// reports: "failed in PreCopy" rather than "in Negotiating".)
+    Accepted {
+        /// The migration.
+        id: u64,
+    },
+    /// The destination committed (its signed commit checked): the VM is
+    /// its own, and packets for the VM's HID go to `new_ad` until `until`
+    /// (the forwarding pointer, in the driver's clock).
+    Committed {
+        /// The migration.
+        id: u64,
+        /// The VM's HID.
+        hid: Xid,
+        /// The AD it moved to.
+        new_ad: Xid,
+        /// When the pointer lapses.
+        until: Instant,
+    },
+    /// It ended: nothing to recover. A failed one (`done` false) also
+    /// takes its pointer back: the VM runs here again.
+    Ended {
+        /// The migration.
+        id: u64,
+        /// Whether the VM runs at the destination.
+        done: bool,
+    },
+    /// An incoming migration committed (`active`: and its VM was
+    /// started). Logged before the `Commit` leaves: a restarted agent
+    /// answers in-doubt queries about it from this, never "unknown" (which
+    /// would let the source resume a second copy).
+    Incoming {
+        /// The migration.
+        id: u64,
+        /// The VM was started.
+        active: bool,
+    },
+    /// The agent was restarted from the log for the `count`th time: it
+    /// draws its migration ids, nonces and secrets from a fresh stream.
+    Restarted {
+        /// How many restarts so far.
+        count: u32,
+    },
+}
+
+/// An outgoing migration the log says is under way.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoggedMigration {
+    /// For [`SourceSession::recover`].
+    pub recovery: Recovery,
+    /// The destination agent.
+    pub to: Dag,
+    /// The session's timeout.
+    pub timeout: Duration,
+    /// The destination accepted (pre-copy began).
+    pub accepted: bool,
+    /// The destination committed.
+    pub committed: bool,
+}
+
+/// An agent's log as its driver keeps it: every [`LogEntry`] applied,
+/// compacted to what a restart needs, and bounded — the migrations under
+/// way (at most one per VM, a few thousand in all), the forwarding
+/// pointers (4096, the soonest to lapse dropped first), and the last 1024
+/// incoming commits (as many as the agent remembers outcomes). A daemon
+/// appends each entry to a file and replays the file into an `AgentLog` on
+/// start; it can rewrite the file from [`AgentLog::entries`] when it grows.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AgentLog {
+    // By VM name: a VM migrates once at a time.
+    outgoing: BTreeMap<String, LoggedMigration>,
+    // By HID: (new AD, until, the migration).
+    pointers: BTreeMap<Xid, (Xid, Instant, u64)>,
+    // Oldest first.
+    incoming: VecDeque<(u64, bool)>,
+    restarts: u32,
+}
+
+/// Migrations under way an [`AgentLog`] holds at most (more is not what
+/// an agent writes: it has one per VM).
+const LOGGED_MAX: usize = 4096;
+/// Forwarding pointers an [`AgentLog`] holds at most.
+const LOGGED_POINTERS: usize = 4096;
+/// Entries [`Agent::poll_log`] holds for a driver that does not take them
+/// (one that keeps no log); past this the oldest go.
+const LOG_PENDING: usize = 4096;
+
+impl AgentLog {
+    /// An empty log.
+    pub fn new() -> AgentLog {
+        AgentLog::default()
+    }
+
+    /// Folds `entry` in.
+    pub fn apply(&mut self, entry: &LogEntry) {
+        match entry {
+            LogEntry::Began {
+                recovery,
+                to,
+                timeout,
+            } => {
+                self.outgoing.insert(
+                    recovery.name.clone(),
+                    LoggedMigration {
+                        recovery: recovery.clone(),
+                        to: to.clone(),
+                        timeout: *timeout,
+                        accepted: false,
+                        committed: false,
+                    },
+                );
+                while self.outgoing.len() > LOGGED_MAX {
+                    self.outgoing.pop_first();
+                }
+            }
+            LogEntry::Accepted { id } => {
+                if let Some(m) = self.by_id(*id) {
+                    m.accepted = true;
+                }
+            }
+            LogEntry::Committed {
+                id,
+                hid,
+                new_ad,
+                until,
+            } => {
+                if let Some(m) = self.by_id(*id) {
+                    m.accepted = true;
+                    m.committed = true;
+                }
+                self.pointers.insert(*hid, (*new_ad, *until, *id));
+                while self.pointers.len() > LOGGED_POINTERS {
+                    let soonest = self
+                        .pointers
+                        .iter()
+                        .min_by_key(|(_, (_, until, _))| *until)
+                        .map(|(h, _)| *h);
+                    if let Some(h) = soonest {
+                        self.pointers.remove(&h);
+                    }
+                }
+            }
+            LogEntry::Ended { id, done } => {
+                self.outgoing.retain(|_, m| m.recovery.id != *id);
+                if !done {
+                    self.pointers.retain(|_, p| p.2 != *id);
+                }
+            }
+            LogEntry::Incoming { id, active } => {
+                match self.incoming.iter_mut().find(|(i, _)| i == id) {
+                    Some(e) => e.1 |= *active,
+                    None => self.incoming.push_back((*id, *active)),
+                }
+                while self.incoming.len() > OUTCOMES_KEPT {
+                    self.incoming.pop_front();
+                }
+            }
+            LogEntry::Restarted { count } => self.restarts = self.restarts.max(*count),
+        }
+    }
+
+    fn by_id(&mut self, id: u64) -> Option<&mut LoggedMigration> {
+        self.outgoing.values_mut().find(|m| m.recovery.id == id)
+    }
+
+    /// Forgets the forwarding pointers that lapsed by `now`.
+    pub fn forget_expired(&mut self, now: Instant) {
+        self.pointers.retain(|_, p| p.1 > now);
+    }
+
+    /// The outgoing migrations under way.
+    pub fn in_flight(&self) -> impl Iterator<Item = &LoggedMigration> {
+        self.outgoing.values()
+    }
+
+    /// How often the agent was restarted from this log.
+    pub fn restarts(&self) -> u32 {
+        self.restarts
+    }
+
+    /// Entries that rebuild this log (applied in order to an empty one):
+    /// what a driver rewrites its storage with to keep it short.
+    pub fn entries(&self) -> Vec<LogEntry> {
+        let mut out = Vec::new();
+        if self.restarts > 0 {
+            out.push(LogEntry::Restarted {
+                count: self.restarts,
+            });
+        }
+        for m in self.outgoing.values() {
+            out.push(LogEntry::Began {
+                recovery: m.recovery.clone(),
+                to: m.to.clone(),
+                timeout: m.timeout,
+            });
+            if m.accepted {
+                out.push(LogEntry::Accepted { id: m.recovery.id });
+            }
+        }
+        // Pointers after the migrations: a pointer's entry also marks its
+        // migration committed.
+        for (hid, (new_ad, until, id)) in &self.pointers {
+            out.push(LogEntry::Committed {
+                id: *id,
+                hid: *hid,
+                new_ad: *new_ad,
+                until: *until,
+            });
+        }
+        for (id, active) in &self.incoming {
+            out.push(LogEntry::Incoming {
+                id: *id,
+                active: *active,
+            });
+        }
+        out
+    }
+}
+
+// Queues a log entry for the driver (bounded: see LOG_PENDING).
+fn push_log(log: &mut VecDeque<LogEntry>, e: LogEntry) {
+    if log.len() >= LOG_PENDING {
+        log.pop_front();
+    }
+    log.push_back(e);
+}
+
 struct Slot {
     vm: Vm,
     migrating: Option<u64>,
@@ -190,6 +452,9 @@ struct Incoming {
     // Until the first message says what the connection is for.
     reader: Option<FrameReader>,
     session: Option<DestinationSession<SyntheticGuest>>,
+    // From the offer: the session hash and the source's key, to check an
+    // abort that comes on another connection.
+    offer: Option<([u8; 20], xia_stack::identity::PublicKey)>,
     pending: Vec<u8>,
     vm: String,
     done: bool,
@@ -222,6 +487,8 @@ pub struct Agent {
     // Read buffer for the agents' connections, kept across steps (they
     // run after every packet).
     scratch: Vec<u8>,
+    // Entries for the driver's log, oldest first.
+    log: VecDeque<LogEntry>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -243,8 +510,16 @@ const ROOM: usize = 64 * 1024;
 impl Agent {
     /// An agent listening on its SID.
     pub fn new(config: AgentConfig) -> Agent {
+        let seed = config.seed;
+        Agent::start(config, seed)
+    }
+
+    // An agent whose stack, ids, nonces and secrets come from `seed` (the
+    // configured seed, or for a restart one mixed with the restart count:
+    // a restarted process must not draw the secrets it drew before).
+    fn start(config: AgentConfig, seed: u64) -> Agent {
         let mut cfg = HostConfig::new(config.host.clone(), config.ad, config.gateway);
-        cfg.seed = config.seed;
+        cfg.seed = seed;
         let mut host = Host::new(cfg);
         if let Some(ns) = &config.name_server {
             host.set_name_server(ns.clone());
@@ -253,8 +528,8 @@ impl Agent {
             .listen(Some(config.key.xid()))
             .expect("a fresh host has room for a listener");
         Agent {
-            next_id: config.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1,
-            rng: ChaCha20Rng::seed_from_u64(config.seed ^ 0x6167_656e_7420_6b65),
+            next_id: seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1,
+            rng: ChaCha20Rng::seed_from_u64(seed ^ 0x6167_656e_7420_6b65),
             config,
             host,
             listener,
@@ -269,7 +544,140 @@ impl Agent {
             redirected: BTreeMap::new(),
             counters: AgentCounters::default(),
             scratch: Vec::new(),
+            log: VecDeque::new(),
         }
+    }
+
+    /// An agent restarted after its process died, from its log and the
+    /// VMs that outlived the process (see [`Agent::into_vms`]); `config`
+    /// is the old one.
+    ///
+    /// For each migration the log says was under way: if its VM is paused,
+    /// the final copy had begun and the destination may hold the guest, so
+    /// the session is recovered in doubt ([`SourceSession::recover`], with
+    /// a fresh secret) and asks the destination on a new connection — it
+    /// resumes the VM or lets it go on the signed answer. If its VM runs,
+    /// the final copy had not begun: the migration is reported failed
+    /// ("the source agent restarted", in the phase the log last saw) and
+    /// the VM's throttle is lifted. A VM the log says was committed away
+    /// is treated as handed over (its packets follow the pointer) until
+    /// the destination's answer is in.
+    ///
+    /// **Kept**: the VMs; the migrations under way, as above; the
+    /// forwarding pointers that have not lapsed (packets for a VM that
+    /// left still follow it, and their senders are still redirected); the
+    /// incoming migrations it committed, for in-doubt queries.
+    /// **Lost**: every connection (the destinations of lost outgoing
+    /// sessions time out and abort; sources of lost incoming ones ask
+    /// again), incoming migrations not yet committed (their sources time
+    /// out and resume), the packets held for paused VMs (senders
+    /// retransmit; datagrams are lost), the redirect rate limit, the last
+    /// XHCP beacon (the next one restores it) and the counters.
+    pub fn restart(config: AgentConfig, vms: Vec<Vm>, log: &AgentLog, now: Instant) -> Agent {
+        let count = log.restarts().saturating_add(1);
+        let seed = config.seed ^ u64::from(count).wrapping_mul(0xd6e8_feb8_6659_fd93);
+        let mut agent = Agent::start(config, seed);
+        push_log(&mut agent.log, LogEntry::Restarted { count });
+        for vm in vms {
+            agent.add_vm(vm);
+        }
+        for (hid, (new_ad, until, _)) in &log.pointers {
+            if *until > now {
+                agent.pointers.insert(
+                    *hid,
+                    Pointer {
+                        new_ad: *new_ad,
+                        until: *until,
+                    },
+                );
+            }
+        }
+        for (id, active) in &log.incoming {
+            let o = if *active {
+                Outcome::Active
+            } else {
+                Outcome::Committed
+            };
+            agent.outcomes.insert(*id, o);
+        }
+        for m in log.in_flight() {
+            let id = m.recovery.id;
+            let name = m.recovery.name.clone();
+            let Some(slot) = agent.vms.get_mut(&name) else {
+                // The VM is gone (released before the crash): nothing to do.
+                push_log(&mut agent.log, LogEntry::Ended { id, done: true });
+                continue;
+            };
+            if slot.vm.is_running() {
+                slot.vm.set_throttle(1.0);
+                let phase = if m.accepted {
+                    Source::PreCopy
+                } else {
+                    Source::Negotiating
+                };
+                agent.events.push_back(AgentEvent::Outgoing {
+                    id,
+                    vm: name,
+                    note: SourceNote::Failed {
+                        phase,
+                        error: MigrateError::Cancelled("the source agent restarted".into()),
+                    },
+                });
+                push_log(&mut agent.log, LogEntry::Ended { id, done: false });
+                continue;
+            }
+            let mut secret = [0; 32];
+            agent.rng.fill_bytes(&mut secret);
+            let auth = SourceAuth {
+                key: agent.config.key.clone(),
+                destination: *m.to.intent(),
+                secret,
+            };
+            let config = SourceConfig {
+                timeout: m.timeout,
+                ..SourceConfig::default()
+            };
+            let session = SourceSession::recover(&m.recovery, config, auth, now);
+            slot.migrating = Some(id);
+            // Committed away: its packets follow the pointer meanwhile.
+            slot.gone = m.committed && agent.pointers.contains_key(&slot.vm.hid());
+            agent.outgoing.push(Outgoing {
+                id,
+                vm: name,
+                session,
+                stream: None,
+                to: m.to.clone(),
+                pending: Vec::new(),
+                finished: false,
+            });
+        }
+        agent.step(now);
+        agent
+    }
+
+    /// Ends the agent as its process dying would, and returns what
+    /// outlives it: its VMs, running or paused as they were (each a
+    /// process of its own, as QEMU outlives libvirtd). Everything else is
+    /// lost but what its log holds; see [`Agent::restart`].
+    pub fn into_vms(self) -> Vec<Vm> {
+        self.vms.into_values().map(|s| s.vm).collect()
+    }
+
+    /// Its configuration.
+    pub fn config(&self) -> &AgentConfig {
+        &self.config
+    }
+
+    /// The next entry for the log. The driver takes every entry after each
+    /// call into the agent and makes it durable (e.g. appends it to a file
+    /// and syncs, or applies it to an [`AgentLog`] that outlives the
+    /// agent) **before** it sends what [`Agent::poll_transmit`] returns:
+    /// that is what makes the log write-ahead — the begin of a migration is
+    /// durable before its offer leaves, an incoming commit before the
+    /// `Commit` does. A driver that keeps no log may ignore this (at most
+    /// 4096 entries wait; older ones are dropped).
+    pub fn poll_log(&mut self) -> Option<LogEntry> {
+        self.log.pop_front()
     }
 
     /// Where other agents reach this one: `AD HID SID`.
@@ -355,7 +763,17 @@ impl Agent {
             destination: *to.intent(),
             secret,
         };
+        let timeout = config.timeout;
         let session = SourceSession::new(id, name, &slot.vm, config, auth, now);
+        // Before anything of it is sent: a restart must find it.
+        push_log(
+            &mut self.log,
+            LogEntry::Began {
+                recovery: session.recovery(),
+                to: to.clone(),
+                timeout,
+            },
+        );
         self.outgoing.push(Outgoing {
             id,
             vm: name.to_owned(),
@@ -613,6 +1031,7 @@ impl Agent {
                         stream,
                         reader: Some(FrameReader::default()),
                         session: None,
+                        offer: None,
                         pending: Vec::new(),
                         vm: String::new(),
                         done: false,
@@ -711,6 +1130,9 @@ impl Agent {
                 busy = true;
                 let hid = slot.vm.hid();
                 match &note {
+                    SourceNote::Accepted => {
+                        push_log(&mut self.log, LogEntry::Accepted { id: o.id });
+                    }
                     SourceNote::Committed => {
                         slot.gone = true;
                         let new_ad =
@@ -718,15 +1140,39 @@ impl Agent {
                                 .next()
                                 .copied()
                                 .unwrap_or(self.config.ad);
-                        self.pointers.insert(
-                            hid,
-                            Pointer {
+                        let until = now + self.config.grace;
+                        self.pointers.insert(hid, Pointer { new_ad, until });
+                        push_log(
+                            &mut self.log,
+                            LogEntry::Committed {
+                                id: o.id,
+                                hid,
                                 new_ad,
-                                until: now + self.config.grace,
+                                until,
                             },
                         );
                     }
+                    SourceNote::InDoubt => {
+                        // In doubt after silence (a timeout), the old
+                        // connection may be dead without knowing it —
+                        // XStream gives up only after minutes, and a
+                        // restarted destination never answers on it: ask
+                        // on a new one. The reset tells the destination,
+                        // if it hears it, that this connection is over.
+                        if let Some(h) = o.stream.take() {
+                            let _ = self.host.stream_abort(h, now);
+                            o.pending.clear();
+                            o.session.handle_link_lost(now, &mut slot.vm);
+                        }
+                    }
                     SourceNote::Failed { .. } => {
+                        push_log(
+                            &mut self.log,
+                            LogEntry::Ended {
+                                id: o.id,
+                                done: false,
+                            },
+                        );
                         slot.migrating = None;
                         o.finished = true;
                         // Resumed here (also after an in-doubt query found
@@ -740,7 +1186,16 @@ impl Agent {
                             slot.vm.stack.handle_packet(now, 0, p);
                         }
                     }
-                    SourceNote::Done(_) => o.finished = true,
+                    SourceNote::Done(_) => {
+                        push_log(
+                            &mut self.log,
+                            LogEntry::Ended {
+                                id: o.id,
+                                done: true,
+                            },
+                        );
+                        o.finished = true;
+                    }
                     SourceNote::Forged(_) => self.counters.forged += 1,
                     _ => {}
                 }
@@ -844,6 +1299,12 @@ impl Agent {
                 Ok(Some(m @ Msg::Abort { .. })) => self.abort_incoming(now, &m),
                 Ok(Some(m @ Msg::Offer(_))) => {
                     let rest = reader.take_pending();
+                    let offer = match &m {
+                        Msg::Offer(o) => auth::public_key(&o.key, "offer")
+                            .ok()
+                            .map(|k| (o.session(), k)),
+                        _ => None,
+                    };
                     let mut nonce = [0; crate::msg::NONCE_LEN];
                     self.rng.fill_bytes(&mut nonce);
                     let mut s = DestinationSession::new(
@@ -857,6 +1318,7 @@ impl Agent {
                     s.handle_bytes(now, &rest);
                     let i = &mut self.incoming[k];
                     i.session = Some(s);
+                    i.offer = offer;
                     i.reader = None;
                     return;
                 }
@@ -882,18 +1344,37 @@ impl Agent {
         }
     }
 
-    // An abort on a query connection goes to its session, which checks
-    // that the source signed it.
+    // An abort on a query connection: the source, in doubt, gave the old
+    // connection up. It is checked here, against the offer's session hash
+    // and key, and applied as the loss of that connection — not handed to
+    // the session as bytes: its reader may be stopped mid-frame where the
+    // old connection broke, and would take the abort for the rest of a
+    // page message.
     fn abort_incoming(&mut self, now: Instant, abort: &Msg) {
-        let Msg::Abort { id, .. } = abort else {
+        let Msg::Abort { id, sig, reason } = abort else {
             return;
         };
-        let frame = abort.to_frame();
-        for i in &mut self.incoming {
-            if let Some(s) = i.session.as_mut() {
-                if s.id() == Some(*id) {
-                    s.handle_bytes(now, &frame);
-                }
+        for k in 0..self.incoming.len() {
+            let i = &mut self.incoming[k];
+            let Some(s) = i.session.as_mut().filter(|s| s.id() == Some(*id)) else {
+                continue;
+            };
+            let Some((session, key)) = i.offer.as_ref() else {
+                continue;
+            };
+            let bytes = auth::abort_bytes(session, reason);
+            if auth::verify(key, &bytes, sig, "abort").is_err() {
+                self.counters.forged += 1;
+                continue;
+            }
+            // Before the commit it aborts; after it, nothing changes (a
+            // committed destination never aborts).
+            s.handle_link_lost();
+            if s.outcome() == Outcome::Aborted {
+                let _ = self.host.stream_abort(i.stream, now);
+                i.pending.clear();
+                self.record_outcome(k);
+                self.incoming[k].done = true;
             }
         }
     }
@@ -926,7 +1407,13 @@ impl Agent {
                     error: error.to_string(),
                 });
             }
-            DestinationNote::Committed => {}
+            DestinationNote::Committed => {
+                // Before the Commit leaves (the driver syncs the log before
+                // it sends): a restart must not answer "unknown".
+                if let Some(id) = self.incoming[k].session.as_ref().and_then(|s| s.id()) {
+                    push_log(&mut self.log, LogEntry::Incoming { id, active: false });
+                }
+            }
             DestinationNote::Forged(_) => self.counters.forged += 1,
             DestinationNote::Activate { device } => {
                 let i = &mut self.incoming[k];
@@ -946,6 +1433,9 @@ impl Agent {
                         self.add_vm(vm);
                         if let Some(s) = self.incoming[k].session.as_mut() {
                             s.activated();
+                            if let Some(id) = s.id() {
+                                push_log(&mut self.log, LogEntry::Incoming { id, active: true });
+                            }
                         }
                         self.events.push_back(AgentEvent::Activated { vm: name });
                     }

@@ -91,6 +91,16 @@ enum Event {
     Migrate {
         index: usize,
     },
+    // `[[migration]]` `index`'s fault starts (or ends: a cut link is back).
+    Fault {
+        index: usize,
+        end: bool,
+    },
+    // A crashed agent restarts (its migration's fault).
+    Restart {
+        node: usize,
+        index: usize,
+    },
 }
 
 struct Queued {
@@ -152,6 +162,8 @@ pub struct Simulation {
     ns_dag: Option<xia_stack::dag::Dag>,
     // What happened to each [[migration]].
     migration_log: Vec<vms::MigrationLog>,
+    // Faults injected into migrations, and the agents' logs.
+    faults: vms::Faults,
 }
 
 /// A ping's outcome.
@@ -281,7 +293,8 @@ pub struct Report {
     pub routers: Vec<(String, Counters)>,
     /// Links.
     pub links: Vec<LinkReport>,
-    /// Packets sent into a link a move or an event had unplugged.
+    /// Packets sent into a link a move, an event or a migration's fault
+    /// had unplugged, or on it when a fault cut it.
     pub unplugged_drops: u64,
     /// Packets that arrived at a failed router.
     pub failed_router_drops: u64,
@@ -415,6 +428,7 @@ impl Simulation {
             no_fast_path: config.no_fast_path,
             ns_dag,
             migration_log: Vec::new(),
+            faults: vms::Faults::new(topo.links.len(), config.seed),
             topo,
         };
         sim.install_scenario()?;
@@ -630,6 +644,8 @@ impl Simulation {
                 Event::Move { index } => self.do_move(index),
                 Event::Change { index } => self.change(index),
                 Event::Migrate { index } => self.migrate(index),
+                Event::Fault { index, end } => self.fault(index, end),
+                Event::Restart { node, index } => self.restart_agent(node, index),
             }
         }
         // Pingers still waiting when time ran out print their statistics.
@@ -660,7 +676,10 @@ impl Simulation {
     fn arrive(&mut self, node: usize, port: usize, packet: Vec<u8>) {
         let now = self.now;
         if self.failed[node] {
-            self.failed_drops += 1;
+            match self.nodes[node] {
+                NodeState::Agent(_) => self.faults.crash_drops += 1,
+                _ => self.failed_drops += 1,
+            }
             return;
         }
         match &mut self.nodes[node] {
@@ -754,6 +773,10 @@ impl Simulation {
         let mut agent_events = Vec::new();
         let next = match &mut self.nodes[node] {
             NodeState::Agent(a) => {
+                // The log first: it is durable before anything leaves.
+                while let Some(e) = a.poll_log() {
+                    self.faults.record(node, &e);
+                }
                 while let Some(t) = a.poll_transmit() {
                     out.push((t.port as usize, t.packet));
                 }
@@ -799,7 +822,7 @@ impl Simulation {
         let Some(&(li, peer)) = self.ports[node].get(port) else {
             return;
         };
-        if self.down[li] {
+        if self.down[li] || self.faults.is_cut(li) {
             self.down_drops += 1;
             return;
         }
@@ -820,7 +843,11 @@ impl Simulation {
             }
         }
         let port = self.peer_port[li][d];
-        match self.dirs[li][d].send(self.now, frame_len) {
+        let fate = self.dirs[li][d].send(self.now, frame_len);
+        match self
+            .faults
+            .impair(li, self.now, fate, &mut self.dirs[li][d].stats)
+        {
             Fate::Arrives(at) => self.schedule(
                 at,
                 Event::Arrive {
