@@ -10,12 +10,13 @@
 //! captured to a pcap Wireshark decodes ([`pcap`]).
 //!
 //! The same topology, seed and options give byte-identical reports and
-//! pcaps. Real-process testbeds and the experiment runner come later.
+//! pcaps. Real-process testbeds are in [`real`]; migration experiment plans (sweeps, CSV, Markdown, SVG plots) in [`experiment`].
 
 #![forbid(unsafe_code)]
 
 pub mod apps;
 pub mod daemon;
+pub mod experiment;
 pub mod hypervisor;
 pub mod link;
 pub mod migration;

@@ -1106,7 +1106,9 @@ impl SourceSession {
             Source::Negotiating => Some(self.offer_at + t),
             Source::PreCopy | Source::StopAndCopy => {
                 let mut at = self.last_heard + t;
-                if !self.decided {
+                // The probe's end, once there is a bandwidth to decide by
+                // (a progress report wakes the agent before that).
+                if !self.decided && self.bandwidth().is_some() {
                     at = at.min(self.round_start + self.config.probe);
                 }
                 if let Some(t) = self.pace_wake {
@@ -1126,6 +1128,16 @@ impl SourceSession {
 
     /// Runs what is due: gives up on a silent destination.
     pub fn handle_timeout(&mut self, now: Instant, guest: &mut impl Guest) {
+        // Smart decides when its probe ends, even if the connection has no
+        // room (the agent then does not call poll_transmit, and the probe
+        // deadline, already past, would wake it for ever).
+        if !self.decided
+            && self.state == Source::PreCopy
+            && now >= self.round_start + self.config.probe
+            && self.bandwidth().is_some()
+        {
+            self.decide(now, guest);
+        }
         let t = self.config.timeout;
         let silent = match self.state {
             Source::Negotiating => now >= self.offer_at + t,

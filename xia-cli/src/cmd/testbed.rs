@@ -1,5 +1,6 @@
-//! `xia testbed …`: run topologies in the simulator (`run`) or as real
-//! processes on loopback UDP (`up`, `exec`, `down`).
+//! `xia testbed …`: run topologies in the simulator (`run`), sweep
+//! experiments in it (`experiment`), or run them as real processes on
+//! loopback UDP (`up`, `exec`, `down`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -26,6 +27,12 @@ pub enum TestbedCmd {
         /// Turn the routers' fast path off.
         #[arg(long)]
         no_fast_path: bool,
+    },
+    /// Run an experiment plan in the simulator: every point of its sweep,
+    /// then tables and plots.
+    Experiment {
+        #[command(subcommand)]
+        kind: ExperimentCmd,
     },
     /// Start every node of a topology as a real daemon (loopback UDP).
     Up {
@@ -112,8 +119,87 @@ pub enum TestbedCmd {
     },
 }
 
+#[derive(Subcommand)]
+pub enum ExperimentCmd {
+    /// VM migration: sweep memory, dirtying, link and mode; write
+    /// results.csv, results.md and SVG plots.
+    Migration {
+        /// The plan (TOML).
+        plan: PathBuf,
+        /// Where the outputs go (default: experiment-out/PLAN-STEM).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Points to run at once (default: the number of CPUs).
+        #[arg(long)]
+        jobs: Option<usize>,
+    },
+}
+
+fn experiment(cmd: ExperimentCmd) -> Result<()> {
+    use testbed::experiment::{self, Plan, Progress};
+    let ExperimentCmd::Migration { plan, out, jobs } = cmd;
+    let plan = Plan::load(&plan)?;
+    let out = out.unwrap_or_else(|| PathBuf::from("experiment-out").join(&plan.name));
+    let jobs = jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    eprintln!(
+        "{}: {} points, {} at a time, into {}",
+        plan.title,
+        plan.points.len(),
+        jobs.min(plan.points.len().max(1)),
+        out.display()
+    );
+    let inputs = experiment::write_inputs(&plan, &out).context("writing the topologies")?;
+    let wall = std::time::Instant::now();
+    // Progress and wall-clock times go to stderr only: the files and
+    // stdout depend on the plan alone.
+    let results = experiment::run(&plan, jobs, &mut |p| match p {
+        Progress::Started { point, of } => {
+            eprintln!(
+                "      start  point {} of {of}: {}",
+                point.index,
+                point.label()
+            );
+        }
+        Progress::Finished {
+            row,
+            done,
+            of,
+            wall,
+        } => {
+            let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
+            let outcome = match &row.error {
+                Some(e) => format!("failed: {e}"),
+                None => format!(
+                    "downtime {}, total {:.3} s",
+                    row.downtime.map_or_else(|| "?".into(), ms),
+                    row.total.map_or(0.0, |t| t.as_secs_f64())
+                ),
+            };
+            eprintln!(
+                "[{done:>3}/{of}] done   point {} ({}): {outcome} ({:.1} s wall)",
+                row.point.index,
+                row.point.mode.name(),
+                wall.as_secs_f64()
+            );
+        }
+    })
+    .context("experiment")?;
+    let files = experiment::write_results(&plan, &results, &out).context("writing the results")?;
+    print!("{}", experiment::markdown(&plan, &results));
+    eprintln!(
+        "wrote {} files to {} ({:.1} s wall)",
+        inputs.len() + files.len(),
+        out.display(),
+        wall.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 pub fn run(cmd: TestbedCmd) -> Result<()> {
     match cmd {
+        TestbedCmd::Experiment { kind } => experiment(kind),
         TestbedCmd::Up {
             topology,
             dir,
