@@ -237,25 +237,14 @@ fn ad_xid(cx: &Cx, ads: &[RawAd], name: &Spanned<String>) -> Result<Xid, Topolog
 impl DaemonConfig {
     /// Reads a daemon configuration file.
     pub fn load(path: &Path) -> Result<DaemonConfig, TopologyError> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| TopologyError {
-            file: file.clone(),
-            line: 0,
-            message: e.to_string(),
-        })?;
+        let (file, text) = crate::topology::read_config(path)?;
         DaemonConfig::parse(&file, &text)
     }
 
     /// Parses a daemon configuration.
     pub fn parse(file: &str, text: &str) -> Result<DaemonConfig, TopologyError> {
         let cx = Cx { file, text };
-        let raw: Raw = toml::from_str(text).map_err(|e| TopologyError {
-            file: file.to_string(),
-            line: e.span().map_or(0, |s| {
-                text[..s.start.min(text.len())].matches('\n').count() + 1
-            }),
-            message: e.message().to_string(),
-        })?;
+        let raw: Raw = cx.toml()?;
         let mut vms = Vec::new();
         let (name, ad_name, kind) = match (
             raw.router.as_slice(),
@@ -691,6 +680,7 @@ impl DaemonConfig {
                 tracing::info!(node = %self.name, counters = ?h.host.counters(), "stopped");
             }
             DaemonKind::Hypervisor { capacity } => {
+                use rand_core::RngCore as _;
                 let setup = crate::hypervisor::AgentSetup {
                     name: &self.name,
                     identity: self.identity.clone(),
@@ -698,7 +688,8 @@ impl DaemonConfig {
                     gateway: None,
                     name_server: None,
                     capacity: *capacity,
-                    seed: self.seed,
+                    agent_seed: rand_core::OsRng.next_u64(),
+                    vm_seed: self.seed,
                 };
                 let agent = crate::hypervisor::build_agent(
                     &setup,

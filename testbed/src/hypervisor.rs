@@ -14,7 +14,6 @@
 //! end `Done` with the report or `Failed` with the phase and the cause.
 //! Closing the connection does not cancel the migration.
 
-use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +27,7 @@ use xia_migrate::msg::Mode;
 use xia_migrate::source::{Report, SourceConfig, SourceNote, Status};
 use xia_migrate::vm::Vm;
 use xia_net::api::{read_frame, write_frame, FrameError};
+use xia_net::event_log::EventLog;
 use xia_net::node::{Node, NodeHandle, Stopped};
 use xia_stack::dag::Dag;
 use xia_stack::forward::{PortId, Transmit};
@@ -66,8 +66,13 @@ pub struct AgentSetup<'a> {
     pub name_server: Option<Dag>,
     /// Bytes of guest memory it takes in.
     pub capacity: u64,
-    /// Seed of its randomness and of its VMs' memory.
-    pub seed: u64,
+    /// Seed of the agent's randomness: migration ids, nonces and the
+    /// secrets query nonces derive from. Deterministic in the simulator;
+    /// a daemon draws it from the OS, or in-doubt answers could be
+    /// collected in advance.
+    pub agent_seed: u64,
+    /// Seed of its VMs' memory and stacks.
+    pub vm_seed: u64,
 }
 
 /// The agent for a hypervisor, with the VMs that start on it (`vms`:
@@ -80,14 +85,14 @@ pub fn build_agent<'v>(
 ) -> Result<Agent, String> {
     let mut cfg = AgentConfig::new(s.identity.clone(), agent_key(s.name), s.ad, s.gateway);
     cfg.name_server = s.name_server.clone();
-    cfg.seed = s.seed;
+    cfg.seed = s.agent_seed;
     cfg.destination.capacity = s.capacity;
     let mut agent = Agent::new(cfg);
     for (k, v) in vms {
         let memory = SyntheticGuest::new(
             v.pages,
             v.page_size,
-            s.seed ^ (k as u64 + 1).wrapping_mul(0xc2b2_ae3d_27d4_eb4f),
+            s.vm_seed ^ (k as u64 + 1).wrapping_mul(0xc2b2_ae3d_27d4_eb4f),
             v.model,
             v.dirty_rate,
         );
@@ -101,7 +106,7 @@ pub fn build_agent<'v>(
             v.service.clone(),
             v.service_key.clone(),
             v.service_name.clone(),
-            s.seed ^ (k as u64).wrapping_mul(0x2545_f491_4f6c_dd1d),
+            s.vm_seed ^ (k as u64).wrapping_mul(0x2545_f491_4f6c_dd1d),
             now,
         )
         .map_err(|e| format!("vm {}: {e}", v.name))?;
@@ -116,9 +121,7 @@ pub struct HypervisorNode {
     pub agent: Agent,
     /// Its name.
     pub name: String,
-    log: VecDeque<(u64, AgentEvent)>,
-    next: u64,
-    changed: watch::Sender<u64>,
+    events: EventLog<AgentEvent>,
 }
 
 impl HypervisorNode {
@@ -127,31 +130,23 @@ impl HypervisorNode {
         HypervisorNode {
             agent,
             name: name.to_owned(),
-            log: VecDeque::new(),
-            next: 0,
-            changed: watch::channel(0).0,
+            events: EventLog::new(EVENT_LOG),
         }
     }
 
     /// A receiver whose value changes when events arrive.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.changed.subscribe()
+        self.events.subscribe()
     }
 
     /// The log position: events after it are new.
     pub fn position(&self) -> u64 {
-        self.next
+        self.events.position()
     }
 
     /// The events after position `from`, and the new position.
     pub fn events_since(&self, from: u64) -> (Vec<AgentEvent>, u64) {
-        let events = self
-            .log
-            .iter()
-            .filter(|(n, _)| *n >= from)
-            .map(|(_, e)| e.clone())
-            .collect();
-        (events, self.next)
+        (self.events.since(from).cloned().collect(), self.position())
     }
 }
 
@@ -172,15 +167,11 @@ impl Node for HypervisorNode {
         let mut any = false;
         while let Some(e) = self.agent.poll_event() {
             log_event(&self.name, &e);
-            self.log.push_back((self.next, e));
-            self.next += 1;
+            self.events.push(e);
             any = true;
-            if self.log.len() > EVENT_LOG {
-                self.log.pop_front();
-            }
         }
         if any {
-            self.changed.send_replace(self.next);
+            self.events.notify();
         }
     }
 }

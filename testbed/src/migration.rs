@@ -168,6 +168,16 @@ pub struct VmSpec {
     pub service_key: Identity,
 }
 
+impl crate::topology::Topology {
+    /// Where VM `k`'s service is at the start: its hypervisor's AD, the
+    /// VM's HID, the service's SID.
+    pub fn vm_service_dag(&self, k: usize) -> Dag {
+        let v = &self.migration.vms[k];
+        let ad = self.ads[self.nodes[v.hypervisor].ad].xid;
+        Dag::path(&[ad, v.identity.xid(), v.service_key.xid()]).expect("three nodes")
+    }
+}
+
 /// A migration to run.
 #[derive(Clone, Debug)]
 pub struct MigrationSpec {

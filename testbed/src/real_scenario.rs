@@ -397,14 +397,7 @@ pub async fn run(topo: &Topology, state: &State) -> RealReport {
             return None;
         }
         let cc = client(c.host);
-        // Where the VM is at the start (its AD, its HID, its service).
-        let hv = &topo.nodes[v.hypervisor];
-        let dag = xia_stack::dag::Dag::path(&[
-            topo.ads[hv.ad].xid,
-            v.identity.xid(),
-            v.service_key.xid(),
-        ])
-        .expect("three nodes");
+        let dag = topo.vm_service_dag(c.vm);
         let to = match (&v.service_name, c.by_name) {
             (Some(n), true) => n.clone(),
             _ => dag.to_line(),

@@ -623,7 +623,31 @@ impl LinkKeys<'_> {
     }
 }
 
+/// Reads a configuration file (topology, daemon, plan) for its parser:
+/// its name for errors and its text.
+pub(crate) fn read_config(path: &Path) -> Result<(String, String), TopologyError> {
+    let file = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok((file, text)),
+        Err(e) => Err(TopologyError {
+            file,
+            line: 0,
+            message: e.to_string(),
+        }),
+    }
+}
+
 impl Ctx<'_> {
+    /// The text as TOML of shape `T`; a syntax or shape error names its
+    /// line.
+    pub(crate) fn toml<T: serde::de::DeserializeOwned>(&self) -> Result<T, TopologyError> {
+        toml::from_str(self.text).map_err(|e| TopologyError {
+            file: self.file.to_string(),
+            line: e.span().map_or(0, |s| self.line_of(s.start)),
+            message: e.message().to_string(),
+        })
+    }
+
     /// A duration key, or `default`.
     pub(crate) fn duration(
         &self,
@@ -790,23 +814,14 @@ pub fn parse_bandwidth(text: &str) -> Option<u64> {
 impl Topology {
     /// Reads a topology file.
     pub fn load(path: &Path) -> Result<Topology, TopologyError> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| TopologyError {
-            file: file.clone(),
-            line: 0,
-            message: e.to_string(),
-        })?;
+        let (file, text) = read_config(path)?;
         Topology::parse(&file, &text)
     }
 
     /// Parses topology text; `file` names it in errors.
     pub fn parse(file: &str, text: &str) -> Result<Topology, TopologyError> {
         let cx = Ctx { file, text };
-        let raw: RawTopology = toml::from_str(text).map_err(|e| TopologyError {
-            file: file.to_string(),
-            line: e.span().map_or(0, |s| cx.line_of(s.start)),
-            message: e.message().to_string(),
-        })?;
+        let raw: RawTopology = cx.toml()?;
         let mut ads: Vec<AdSpec> = Vec::new();
         let mut ad_index: BTreeMap<String, usize> = BTreeMap::new();
         for ad in &raw.ad {

@@ -476,15 +476,19 @@ impl Net {
         self.host(CLIENT).stream(h).expect("an open stream")
     }
 
+    /// The client's events on stream `h`, in order.
+    fn stream_events(&self, h: StreamHandle) -> impl Iterator<Item = &StreamEvent> + '_ {
+        self.log[CLIENT].iter().filter_map(move |e| match e {
+            HostEvent::Stream { stream, event } if *stream == h => Some(event),
+            _ => None,
+        })
+    }
+
     /// The MIGRATEs the client refused on `h`, in order.
     fn refusals(&self, h: StreamHandle) -> Vec<MigrateError> {
-        self.log[CLIENT]
-            .iter()
+        self.stream_events(h)
             .filter_map(|e| match e {
-                HostEvent::Stream {
-                    stream,
-                    event: StreamEvent::MigrateRefused(why),
-                } if *stream == h => Some(why.clone()),
+                StreamEvent::MigrateRefused(why) => Some(why.clone()),
                 _ => None,
             })
             .collect()
@@ -492,13 +496,9 @@ impl Net {
 
     /// The peer DAGs the client accepted on `h`, in order.
     fn peer_moves(&self, h: StreamHandle) -> Vec<Dag> {
-        self.log[CLIENT]
-            .iter()
+        self.stream_events(h)
             .filter_map(|e| match e {
-                HostEvent::Stream {
-                    stream,
-                    event: StreamEvent::PeerMoved(dag),
-                } if *stream == h => Some(dag.clone()),
+                StreamEvent::PeerMoved(dag) => Some(dag.clone()),
                 _ => None,
             })
             .collect()

@@ -452,9 +452,6 @@ struct Incoming {
     // Until the first message says what the connection is for.
     reader: Option<FrameReader>,
     session: Option<DestinationSession<SyntheticGuest>>,
-    // From the offer: the session hash and the source's key, to check an
-    // abort that comes on another connection.
-    offer: Option<([u8; 20], xia_stack::identity::PublicKey)>,
     pending: Vec<u8>,
     vm: String,
     done: bool,
@@ -1031,7 +1028,6 @@ impl Agent {
                         stream,
                         reader: Some(FrameReader::default()),
                         session: None,
-                        offer: None,
                         pending: Vec::new(),
                         vm: String::new(),
                         done: false,
@@ -1299,12 +1295,6 @@ impl Agent {
                 Ok(Some(m @ Msg::Abort { .. })) => self.abort_incoming(now, &m),
                 Ok(Some(m @ Msg::Offer(_))) => {
                     let rest = reader.take_pending();
-                    let offer = match &m {
-                        Msg::Offer(o) => auth::public_key(&o.key, "offer")
-                            .ok()
-                            .map(|k| (o.session(), k)),
-                        _ => None,
-                    };
                     let mut nonce = [0; crate::msg::NONCE_LEN];
                     self.rng.fill_bytes(&mut nonce);
                     let mut s = DestinationSession::new(
@@ -1318,7 +1308,6 @@ impl Agent {
                     s.handle_bytes(now, &rest);
                     let i = &mut self.incoming[k];
                     i.session = Some(s);
-                    i.offer = offer;
                     i.reader = None;
                     return;
                 }
@@ -1345,13 +1334,9 @@ impl Agent {
     }
 
     // An abort on a query connection: the source, in doubt, gave the old
-    // connection up. It is checked here, against the offer's session hash
-    // and key, and applied as the loss of that connection — not handed to
-    // the session as bytes: its reader may be stopped mid-frame where the
-    // old connection broke, and would take the abort for the rest of a
-    // page message.
+    // connection up. Its session checks it against the offer's key.
     fn abort_incoming(&mut self, now: Instant, abort: &Msg) {
-        let Msg::Abort { id, sig, reason } = abort else {
+        let Msg::Abort { id, .. } = abort else {
             return;
         };
         for k in 0..self.incoming.len() {
@@ -1359,22 +1344,19 @@ impl Agent {
             let Some(s) = i.session.as_mut().filter(|s| s.id() == Some(*id)) else {
                 continue;
             };
-            let Some((session, key)) = i.offer.as_ref() else {
-                continue;
-            };
-            let bytes = auth::abort_bytes(session, reason);
-            if auth::verify(key, &bytes, sig, "abort").is_err() {
-                self.counters.forged += 1;
-                continue;
-            }
+            s.handle_message(abort.clone());
+            let aborted = s.outcome() == Outcome::Aborted;
+            let notes: Vec<DestinationNote> = std::iter::from_fn(|| s.poll_note()).collect();
             // Before the commit it aborts; after it, nothing changes (a
             // committed destination never aborts).
-            s.handle_link_lost();
-            if s.outcome() == Outcome::Aborted {
+            if aborted {
                 let _ = self.host.stream_abort(i.stream, now);
                 i.pending.clear();
+                i.done = true;
                 self.record_outcome(k);
-                self.incoming[k].done = true;
+            }
+            for note in notes {
+                self.on_incoming_note(now, k, note);
             }
         }
     }

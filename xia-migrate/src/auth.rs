@@ -208,6 +208,7 @@ pub fn outcome_msg(key: &Identity, id: u64, outcome: Outcome, nonce: &[u8; NONCE
     Msg::Outcome {
         id,
         outcome,
+        nonce: *nonce,
         key: key.public_key().to_bytes(),
         sig: sign(key, &outcome_bytes(id, outcome, nonce)),
     }

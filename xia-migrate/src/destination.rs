@@ -263,6 +263,16 @@ impl<G: Guest> DestinationSession<G> {
         }
     }
 
+    /// A message that arrived outside the session's connection (an
+    /// in-doubt source's abort, on a new one): handled as in turn, without
+    /// the connection's reader, which may have stopped mid-frame where the
+    /// old connection broke.
+    pub fn handle_message(&mut self, m: Msg) {
+        if let Err(e) = self.handle_msg(m) {
+            self.fail(e);
+        }
+    }
+
     fn progress(&mut self) {
         self.reported = self.reader.received;
         self.push(Msg::Progress {

@@ -19,7 +19,7 @@
 //! | 9    | Activated  | dst → src | id u64, signature (64 B) |
 //! | 10   | Abort      | either    | id u64, signature (64 B), reason (UTF-8, the rest) |
 //! | 11   | Query      | src → dst | id u64, nonce (16 B) |
-//! | 12   | Outcome    | dst → src | id u64, outcome u8 ([`Outcome`]), destination key (32 B), signature (64 B) |
+//! | 12   | Outcome    | dst → src | id u64, outcome u8 ([`Outcome`]), the query's nonce (16 B), destination key (32 B), signature (64 B) |
 //!
 //! Signatures are Ed25519 by the agents' keys; [`crate::auth`] says what
 //! each one covers and why the unsigned messages need none.
@@ -271,6 +271,8 @@ pub enum Msg {
         id: u64,
         /// What the destination knows.
         outcome: Outcome,
+        /// The nonce of the query it answers.
+        nonce: [u8; NONCE_LEN],
         /// The destination agent's public key (a recovered source may
         /// never have seen its Accept).
         key: KeyBytes,
@@ -362,11 +364,13 @@ impl Msg {
             Msg::Outcome {
                 id,
                 outcome,
+                nonce,
                 key,
                 sig,
             } => {
                 id_frame(&mut b, 12, *id);
                 b.push(outcome.code());
+                b.extend_from_slice(nonce);
                 b.extend_from_slice(key);
                 b.extend_from_slice(sig);
             }
@@ -465,6 +469,7 @@ impl Msg {
             _ => Msg::Outcome {
                 id: r.u64()?,
                 outcome: Outcome::from_code(r.u8()?).ok_or(r.bad())?,
+                nonce: r.array()?,
                 key: r.array()?,
                 sig: r.array()?,
             },
@@ -648,6 +653,7 @@ mod tests {
             Msg::Outcome {
                 id: 7,
                 outcome: Outcome::Active,
+                nonce: [8; NONCE_LEN],
                 key: [1; 32],
                 sig: [4; 64],
             },

@@ -257,9 +257,8 @@ pub struct SourceSession {
     dest_key: Option<PublicKey>,
     dest_nonce: [u8; NONCE_LEN],
     final_digest: [u8; 20],
+    // Queries sent; an outcome must answer one of the last few.
     queries: u32,
-    // The nonces of the last queries sent: an outcome must answer one.
-    query_nonces: VecDeque<[u8; NONCE_LEN]>,
     config: SourceConfig,
     state: Source,
     strategy: Strategy,
@@ -312,6 +311,8 @@ pub struct SourceSession {
 const PROGRESS_WINDOW_MIN: Duration = Duration::from_millis(100);
 const MIN_INFLIGHT: u64 = 2 << 20;
 const QUERY_INTERVAL: Duration = Duration::from_secs(1);
+// Outcomes answer one of the last this many queries.
+const QUERIES_ANSWERED: u32 = 8;
 
 impl SourceSession {
     /// Starts migration `id` of `guest` (named `name`): the offer is the
@@ -374,7 +375,6 @@ impl SourceSession {
             dest_nonce: [0; NONCE_LEN],
             final_digest: [0; 20],
             queries: 0,
-            query_nonces: VecDeque::new(),
             state: Source::Idle,
             strategy,
             decided: config.mode != Mode::Smart,
@@ -670,22 +670,22 @@ impl SourceSession {
             Msg::Outcome {
                 id,
                 outcome,
+                nonce,
                 key,
                 sig,
             } if id == self.id => {
-                let checked =
+                // One of our recent queries (answers to a resent one may
+                // cross), then one signature check.
+                let recent = (self.queries.saturating_sub(QUERIES_ANSWERED)..self.queries)
+                    .any(|n| self.auth.query_nonce(n) == nonce);
+                let checked = if recent {
                     auth::certified(&key, &self.auth.destination, "outcome").and_then(|k| {
-                        // Any of our recent queries: answers to a resent one
-                        // may cross.
-                        self.query_nonces
-                            .iter()
-                            .find(|n| {
-                                let bytes = auth::outcome_bytes(id, outcome, n);
-                                auth::verify(&k, &bytes, &sig, "outcome").is_ok()
-                            })
-                            .map(|_| ())
-                            .ok_or(AuthError::UnknownQuery)
-                    });
+                        let bytes = auth::outcome_bytes(id, outcome, &nonce);
+                        auth::verify(&k, &bytes, &sig, "outcome")
+                    })
+                } else {
+                    Err(AuthError::UnknownQuery)
+                };
                 match checked {
                     Ok(()) => self.outcome(now, outcome, guest),
                     Err(e) => self.notes.push_back(SourceNote::Forged(e)),
@@ -821,10 +821,6 @@ impl SourceSession {
                         self.next_query = now + QUERY_INTERVAL;
                         let nonce = self.auth.query_nonce(self.queries);
                         self.queries += 1;
-                        self.query_nonces.push_back(nonce);
-                        if self.query_nonces.len() > 8 {
-                            self.query_nonces.pop_front();
-                        }
                         self.push(Msg::Query { id: self.id, nonce });
                         continue;
                     }

@@ -9,7 +9,7 @@
 //! results in a map by id until taken ([`HostNode::take_fetched`]); they
 //! wake waiters but are not in the log.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use tokio::sync::watch;
 use xia_stack::content::ContentError;
@@ -17,6 +17,7 @@ use xia_stack::forward::{PortId, Transmit};
 use xia_stack::host::{Host, HostEvent};
 use xia_stack::time::Instant;
 
+use crate::event_log::EventLog;
 use crate::node::Node;
 
 /// Events kept for waiters (older ones are forgotten).
@@ -30,10 +31,8 @@ pub const FETCHED: usize = 64;
 pub struct HostNode {
     /// The host.
     pub host: Host,
-    log: VecDeque<(u64, HostEvent)>,
-    next: u64,
+    events: EventLog<HostEvent>,
     fetched: BTreeMap<u32, Result<Vec<u8>, ContentError>>,
-    changed: watch::Sender<u64>,
 }
 
 impl HostNode {
@@ -41,30 +40,25 @@ impl HostNode {
     pub fn new(host: Host) -> HostNode {
         HostNode {
             host,
-            log: VecDeque::new(),
-            next: 0,
+            events: EventLog::new(EVENT_LOG),
             fetched: BTreeMap::new(),
-            changed: watch::channel(0).0,
         }
     }
 
     /// A receiver whose value is the log position; it changes when events
     /// arrive.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.changed.subscribe()
+        self.events.subscribe()
     }
 
     /// The log position: events after it are new.
     pub fn position(&self) -> u64 {
-        self.next
+        self.events.position()
     }
 
     /// Events at or after position `from`, oldest first.
     pub fn events_since(&self, from: u64) -> impl Iterator<Item = &HostEvent> + '_ {
-        self.log
-            .iter()
-            .filter(move |(seq, _)| *seq >= from)
-            .map(|(_, e)| e)
+        self.events.since(from)
     }
 
     /// Takes the result of chunk fetch `id`, if it has ended.
@@ -98,23 +92,13 @@ impl Node for HostNode {
                     }
                     self.fetched.insert(id, result);
                 }
-                e => self.push(e),
+                e => self.events.push(e),
             }
         }
         if changed {
             // Wakes waiters even when only a fetch ended (the position
             // then stays; a watch notifies on every send).
-            self.changed.send_replace(self.next);
+            self.events.notify();
         }
-    }
-}
-
-impl HostNode {
-    fn push(&mut self, e: HostEvent) {
-        if self.log.len() >= EVENT_LOG {
-            self.log.pop_front();
-        }
-        self.log.push_back((self.next, e));
-        self.next += 1;
     }
 }

@@ -11,7 +11,8 @@
 //!   reordering, duplication) — the simulator's links, and userspace
 //!   impairments on real links, since this kernel has no netem.
 //! - [`node`]: the driver that runs a router or host core on its links.
-//! - [`host_node`]: a host core with an event log for the daemon's waiters.
+//! - [`event_log`]: a node's events kept, bounded, for the daemon's waiters;
+//!   [`host_node`]: a host core with such a log.
 //! - [`api`]: the protocol between a host daemon and its applications;
 //!   [`server`] is the daemon's side, [`client`] the applications' async
 //!   socket API (`XStream` is `AsyncRead + AsyncWrite`).
@@ -23,6 +24,7 @@ pub mod api;
 pub mod client;
 pub mod clock;
 pub mod ether;
+pub mod event_log;
 pub mod host_node;
 pub mod impair;
 pub mod node;

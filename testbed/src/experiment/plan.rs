@@ -474,12 +474,7 @@ fn positive_duration(s: &String) -> Result<Duration, String> {
 impl Plan {
     /// Reads a plan file.
     pub fn load(path: &Path) -> Result<Plan, TopologyError> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| TopologyError {
-            file: file.clone(),
-            line: 0,
-            message: e.to_string(),
-        })?;
+        let (file, text) = crate::topology::read_config(path)?;
         Plan::parse(&file, &text)
     }
 
@@ -487,13 +482,7 @@ impl Plan {
     /// the plan.
     pub fn parse(file: &str, text: &str) -> Result<Plan, TopologyError> {
         let cx = Ctx { file, text };
-        let raw: RawPlan = toml::from_str(text).map_err(|e| TopologyError {
-            file: file.to_string(),
-            line: e.span().map_or(0, |s| {
-                text[..s.start.min(text.len())].matches('\n').count() + 1
-            }),
-            message: e.message().to_string(),
-        })?;
+        let raw: RawPlan = cx.toml()?;
         let name = Path::new(file)
             .file_stem()
             .map_or_else(|| "plan".to_string(), |s| s.to_string_lossy().into_owned());

@@ -11,20 +11,18 @@ use std::time::Duration;
 
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use xia_migrate::agent::{Agent, AgentConfig, AgentCounters, AgentEvent, AgentLog, LogEntry};
-use xia_migrate::guest::SyntheticGuest;
+use xia_migrate::agent::{Agent, AgentCounters, AgentEvent, AgentLog, LogEntry};
 use xia_migrate::source::{Report as SessionReport, SourceNote};
 use xia_migrate::state::Source;
-use xia_migrate::vm::{ServiceSpec, Vm};
+use xia_migrate::vm::ServiceSpec;
 use xia_stack::dag::Dag;
 use xia_stack::socket::XDatagram;
 use xia_stack::time::Instant;
-use xia_stack::xid::Principal;
 
 use super::{App, Event, NodeState, SimError, Simulation};
 use crate::link::{DirStats, Fate};
 use crate::migration::{ClientKind, Datagrams, Download, FaultKind};
-use crate::topology::{derived_identity, NodeKind, Target, Topology};
+use crate::topology::{NodeKind, Target, Topology};
 
 /// What happened to one `[[migration]]`.
 #[derive(Clone, Debug, Default)]
@@ -133,44 +131,23 @@ pub(super) fn build_agent(
     name_server: Option<Dag>,
 ) -> Result<Agent, SimError> {
     let n = &topo.nodes[i];
-    let ad = topo.ads[n.ad].xid;
-    let gateway = ports[i].first().map(|&(_, peer)| topo.nodes[peer].hid());
-    let key = derived_identity(Principal::SID, &format!("agent {}", n.name));
-    let mut cfg = AgentConfig::new(n.identity.clone(), key, ad, gateway);
-    cfg.name_server = name_server.clone();
-    cfg.seed = seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    if let Some(h) = topo.migration.hypervisor(i) {
-        cfg.destination.capacity = h.capacity;
-    }
-    let mut agent = Agent::new(cfg);
-    for (k, v) in topo.migration.vms.iter().enumerate() {
-        if v.hypervisor != i {
-            continue;
-        }
-        let memory = SyntheticGuest::new(
-            v.pages,
-            v.page_size,
-            seed ^ (k as u64 + 1).wrapping_mul(0xc2b2_ae3d_27d4_eb4f),
-            v.model,
-            v.dirty_rate,
-        );
-        let vm = Vm::new(
-            &v.name,
-            memory,
-            v.identity.clone(),
-            ad,
-            gateway,
-            name_server.clone(),
-            v.service.clone(),
-            v.service_key.clone(),
-            v.service_name.clone(),
-            seed ^ (k as u64).wrapping_mul(0x2545_f491_4f6c_dd1d),
-            Instant::ZERO,
-        )
-        .map_err(|e| SimError::Setup(format!("vm {}: {e}", v.name)))?;
-        agent.add_vm(vm);
-    }
-    Ok(agent)
+    let setup = crate::hypervisor::AgentSetup {
+        name: &n.name,
+        identity: n.identity.clone(),
+        ad: topo.ads[n.ad].xid,
+        gateway: ports[i].first().map(|&(_, peer)| topo.nodes[peer].hid()),
+        name_server,
+        capacity: topo.migration.hypervisor(i).map_or(4 << 30, |h| h.capacity),
+        agent_seed: seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        vm_seed: seed,
+    };
+    let vms = topo.migration.vms.iter().enumerate();
+    crate::hypervisor::build_agent(
+        &setup,
+        vms.filter(|(_, v)| v.hypervisor == i),
+        Instant::ZERO,
+    )
+    .map_err(SimError::Setup)
 }
 
 impl Simulation {
@@ -179,13 +156,7 @@ impl Simulation {
         let plan = self.topo.migration.clone();
         for (k, c) in plan.clients.iter().enumerate() {
             let v = &plan.vms[c.vm];
-            let hv = &self.topo.nodes[v.hypervisor];
-            let dag = Dag::path(&[
-                self.topo.ads[hv.ad].xid,
-                v.identity.xid(),
-                v.service_key.xid(),
-            ])
-            .expect("three nodes");
+            let dag = self.topo.vm_service_dag(c.vm);
             let NodeState::Host(host, _) = &mut self.nodes[c.host] else {
                 return Err(SimError::Setup(format!("client {k}: not on a host")));
             };
