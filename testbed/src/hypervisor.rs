@@ -264,6 +264,9 @@ pub struct VmInfo {
     pub running: bool,
     /// Its service's DAG.
     pub service: String,
+    /// Whether the name server holds that DAG under the service's name
+    /// (true for a service without one).
+    pub named: bool,
 }
 
 /// A live view of a migration.
@@ -439,6 +442,7 @@ async fn connection(
                             memory: (v.memory.pages() * v.memory.page_size()) as u64,
                             running: v.is_running(),
                             service: v.service_dag().to_line(),
+                            named: v.name_registered(),
                         })
                         .collect(),
                     counters: counters_line(&n.agent.counters()),

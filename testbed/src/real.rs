@@ -570,8 +570,8 @@ fn make_namespaces(topo: &Topology, dir: &Path, state: &mut State) -> Result<(),
     Ok(())
 }
 
-/// Waits until every daemon's socket answers and every host knows its
-/// gateway's AD (XHCP has run).
+/// Waits until every daemon's socket answers, every host knows its
+/// gateway's AD (XHCP has run) and every VM's name is registered.
 fn wait_ready(state: &State, timeout: Duration) -> Result<(), RealError> {
     let start = Instant::now();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -589,9 +589,10 @@ fn wait_ready(state: &State, timeout: Duration) -> Result<(), RealError> {
             }
             let ready = rt.block_on(async {
                 if n.kind == "hypervisor" {
+                    // Ready when its VMs can be found by name.
                     return crate::hypervisor::info(&n.socket)
                         .await
-                        .is_ok_and(|i| i.attached);
+                        .is_ok_and(|i| i.attached && i.vms.iter().all(|v| v.named));
                 }
                 let c = xia_net::client::Client::new(&n.socket);
                 match c.info().await {

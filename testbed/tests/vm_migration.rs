@@ -153,3 +153,15 @@ fn bad_migration_sections_name_the_line() {
         "is a hypervisor",
     );
 }
+
+#[test]
+fn a_vm_registers_its_name_once_the_name_server_can_be_reached() {
+    // The name server's link is down for the first 8 s: every
+    // registration the VM sends meanwhile goes unanswered. It keeps
+    // trying, so a client looking the name up at 12 s finds it.
+    let events = "[[event]]\nat = \"0s\"\nlink = [\"ns\", \"rA\"]\nstate = \"down\"\n\
+                  [[event]]\nat = \"8s\"\nlink = [\"ns\", \"rA\"]\nstate = \"up\"\n";
+    let r = sim(topo(STREAM, &format!("{}{events}", download("12s")), ""));
+    let c = &r.vm_clients[0];
+    assert_eq!((c.received, c.corrupt), (20_000_000, 0), "{r}");
+}

@@ -22,6 +22,11 @@ use xia_stack::stream::StreamEvent;
 use xia_stack::time::Instant;
 use xia_stack::xid::Xid;
 
+/// How long a service waits before registering its name again after a
+/// registration got no answer (the stack has already tried it
+/// `name_tries` times).
+const NAME_RETRY: Duration = Duration::from_secs(2);
+
 use crate::guest::{Guest, SyntheticGuest};
 
 /// The byte at offset `i` of a stream flow's data: a pattern a receiver
@@ -73,6 +78,12 @@ pub struct Service {
     key: Identity,
     name: Option<String>,
     name_seq: u64,
+    /// The registration awaiting its answer (request id).
+    name_pending: Option<u32>,
+    /// The sequence number the name server last stored.
+    name_stored: Option<u64>,
+    /// When to try again a registration that got no answer.
+    name_retry: Option<Instant>,
     listener: Option<ListenerHandle>,
     socket: Option<SocketHandle>,
     conns: BTreeMap<usize, Conn>,
@@ -85,6 +96,8 @@ pub struct Service {
     pub duplicates: u64,
     /// Name registrations refused.
     pub name_refusals: u64,
+    /// Name registrations that got no answer (each is tried again).
+    pub name_timeouts: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -158,6 +171,9 @@ impl Vm {
             key: service_key,
             name: service_name,
             name_seq: 0,
+            name_pending: None,
+            name_stored: None,
+            name_retry: None,
             listener: None,
             socket: None,
             conns: BTreeMap::new(),
@@ -166,6 +182,7 @@ impl Vm {
             received: 0,
             duplicates: 0,
             name_refusals: 0,
+            name_timeouts: 0,
         };
         match spec {
             ServiceSpec::None => {}
@@ -223,8 +240,10 @@ impl Vm {
             Host::restore(&d.stack, now).map_err(|e| VmError::DeviceState(e.to_string()))?;
         memory.set_device_state(&d.memory_device);
         let mut service = d.service;
-        // Pacing restarts from now.
+        // Pacing restarts from now; the new network's XHCP beacon
+        // triggers a new registration.
         service.next_send = None;
+        service.name_retry = None;
         Ok(Vm {
             name: d.name,
             memory,
@@ -258,10 +277,14 @@ impl Vm {
 
     /// When the VM next needs [`Vm::handle_timeout`].
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [self.stack.poll_timeout(), self.service.next_send]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.stack.poll_timeout(),
+            self.service.next_send,
+            self.service.name_retry,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Runs the stack's timers and the service's pacing.
@@ -271,6 +294,10 @@ impl Vm {
         }
         if self.service.next_send.is_some_and(|t| t <= now) {
             self.service.next_send = None;
+        }
+        if self.service.name_retry.is_some_and(|t| t <= now) {
+            self.service.name_retry = None;
+            self.register_name(now);
         }
         self.drive(now);
     }
@@ -282,14 +309,27 @@ impl Vm {
         self.service.name_seq += 1;
         let dag = self.service_dag();
         let key = self.service.key.clone();
-        let _ = xia_stack::socket::register(
+        match xia_stack::socket::register(
             &mut self.stack,
             now,
             &key,
             &name,
             &dag,
             self.service.name_seq,
-        );
+        ) {
+            Ok(r) => self.service.name_pending = Some(r.id()),
+            // No name server or no route yet: XHCP or a retry will do it.
+            Err(_) => {
+                self.service.name_pending = None;
+                self.service.name_retry = Some(now + NAME_RETRY);
+            }
+        }
+    }
+
+    /// Whether the name server holds the service's current address (true
+    /// for a service without a name): a testbed is ready when it does.
+    pub fn name_registered(&self) -> bool {
+        self.service.name.is_none() || self.service.name_stored == Some(self.service.name_seq)
     }
 
     fn on_event(&mut self, now: Instant, e: &HostEvent) {
@@ -299,10 +339,19 @@ impl Vm {
                 // signed by its key, with the next sequence number.
                 self.register_name(now);
             }
-            HostEvent::NameAnswer { answer, .. }
-                if !matches!(answer, Ok(NameResponse::Registered { .. })) =>
-            {
-                self.service.name_refusals += 1;
+            HostEvent::NameAnswer { id, answer } if Some(*id) == self.service.name_pending => {
+                self.service.name_pending = None;
+                match answer {
+                    Ok(NameResponse::Registered { seq }) => self.service.name_stored = Some(*seq),
+                    // The name server may not be reachable yet (routing
+                    // still converging): a service must not stay unnamed
+                    // for want of one answer.
+                    Err(_) => {
+                        self.service.name_timeouts += 1;
+                        self.service.name_retry = Some(now + NAME_RETRY);
+                    }
+                    Ok(_) => self.service.name_refusals += 1,
+                }
             }
             HostEvent::Incoming { listener, .. } if Some(*listener) == self.service.listener => {
                 while let Some(h) = self.stack.accept(*listener) {

@@ -179,11 +179,16 @@ pub fn info(hv: HypervisorArg) -> Result<()> {
     println!("agent: {}", i.dag);
     for v in &i.vms {
         println!(
-            "vm {}: {} MiB, {}, service {}",
+            "vm {}: {} MiB, {}, service {}{}",
             v.name,
             v.memory >> 20,
             if v.running { "running" } else { "paused" },
-            v.service
+            v.service,
+            if v.named {
+                ""
+            } else {
+                " (name not registered yet)"
+            }
         );
     }
     println!("counters: {}", i.counters);
