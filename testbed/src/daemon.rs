@@ -21,6 +21,11 @@
 //! listen = "127.0.0.1:13781"   # UDP address of the node's links (default 0.0.0.0:13781)
 //! socket = "/tmp/rA.sock"      # control socket (hosts: the application API)
 //! seed = 1                     # for fresh SIDs and impairment draws
+//! # Hypervisors only:
+//! agent_name = "hv1"           # the agent's name in the name service (default: the
+//!                              # hypervisor's name, lowercased; "" registers none)
+//! log = "/var/lib/xia/hv1.migrations.log"  # the agent's write-ahead log (default:
+//!                              # NAME.migrations.log next to the socket)
 //!
 //! [[link]]
 //! peer = "127.0.0.1:13782"     # the other end's UDP address; port i is the i-th link
@@ -133,6 +138,10 @@ pub struct DaemonConfig {
     pub name_server: Option<Dag>,
     /// Hypervisors: the VMs it starts with.
     pub vms: Vec<crate::migration::VmSpec>,
+    /// Hypervisors: the name its agent registers (`None`: none).
+    pub agent_name: Option<String>,
+    /// Hypervisors: the agent's log file.
+    pub log: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -163,6 +172,8 @@ struct RawDaemon {
     socket: Option<Spanned<String>>,
     seed: Option<Spanned<i64>>,
     pcap: Option<Spanned<String>>,
+    agent_name: Option<Spanned<String>>,
+    log: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -297,6 +308,8 @@ impl DaemonConfig {
                         vms: &raw.vm,
                         migrations: &[],
                         clients: &[],
+                        images: &[],
+                        image_hosts: &[],
                     },
                     &[0],
                     &index,
@@ -434,7 +447,46 @@ impl DaemonConfig {
         let pcap = daemon
             .and_then(|d| d.pcap.as_ref())
             .map(|s| PathBuf::from(s.get_ref()));
+        let hypervisor = matches!(kind, DaemonKind::Hypervisor { .. });
+        let raw_name = daemon.and_then(|d| d.agent_name.as_ref());
+        let raw_log = daemon.and_then(|d| d.log.as_ref());
+        if !hypervisor {
+            if let Some(s) = raw_name.or(raw_log) {
+                return cx.err(
+                    s.span(),
+                    "agent_name and log are for hypervisors ([[hypervisor]])",
+                );
+            }
+        }
+        let agent_name = match raw_name {
+            _ if !hypervisor => None,
+            // The hypervisor's name, if a name may be that.
+            None => {
+                let n = name.get_ref().to_ascii_lowercase();
+                xia_stack::naming::check_name(&n).is_ok().then_some(n)
+            }
+            Some(s) if s.get_ref().is_empty() => None,
+            Some(s) => match xia_stack::naming::check_name(s.get_ref()) {
+                Ok(()) => Some(s.get_ref().clone()),
+                Err(e) => return cx.err(s.span(), format!("agent_name: {e}")),
+            },
+        };
+        let log = match raw_log {
+            _ if !hypervisor => None,
+            Some(s) if s.get_ref().is_empty() => return cx.err(s.span(), "log must name a file"),
+            Some(s) => Some(PathBuf::from(s.get_ref())),
+            // Next to the control socket, else in the working directory.
+            None => {
+                let file = format!("{}.migrations.log", name.get_ref());
+                Some(match socket.as_ref().and_then(|s| s.parent()) {
+                    Some(dir) => dir.join(file),
+                    None => PathBuf::from(file),
+                })
+            }
+        };
         Ok(DaemonConfig {
+            agent_name,
+            log,
             pcap,
             name: name.get_ref().clone(),
             ad: (ad_name.get_ref().clone(), ad),
@@ -494,6 +546,44 @@ peer = "127.0.0.1"
         assert!(matches!(c.kind, DaemonKind::Router { .. }));
     }
 
+    const HYPERVISOR: &str = r#"
+[[ad]]
+name = "A"
+
+[[hypervisor]]
+name = "hvA"
+ad = "A"
+
+[daemon]
+socket = "/run/xia/hvA.sock"
+"#;
+
+    #[test]
+    fn a_hypervisor_registers_its_name_and_logs_next_to_its_socket() {
+        let c = DaemonConfig::parse("hv.toml", HYPERVISOR).unwrap();
+        assert_eq!(c.agent_name.as_deref(), Some("hva"));
+        assert_eq!(
+            c.log.as_deref(),
+            Some(Path::new("/run/xia/hvA.migrations.log"))
+        );
+        let with = |extra: &str| DaemonConfig::parse("hv.toml", &format!("{HYPERVISOR}{extra}"));
+        let c = with("agent_name = \"\"\nlog = \"/var/hv.log\"\n").unwrap();
+        assert_eq!(c.agent_name, None);
+        assert_eq!(c.log.as_deref(), Some(Path::new("/var/hv.log")));
+        let e = with("agent_name = \"Not A Name\"\n").unwrap_err();
+        assert_eq!(e.line, 11, "{e}");
+        assert!(e.message.contains("agent_name"), "{e}");
+        // Routers and hosts have neither.
+        let c = DaemonConfig::parse("rA.toml", ROUTER).unwrap();
+        assert_eq!((c.agent_name, c.log), (None, None));
+        let e = DaemonConfig::parse(
+            "rA.toml",
+            &ROUTER.replace("[daemon]\n", "[daemon]\nlog = \"x.log\"\n"),
+        )
+        .unwrap_err();
+        assert!(e.message.contains("for hypervisors"), "{e}");
+    }
+
     #[test]
     fn bad_configs_name_their_line() {
         let e = DaemonConfig::parse("x.toml", &ROUTER.replace("14001", "99999")).unwrap_err();
@@ -543,6 +633,13 @@ pub enum DaemonError {
     /// The node could not be set up (a VM that does not start).
     #[error("{0}")]
     Setup(String),
+    /// The hypervisor's migration log could not be read or written.
+    #[error(transparent)]
+    Log(#[from] crate::hypervisor_log::LogFileError),
+    /// Writing the migration log failed while running: the daemon
+    /// stopped sending and exited.
+    #[error("stopped: {0}")]
+    LogFailed(String),
 }
 
 /// Removes a Unix socket file when dropped.
@@ -690,15 +787,19 @@ impl DaemonConfig {
                     capacity: *capacity,
                     agent_seed: rand_core::OsRng.next_u64(),
                     vm_seed: self.seed,
+                    content_store: None,
                 };
-                let agent = crate::hypervisor::build_agent(
-                    &setup,
-                    self.vms.iter().enumerate(),
-                    clock.now(),
-                )
-                .map_err(DaemonError::Setup)?;
+                // The clock's zero on the wall clock: the log's instants
+                // are rebased on it.
+                let zero = crate::hypervisor_log::unix_ns().saturating_sub(clock.now().as_nanos());
+                let (agent, writer) = self.start_agent(&setup, zero, clock.now())?;
                 tracing::info!(node = %self.name, agent = %agent.dag().to_line(), "agent");
-                let node = crate::hypervisor::HypervisorNode::new(&self.name, agent);
+                let mut node = crate::hypervisor::HypervisorNode::new(&self.name, agent)
+                    .with_agent_name(self.agent_name.clone());
+                if let Some(w) = writer {
+                    node = node.with_log(w, self.configured_vms());
+                }
+                let mut failed = node.log_failure();
                 let mut d = Driver::new(node, links, clock);
                 for e in ethers {
                     d.add_ethernet(e, self.identity.xid());
@@ -711,11 +812,98 @@ impl DaemonConfig {
                 if let Some(l) = listener {
                     tokio::spawn(crate::hypervisor::serve(l, d.handle()));
                 }
-                let h = d.run(shutdown).await?;
+                let log_failed = async {
+                    if failed.wait_for(Option::is_some).await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                };
+                let h = d
+                    .run(async {
+                        tokio::select! {
+                            () = shutdown => {}
+                            () = log_failed => {}
+                        }
+                    })
+                    .await?;
                 tracing::info!(node = %self.name, counters = ?h.agent.counters(), "stopped");
+                if let Some(why) = h.log_failure().borrow().clone() {
+                    return Err(DaemonError::LogFailed(why));
+                }
             }
         }
         Ok(())
+    }
+
+    /// The names of the VMs configured.
+    fn configured_vms(&self) -> std::collections::BTreeSet<String> {
+        self.vms.iter().map(|v| v.name.clone()).collect()
+    }
+
+    /// A hypervisor's agent: new, or — if its log holds entries — restarted
+    /// from the log ([`Agent::restart`](xia_migrate::agent::Agent::restart))
+    /// with the VMs configured; and the log, rewritten compacted, open for
+    /// appending. `zero`: the clock's zero, in ns since the Unix epoch.
+    fn start_agent(
+        &self,
+        setup: &crate::hypervisor::AgentSetup<'_>,
+        zero: u64,
+        now: xia_stack::time::Instant,
+    ) -> Result<
+        (
+            xia_migrate::agent::Agent,
+            Option<crate::hypervisor_log::LogWriter>,
+        ),
+        DaemonError,
+    > {
+        use crate::hypervisor::{agent_config, build_agent, build_vms};
+        use xia_migrate::agent::Agent;
+        let vms = self.vms.iter().enumerate();
+        let Some(path) = &self.log else {
+            return Ok((
+                build_agent(setup, vms, now).map_err(DaemonError::Setup)?,
+                None,
+            ));
+        };
+        let loaded = crate::hypervisor_log::read(path, zero)?;
+        if let Some(w) = &loaded.torn {
+            tracing::warn!(node = %self.name, "{w}");
+        }
+        // The VMs as configured, less those the file says left (they run
+        // elsewhere). One whose migration the log has under way starts
+        // paused, so that the restarted agent asks the destination before
+        // it runs it here again.
+        let log = &loaded.log;
+        let mut kept = Vec::new();
+        for mut vm in build_vms(setup, vms, now).map_err(DaemonError::Setup)? {
+            if loaded.left.contains(&vm.name) {
+                tracing::info!(node = %self.name, vm = %vm.name, "not started: it had left");
+                continue;
+            }
+            if log.in_flight().any(|m| m.recovery.name == vm.name) {
+                xia_migrate::guest::Guest::pause(&mut vm);
+            }
+            kept.push(vm);
+        }
+        let agent = if loaded.entries == 0 {
+            let mut agent = Agent::new(agent_config(setup));
+            for vm in kept {
+                agent.add_vm(vm);
+            }
+            agent
+        } else {
+            tracing::info!(
+                node = %self.name,
+                log = %path.display(),
+                entries = loaded.entries,
+                in_flight = log.in_flight().count(),
+                restarts = log.restarts() + 1,
+                "restarting the agent from its log"
+            );
+            Agent::restart(agent_config(setup), kept, log, now)
+        };
+        let left = crate::hypervisor::left(&agent, &self.configured_vms());
+        let writer = crate::hypervisor_log::LogWriter::create(path, loaded.log, left, zero)?;
+        Ok((agent, Some(writer)))
     }
 
     /// A tap writing a pcap: this node's interfaces are MAC `02:58:00:00:PP:00`

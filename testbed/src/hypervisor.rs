@@ -12,15 +12,37 @@
 //! answered with [`HvResponse::Info`]; `Migrate` with `Started`, then
 //! `Progress` (every 200 ms and on every change) and `Note`s, and at the
 //! end `Done` with the report or `Failed` with the phase and the cause.
-//! Closing the connection does not cancel the migration.
+//! Closing the connection does not cancel the migration. A `Migrate`'s
+//! destination is an agent's DAG or the name it registered: the daemon
+//! resolves a name through its agent's stack (the name server XHCP
+//! announced).
+//!
+//! **The agent's name.** The daemon registers its agent's DAG under a
+//! name (the hypervisor's, by default) with the name server XHCP
+//! announced, signed with the agent's key, and again with a higher
+//! sequence number whenever the agent's DAG changes; a registration
+//! that gets no answer is tried again until one comes. The sequence
+//! number is the wall clock in microseconds (or one more than the last),
+//! so a restarted daemon's registrations supersede its old ones. The
+//! registration's state is kept here, in the driver: the answers are read
+//! off the packets for the agent's stack as they pass (see
+//! [`name_answer`]).
+//!
+//! **The log.** With [`HypervisorNode::with_log`] every entry the agent
+//! hands out ([`Agent::poll_log`]) is appended to a file and synced after
+//! each step, before the step's packets are sent (the driver sends only
+//! after [`Node::after_step`]); if that fails nothing more is sent and the
+//! daemon stops ([`HypervisorNode::log_failure`]). See
+//! [`crate::hypervisor_log`].
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use xia_migrate::agent::{Agent, AgentConfig, AgentCounters, AgentEvent};
 use xia_migrate::guest::{Guest as _, SyntheticGuest};
 use xia_migrate::msg::Mode;
@@ -31,10 +53,13 @@ use xia_net::event_log::EventLog;
 use xia_net::node::{Node, NodeHandle, Stopped};
 use xia_stack::dag::Dag;
 use xia_stack::forward::{PortId, Transmit};
+use xia_stack::host::{ResolveError, NO_ANSWER};
 use xia_stack::identity::Identity;
+use xia_stack::naming::{NameResponse, NAME_SERVER_SID};
 use xia_stack::time::Instant;
 use xia_stack::xid::{Principal, Xid};
 
+use crate::hypervisor_log::LogWriter;
 use crate::migration::VmSpec;
 use crate::topology::derived_identity;
 
@@ -73,6 +98,9 @@ pub struct AgentSetup<'a> {
     pub agent_seed: u64,
     /// Seed of its VMs' memory and stacks.
     pub vm_seed: u64,
+    /// Where incoming migrations fetch pages sent by CID: an image
+    /// store's `AD HID`.
+    pub content_store: Option<Dag>,
 }
 
 /// The agent for a hypervisor, with the VMs that start on it (`vms`:
@@ -83,11 +111,31 @@ pub fn build_agent<'v>(
     vms: impl IntoIterator<Item = (usize, &'v VmSpec)>,
     now: Instant,
 ) -> Result<Agent, String> {
+    let mut agent = Agent::new(agent_config(s));
+    for vm in build_vms(s, vms, now)? {
+        agent.add_vm(vm);
+    }
+    Ok(agent)
+}
+
+/// The configuration of a hypervisor's agent.
+pub fn agent_config(s: &AgentSetup<'_>) -> AgentConfig {
     let mut cfg = AgentConfig::new(s.identity.clone(), agent_key(s.name), s.ad, s.gateway);
     cfg.name_server = s.name_server.clone();
     cfg.seed = s.agent_seed;
     cfg.destination.capacity = s.capacity;
-    let mut agent = Agent::new(cfg);
+    cfg.content_store = s.content_store.clone();
+    cfg
+}
+
+/// The VMs that start on a hypervisor, running (`vms`: (index among the
+/// topology's VMs, spec)).
+pub fn build_vms<'v>(
+    s: &AgentSetup<'_>,
+    vms: impl IntoIterator<Item = (usize, &'v VmSpec)>,
+    now: Instant,
+) -> Result<Vec<Vm>, String> {
+    let mut out = Vec::new();
     for (k, v) in vms {
         let memory = SyntheticGuest::new(
             v.pages,
@@ -96,6 +144,10 @@ pub fn build_agent<'v>(
             v.model,
             v.dirty_rate,
         );
+        let memory = match v.image {
+            Some(image) => memory.with_image(image),
+            None => memory,
+        };
         let vm = Vm::new(
             &v.name,
             memory,
@@ -110,18 +162,84 @@ pub fn build_agent<'v>(
             now,
         )
         .map_err(|e| format!("vm {}: {e}", v.name))?;
-        agent.add_vm(vm);
+        out.push(vm);
     }
-    Ok(agent)
+    Ok(out)
 }
 
-/// An agent as a node of xia-net's driver, with its event log.
+/// How long the daemon waits for the name server's answer to one of its
+/// requests (the agent's stack asks up to three times, a second apart).
+pub const NAME_WAIT: Duration = Duration::from_secs(4);
+/// How long it waits before registering the agent's name again after a
+/// registration got no answer.
+pub const NAME_RETRY: Duration = Duration::from_secs(2);
+/// … and after the name server refused it (the name is someone else's).
+pub const NAME_REFUSED_RETRY: Duration = Duration::from_secs(10);
+
+/// The agent's registration of its name, driver side.
+#[derive(Debug)]
+struct AgentName {
+    name: String,
+    seq: u64,
+    // The request awaiting its answer, and when to give up on it.
+    pending: Option<(u32, Instant)>,
+    // The DAG of the registration pending or stored.
+    dag: Option<Dag>,
+    stored: bool,
+    retry: Option<Instant>,
+}
+
+/// A lookup of another agent's name, awaiting the name server.
+struct Lookup {
+    id: u32,
+    name: String,
+    until: Instant,
+    reply: oneshot::Sender<Result<Dag, ResolveError>>,
+}
+
+/// If `packet` is a name server's answer (an XDGRAM from the name-server
+/// SID): its request id and the answer, a refusal as its text. The
+/// daemon reads the answers to its agent's registrations and lookups off
+/// the packets as they pass to the agent's stack, which (having no use
+/// for them itself) drops the events it raises for them.
+pub fn name_answer(packet: &[u8]) -> Option<(u32, Result<NameResponse, String>)> {
+    use xia_stack::wire::xdgram::XdgramRepr;
+    use xia_stack::wire::xip::{NextHeader, Packet, XipRepr};
+    let view = Packet::new_checked(packet).ok()?;
+    let repr = XipRepr::parse_header(&view).ok()?;
+    if repr.next_header != NextHeader::Xdgram || *repr.src.intent() != NAME_SERVER_SID {
+        return None;
+    }
+    let seg = XdgramRepr::parse(view.payload()).ok()?;
+    let (id, body) = xia_stack::naming::split_message(seg.payload).ok()?;
+    Some((id, NameResponse::parse(body).ok()?))
+}
+
+/// The VMs of `configured` that `agent` does not run (they left, or are
+/// handed over).
+pub fn left(agent: &Agent, configured: &BTreeSet<String>) -> BTreeSet<String> {
+    configured
+        .iter()
+        .filter(|v| agent.vm(v).is_none())
+        .cloned()
+        .collect()
+}
+
+/// An agent as a node of xia-net's driver, with its event log, the
+/// registration of its name and its durable log.
 pub struct HypervisorNode {
     /// The agent.
     pub agent: Agent,
     /// Its name.
     pub name: String,
     events: EventLog<AgentEvent>,
+    naming: Option<AgentName>,
+    lookups: Vec<Lookup>,
+    log: Option<LogWriter>,
+    // The VMs configured (whether one left is logged).
+    configured: BTreeSet<String>,
+    // Set when the log could not be written: nothing is sent any more.
+    log_failed: watch::Sender<Option<String>>,
 }
 
 impl HypervisorNode {
@@ -131,6 +249,181 @@ impl HypervisorNode {
             agent,
             name: name.to_owned(),
             events: EventLog::new(EVENT_LOG),
+            naming: None,
+            lookups: Vec::new(),
+            log: None,
+            configured: BTreeSet::new(),
+            log_failed: watch::channel(None).0,
+        }
+    }
+
+    /// Registers the agent's DAG under `name` (none: no registration).
+    pub fn with_agent_name(mut self, name: Option<String>) -> HypervisorNode {
+        self.naming = name.map(|name| AgentName {
+            name,
+            seq: 0,
+            pending: None,
+            dag: None,
+            stored: false,
+            retry: None,
+        });
+        self
+    }
+
+    /// Makes the agent's log durable in `log`, with which of the
+    /// `configured` VMs left.
+    pub fn with_log(mut self, log: LogWriter, configured: BTreeSet<String>) -> HypervisorNode {
+        self.log = Some(log);
+        self.configured = configured;
+        self
+    }
+
+    /// Becomes `Some(why)` if the log could not be written: the node then
+    /// sends nothing, and its daemon should stop.
+    pub fn log_failure(&self) -> watch::Receiver<Option<String>> {
+        self.log_failed.subscribe()
+    }
+
+    /// The name the agent registers, if any.
+    pub fn agent_name(&self) -> Option<&str> {
+        self.naming.as_ref().map(|n| n.name.as_str())
+    }
+
+    /// Whether the name server holds the agent's current DAG under its
+    /// name (true if it registers none).
+    pub fn agent_named(&self) -> bool {
+        self.naming
+            .as_ref()
+            .is_none_or(|n| n.stored && n.dag.as_ref().is_some_and(|d| *d == self.agent.dag()))
+    }
+
+    /// Looks `name` up with the name server XHCP announced; the answer
+    /// comes on the receiver.
+    pub fn resolve(
+        &mut self,
+        now: Instant,
+        name: &str,
+    ) -> Result<oneshot::Receiver<Result<Dag, ResolveError>>, String> {
+        use xia_stack::host::HostError;
+        use xia_stack::socket::SocketError;
+        let id = self.agent.resolve_name(now, name).map_err(|e| match e {
+            SocketError::Host(HostError::NoNameServer) => {
+                "no name server known yet (no router has announced one)".to_string()
+            }
+            e => e.to_string(),
+        })?;
+        let (reply, rx) = oneshot::channel();
+        self.lookups.push(Lookup {
+            id,
+            name: name.to_owned(),
+            until: now + NAME_WAIT,
+            reply,
+        });
+        Ok(rx)
+    }
+
+    // Registers the agent's name if it is not stored for its current DAG
+    // and nothing is pending or waiting to be retried.
+    fn register_if_due(&mut self, now: Instant) {
+        let Some(n) = self.naming.as_mut() else {
+            return;
+        };
+        if n.pending.is_some() || n.retry.is_some_and(|t| t > now) {
+            return;
+        }
+        let host = self.agent.host();
+        if host.name_server().is_none() || host.interfaces()[0].gateway.is_none() {
+            // XHCP has not run yet: its first beacon brings both.
+            return;
+        }
+        let dag = self.agent.dag();
+        if n.stored && n.dag.as_ref() == Some(&dag) {
+            return;
+        }
+        let wall = crate::hypervisor_log::unix_ns() / 1_000;
+        n.seq = n.seq.saturating_add(1).max(wall);
+        n.retry = None;
+        match self.agent.register_name(now, &n.name, n.seq) {
+            Ok(id) => {
+                n.pending = Some((id, now + NAME_WAIT));
+                n.dag = Some(dag);
+                n.stored = false;
+            }
+            Err(e) => {
+                tracing::warn!(hypervisor = %self.name, name = %n.name, error = %e, "cannot register the agent's name");
+                n.retry = Some(now + NAME_REFUSED_RETRY);
+            }
+        }
+    }
+
+    fn on_name_answer(&mut self, now: Instant, id: u32, answer: Result<NameResponse, String>) {
+        if let Some(n) = self
+            .naming
+            .as_mut()
+            .filter(|n| n.pending.is_some_and(|(p, _)| p == id))
+        {
+            n.pending = None;
+            match answer {
+                Ok(NameResponse::Registered { seq }) if seq == n.seq => {
+                    n.stored = true;
+                    tracing::info!(hypervisor = %self.name, name = %n.name, seq, "agent name registered");
+                }
+                Err(why) if why == NO_ANSWER => n.retry = Some(now + NAME_RETRY),
+                other => {
+                    tracing::warn!(hypervisor = %self.name, name = %n.name, answer = ?other, "agent name refused");
+                    n.retry = Some(now + NAME_REFUSED_RETRY);
+                }
+            }
+            return;
+        }
+        if let Some(k) = self.lookups.iter().position(|l| l.id == id) {
+            let l = self.lookups.swap_remove(k);
+            let _ = l.reply.send(ResolveError::from_answer(&l.name, &answer));
+        }
+    }
+
+    fn name_timer(&self) -> Option<Instant> {
+        let n = self.naming.as_ref();
+        [
+            n.and_then(|n| n.pending.map(|p| p.1)),
+            n.and_then(|n| n.retry),
+            self.lookups.iter().map(|l| l.until).min(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn name_timeouts(&mut self, now: Instant) {
+        if let Some(n) = self.naming.as_mut() {
+            if n.pending.is_some_and(|(_, until)| until <= now) {
+                n.pending = None;
+                n.retry = Some(now + NAME_RETRY);
+            }
+        }
+        let (late, keep) = std::mem::take(&mut self.lookups)
+            .into_iter()
+            .partition(|l| l.until <= now);
+        self.lookups = keep;
+        for l in late {
+            let _ = l.reply.send(Err(ResolveError::NoAnswer(l.name)));
+        }
+    }
+
+    // Appends what the agent logged and syncs it: before anything of this
+    // step is sent.
+    fn write_log(&mut self, now: Instant) {
+        let Some(w) = self.log.as_mut() else {
+            return;
+        };
+        let entries: Vec<_> = std::iter::from_fn(|| self.agent.poll_log()).collect();
+        if self.log_failed.borrow().is_some() {
+            return;
+        }
+        let left = left(&self.agent, &self.configured);
+        if let Err(e) = w.append(&entries, &left, now) {
+            tracing::error!(hypervisor = %self.name, error = %e, "cannot write the migration log: sending nothing more");
+            self.log_failed.send_replace(Some(e.to_string()));
         }
     }
 
@@ -152,18 +445,40 @@ impl HypervisorNode {
 
 impl Node for HypervisorNode {
     fn handle_packet(&mut self, now: Instant, _port: PortId, packet: Vec<u8>) {
+        let waiting =
+            !self.lookups.is_empty() || self.naming.as_ref().is_some_and(|n| n.pending.is_some());
+        if waiting {
+            if let Some((id, answer)) = name_answer(&packet) {
+                self.on_name_answer(now, id, answer);
+            }
+        }
         self.agent.handle_packet(now, packet);
     }
     fn handle_timeout(&mut self, now: Instant) {
-        self.agent.handle_timeout(now);
+        // The agent's timers, unless only the naming's are due.
+        let agent_due = self.agent.poll_timeout().is_some_and(|t| t <= now);
+        if agent_due || self.name_timer().is_none_or(|t| t > now) {
+            self.agent.handle_timeout(now);
+        }
+        self.name_timeouts(now);
     }
     fn poll_timeout(&self) -> Option<Instant> {
-        self.agent.poll_timeout()
+        [self.agent.poll_timeout(), self.name_timer()]
+            .into_iter()
+            .flatten()
+            .min()
     }
     fn poll_transmit(&mut self) -> Option<Transmit> {
+        if self.log_failed.borrow().is_some() {
+            // What the log does not hold must not leave.
+            while self.agent.poll_transmit().is_some() {}
+            return None;
+        }
         self.agent.poll_transmit()
     }
-    fn after_step(&mut self, _now: Instant) {
+    fn after_step(&mut self, now: Instant) {
+        self.write_log(now);
+        self.register_if_due(now);
         let mut any = false;
         while let Some(e) = self.agent.poll_event() {
             log_event(&self.name, &e);
@@ -247,6 +562,13 @@ pub struct HvInfo {
     pub dag: String,
     /// Whether it has heard its router (XHCP).
     pub attached: bool,
+    /// The name it registers its DAG under, if any.
+    pub agent_name: Option<String>,
+    /// Whether the name server holds its current DAG under that name
+    /// (true if it registers none).
+    pub named: bool,
+    /// Its migration log file, if it keeps one.
+    pub log: Option<String>,
     /// Its VMs.
     pub vms: Vec<VmInfo>,
     /// Location-management counters.
@@ -372,6 +694,8 @@ pub enum HvResponse {
     Started {
         /// Its id.
         id: u64,
+        /// The destination agent's DAG (the name given, resolved).
+        to: String,
     },
     /// Where it is.
     Progress(Progress),
@@ -433,6 +757,9 @@ async fn connection(
                     name: n.name.clone(),
                     dag: n.agent.dag().to_line(),
                     attached: n.agent.host().interfaces()[0].gateway.is_some(),
+                    agent_name: n.agent_name().map(str::to_owned),
+                    named: n.agent_named(),
+                    log: n.log.as_ref().map(|w| w.path().display().to_string()),
                     vms: n
                         .agent
                         .vm_names()
@@ -464,27 +791,31 @@ async fn migrate(
         Ok(c) => c,
         Err(e) => return Ok(write_frame(&mut conn, &HvResponse::Error(e)).await?),
     };
-    let to = match m.to.parse::<Dag>() {
+    let to = match destination(node, &m.to).await? {
         Ok(d) => d,
-        Err(e) => {
-            let msg = format!("--to {:?} is not a DAG: {e}", m.to);
-            return Ok(write_frame(&mut conn, &HvResponse::Error(msg)).await?);
-        }
+        Err(msg) => return Ok(write_frame(&mut conn, &HvResponse::Error(msg)).await?),
     };
+    let to_line = to.to_line();
     let vm = m.vm.clone();
     let (started, mut pos, mut changed, page_size) = node
         .call(move |n, now| {
             let pos = n.position();
             let page = n.agent.vm(&vm).map_or(0, |v| v.memory.page_size() as u64);
-            let r = n.agent.migrate(now, &vm, &to, config);
+            let r = if *to.intent() == n.agent.config().key.xid() {
+                Err(format!("{} is this hypervisor's own agent", to.to_line()))
+            } else {
+                n.agent
+                    .migrate(now, &vm, &to, config)
+                    .map_err(|e| e.to_string())
+            };
             (r, pos, n.subscribe(), page)
         })
         .await?;
     let id = match started {
         Ok(id) => id,
-        Err(e) => return Ok(write_frame(&mut conn, &HvResponse::Error(e.to_string())).await?),
+        Err(e) => return Ok(write_frame(&mut conn, &HvResponse::Error(e)).await?),
     };
-    write_frame(&mut conn, &HvResponse::Started { id }).await?;
+    write_frame(&mut conn, &HvResponse::Started { id, to: to_line }).await?;
     loop {
         let (events, next, status) = node
             .call(move |n, _| {
@@ -527,6 +858,49 @@ async fn migrate(
             () = tokio::time::sleep(PROGRESS_EVERY) => {}
         }
     }
+}
+
+/// The destination agent `to` names: a DAG as it is, else a name
+/// resolved through the agent's stack. `Err`: what to tell the operator.
+async fn destination(
+    node: &NodeHandle<HypervisorNode>,
+    to: &str,
+) -> Result<Result<Dag, String>, ConnError> {
+    let dag_error = match to.parse::<Dag>() {
+        Ok(d) => return Ok(Ok(d)),
+        Err(e) => e,
+    };
+    // Names are lowercase; hypervisors' are registered lowercased.
+    let name = to.to_ascii_lowercase();
+    if xia_stack::naming::check_name(&name).is_err() {
+        return Ok(Err(format!(
+            "--to {to:?} is not a DAG ({dag_error}) nor an agent's name"
+        )));
+    }
+    let asked = {
+        let name = name.clone();
+        node.call(move |n, now| n.resolve(now, &name)).await?
+    };
+    let answer = match asked {
+        Ok(rx) => rx
+            .await
+            .unwrap_or(Err(ResolveError::NoAnswer(name.clone()))),
+        Err(why) => return Ok(Err(format!("cannot look up agent {name:?}: {why}"))),
+    };
+    Ok(match answer {
+        Ok(dag) if dag.intent().principal() == Principal::SID => Ok(dag),
+        Ok(dag) => Err(format!(
+            "{name:?} names {}, not an agent (AD HID SID)",
+            dag.to_line()
+        )),
+        Err(ResolveError::NotFound(_)) => Err(format!("no agent named {name:?}: name not known")),
+        Err(ResolveError::NoAnswer(_)) => Err(format!(
+            "cannot look up agent {name:?}: no answer from the name server"
+        )),
+        Err(ResolveError::Refused { why, .. }) => Err(format!(
+            "cannot look up agent {name:?}: the name server refused: {why}"
+        )),
+    })
 }
 
 fn note_text(n: &SourceNote) -> String {

@@ -18,6 +18,7 @@ pub mod apps;
 pub mod daemon;
 pub mod experiment;
 pub mod hypervisor;
+pub mod hypervisor_log;
 pub mod link;
 pub mod migration;
 pub mod pcap;

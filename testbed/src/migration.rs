@@ -56,7 +56,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
-use xia_migrate::guest::DirtyModel;
+use xia_migrate::guest::{DirtyModel, Image};
 use xia_migrate::msg::Mode;
 use xia_migrate::source::{SourceConfig, DEFAULT_DELTA_CACHE};
 use xia_migrate::state::Source;
@@ -95,6 +95,15 @@ pub(crate) struct RawVm {
     service_name: Option<Spanned<String>>,
     bytes: Option<Spanned<String>>,
     rate: Option<Spanned<String>>,
+    image: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawImage {
+    name: Spanned<String>,
+    pub(crate) host: Spanned<String>,
+    share: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize)]
@@ -109,6 +118,7 @@ pub(crate) struct RawMigration {
     deltas: Option<bool>,
     auto_converge: Option<bool>,
     max_rounds: Option<Spanned<i64>>,
+    dedup: Option<bool>,
     fault: Option<Spanned<RawFault>>,
 }
 
@@ -166,6 +176,21 @@ pub struct VmSpec {
     pub identity: Identity,
     /// Its service's SID key.
     pub service_key: Identity,
+    /// The base image it booted from (`image = NAME`).
+    pub image: Option<Image>,
+}
+
+/// A base image and the store that serves its pages by CID
+/// (`[[image]]`): the hypervisors in the store's AD fetch pages sent by
+/// CID from it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImageSpec {
+    /// Its name.
+    pub name: String,
+    /// The host that stores it.
+    pub host: usize,
+    /// Its content.
+    pub image: Image,
 }
 
 impl crate::topology::Topology {
@@ -411,6 +436,8 @@ pub struct MigrationPlan {
     pub migrations: Vec<MigrationSpec>,
     /// Clients of VMs.
     pub clients: Vec<ClientSpec>,
+    /// Base images and their stores.
+    pub images: Vec<ImageSpec>,
 }
 
 pub(crate) struct Raw<'a> {
@@ -418,9 +445,28 @@ pub(crate) struct Raw<'a> {
     pub(crate) vms: &'a [RawVm],
     pub(crate) migrations: &'a [RawMigration],
     pub(crate) clients: &'a [RawClient],
+    pub(crate) images: &'a [RawImage],
+    /// The host of each image (checked by the topology).
+    pub(crate) image_hosts: &'a [usize],
 }
 
 impl MigrationPlan {
+    /// The pages image store `host` publishes, each once: every page of
+    /// each image it stores that some VM booted from it has.
+    pub fn image_pages(&self, host: usize) -> impl Iterator<Item = (Image, usize, usize)> + '_ {
+        let mut seen = std::collections::BTreeSet::new();
+        self.images
+            .iter()
+            .filter(move |im| im.host == host)
+            .flat_map(move |im| {
+                self.vms
+                    .iter()
+                    .filter(move |v| v.image == Some(im.image))
+                    .flat_map(move |v| (0..v.pages).map(move |i| (im.image, i, v.page_size)))
+            })
+            .filter(move |(m, i, ps)| m.covers(*i) && seen.insert((m.seed, *i, *ps)))
+    }
+
     /// The hypervisor spec of node `n`, if it is one.
     pub fn hypervisor(&self, n: usize) -> Option<&HypervisorSpec> {
         self.hypervisors.iter().find(|h| h.node == n)
@@ -459,6 +505,25 @@ impl MigrationPlan {
                 None => cx.err(s.span(), format!("unknown hypervisor {:?}", s.get_ref())),
             }
         };
+        for (im, &host) in raw.images.iter().zip(raw.image_hosts) {
+            let name = im.name.get_ref().clone();
+            if plan.images.iter().any(|x| x.name == name) {
+                return cx.err(im.name.span(), format!("image {name:?} is defined twice"));
+            }
+            let share = match &im.share {
+                None => 0.5,
+                Some(x) if (0.0..=1.0).contains(x.get_ref()) => *x.get_ref(),
+                Some(x) => return cx.err(x.span(), "share must be 0 to 1"),
+            };
+            // The same name, the same content.
+            let seed = xia_stack::xid::sha1(format!("image {name}").as_bytes());
+            let seed = u64::from_be_bytes(seed[..8].try_into().expect("8 bytes"));
+            plan.images.push(ImageSpec {
+                name,
+                host,
+                image: Image { seed, share },
+            });
+        }
         let mut vm_index: BTreeMap<String, usize> = BTreeMap::new();
         for v in raw.vms {
             let name = v.name.get_ref().clone();
@@ -582,7 +647,20 @@ impl MigrationPlan {
                     Some(n.get_ref().clone())
                 }
             };
+            let image = match &v.image {
+                None => None,
+                Some(n) => match plan.images.iter().find(|x| &x.name == n.get_ref()) {
+                    Some(x) => Some(x.image),
+                    None => {
+                        return cx.err(
+                            n.span(),
+                            format!("unknown image {:?} (define it with [[image]])", n.get_ref()),
+                        )
+                    }
+                },
+            };
             plan.vms.push(VmSpec {
+                image,
                 identity: derived_identity(Principal::HID, &format!("vm {name}")),
                 service_key: derived_identity(Principal::SID, &format!("vm service {name}")),
                 name,
@@ -650,6 +728,7 @@ impl MigrationPlan {
             if let Some(a) = m.auto_converge {
                 config.auto_converge = a;
             }
+            config.dedup = m.dedup.unwrap_or(false);
             if let Some(r) = &m.max_rounds {
                 config.max_rounds = match u32::try_from(*r.get_ref()) {
                     Ok(n) if n >= 1 => n,

@@ -251,6 +251,10 @@ pub fn daemon_config(topo: &Topology, i: usize, cfg: &UpConfig, seed: u64) -> St
     } else {
         let _ = writeln!(t, "\n[daemon]");
     }
+    if topo.name_server.is_none() && topo.migration.hypervisor(i).is_some() {
+        // No name server to register the agent's name with.
+        let _ = writeln!(t, "agent_name = \"\"");
+    }
     let _ = writeln!(
         t,
         "listen = \"{}\"\nsocket = {:?}\nseed = {seed}\n",
@@ -440,6 +444,8 @@ pub fn up(
         std::fs::write(&conf, daemon_config(topo, i, cfg, seed)).map_err(io(&conf))?;
         let log = cfg.dir.join(format!("{}.log", node.name));
         let _ = std::fs::remove_file(&log);
+        // A fresh testbed: no hypervisor restarts from an old run's log.
+        let _ = std::fs::remove_file(cfg.dir.join(format!("{}.migrations.log", node.name)));
         let kind = match node.kind {
             NodeKind::Router { .. } => "router",
             NodeKind::Host if topo.migration.hypervisor(i).is_some() => "hypervisor",
@@ -571,7 +577,8 @@ fn make_namespaces(topo: &Topology, dir: &Path, state: &mut State) -> Result<(),
 }
 
 /// Waits until every daemon's socket answers, every host knows its
-/// gateway's AD (XHCP has run) and every VM's name is registered.
+/// gateway's AD (XHCP has run) and every agent's and VM's name is
+/// registered.
 fn wait_ready(state: &State, timeout: Duration) -> Result<(), RealError> {
     let start = Instant::now();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -589,10 +596,10 @@ fn wait_ready(state: &State, timeout: Duration) -> Result<(), RealError> {
             }
             let ready = rt.block_on(async {
                 if n.kind == "hypervisor" {
-                    // Ready when its VMs can be found by name.
+                    // Ready when it and its VMs can be found by name.
                     return crate::hypervisor::info(&n.socket)
                         .await
-                        .is_ok_and(|i| i.attached && i.vms.iter().all(|v| v.named));
+                        .is_ok_and(|i| i.attached && i.named && i.vms.iter().all(|v| v.named));
                 }
                 let c = xia_net::client::Client::new(&n.socket);
                 match c.info().await {

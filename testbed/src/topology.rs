@@ -136,6 +136,8 @@ struct RawTopology {
     migration: Vec<crate::migration::RawMigration>,
     #[serde(default)]
     client: Vec<crate::migration::RawClient>,
+    #[serde(default)]
+    image: Vec<crate::migration::RawImage>,
 }
 
 #[derive(Deserialize)]
@@ -1331,6 +1333,11 @@ impl Topology {
                 "streams to a service resolve its name: add a [name_server]",
             );
         }
+        let image_hosts = raw
+            .image
+            .iter()
+            .map(|im| find_host(&im.host, "image stores"))
+            .collect::<Result<Vec<_>, _>>()?;
         let migration = crate::migration::MigrationPlan::parse(
             &cx,
             crate::migration::Raw {
@@ -1338,6 +1345,8 @@ impl Topology {
                 vms: &raw.vm,
                 migrations: &raw.migration,
                 clients: &raw.client,
+                images: &raw.image,
+                image_hosts: &image_hosts,
             },
             &hypervisor_nodes,
             &node_index,

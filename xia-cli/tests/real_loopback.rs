@@ -3,7 +3,10 @@
 //! (also across a crash and restart of the middle router) and a file
 //! transfer over content chunks cross it, and `down` stops everything.
 //! Two ADs with a hypervisor in each (`xia hypervisor`): `xia migrate`
-//! moves a VM live and back while `xia nc` downloads from it by name.
+//! moves a VM live and back while `xia nc` downloads from it by name (the
+//! way there given by the destination agent's name, the way back by its
+//! DAG); a hypervisor restarted from its migration log does not start the
+//! VM that left it, registers its name again, and takes the VM back.
 //! No root needed.
 
 use std::io::{BufRead, BufReader, Read};
@@ -414,7 +417,12 @@ fn a_vm_moves_live_and_back_while_a_client_downloads_from_it() {
     );
     let _down = Testbed(tb.clone());
     let (hv1, hv2) = (agent_dag(&tb, "hv1"), agent_dag(&tb, "hv2"));
-    assert!(run_ok(exec(&tb, "hv1").arg("hypervisor-info")).contains("vm vm1: 8 MiB, running"));
+    let info = run_ok(exec(&tb, "hv1").arg("hypervisor-info"));
+    assert!(info.contains("vm vm1: 8 MiB, running"), "{info}");
+    // `up` waited until the agents' names were registered.
+    assert!(info.contains("\nname: hv1\n"), "{info}");
+    let log1 = tb.join("hv1.migrations.log");
+    assert!(info.contains(&format!("log: {}", log1.display())), "{info}");
 
     // Wrong requests are refused with what is wrong, and change nothing.
     let (ok, _, err) = run(exec(&tb, "hv1").args(["migrate", "vm9", "--to", &hv2]));
@@ -427,6 +435,14 @@ fn a_vm_moves_live_and_back_while_a_client_downloads_from_it() {
     );
     let (ok, _, err) = run(exec(&tb, "hv1").args(["migrate", "vm1", "--to", "AD:nonsense"]));
     assert!(!ok && err.contains("is not a DAG"), "{err}");
+    let (ok, _, err) = run(exec(&tb, "hv1").args(["migrate", "vm1", "--to", "hv9"]));
+    assert!(
+        !ok && err.contains("no agent named \"hv9\": name not known"),
+        "{err}"
+    );
+    let (ok, _, err) = run(exec(&tb, "hv1").args(["migrate", "vm1", "--to", "hv1"]));
+    assert!(!ok && err.contains("this hypervisor's own agent"), "{err}");
+    assert!(run_ok(exec(&tb, "hv1").arg("hypervisor-info")).contains("vm vm1: 8 MiB, running"));
 
     // The download, by name, 4 MB at 8 Mbit/s: about 4 s.
     let mut nc = exec(&tb, "c1")
@@ -438,9 +454,13 @@ fn a_vm_moves_live_and_back_while_a_client_downloads_from_it() {
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(500));
 
-    let out = run_ok(exec(&tb, "hv1").args(["migrate", "vm1", "--quiet", "--to", &hv2]));
+    // By name: the source resolves "hv2" to hv2's agent DAG.
+    let out = run_ok(exec(&tb, "hv1").args(["migrate", "vm1", "--quiet", "--to", "hv2"]));
     assert!(out.contains("the destination committed"), "{out}");
-    assert!(out.contains("done: vm1 runs at"), "{out}");
+    assert!(
+        out.contains(&format!("done: vm1 runs at hv2 ({hv2})")),
+        "{out}"
+    );
     assert!(out.contains("mode live"), "{out}");
     assert!(!run_ok(exec(&tb, "hv1").arg("hypervisor-info")).contains("vm vm1"));
     assert!(run_ok(exec(&tb, "hv2").arg("hypervisor-info")).contains("vm vm1: 8 MiB, running"));
@@ -470,4 +490,42 @@ fn a_vm_moves_live_and_back_while_a_client_downloads_from_it() {
     // The source forwarded what reached it for the moved VM.
     let info = run_ok(exec(&tb, "hv1").arg("hypervisor-info"));
     assert!(info.contains("0 forged"), "{info}");
+
+    // The migration log: vm1 leaves hv1 again, and hv1 crashes and
+    // restarts from its log: it does not start the VM that left, and it
+    // registers its name again (a higher sequence number than before the
+    // crash), so vm1 can come back by name.
+    run_ok(exec(&tb, "hv1").args(["migrate", "vm1", "--quiet", "--mode", "full", "--to", "hv2"]));
+    let logged = std::fs::read_to_string(&log1).unwrap();
+    assert!(
+        logged.starts_with("{\"Start\"") && logged.contains("\"Committed\""),
+        "{logged}"
+    );
+    run_ok(xia().args(["testbed", "kill", "--dir"]).arg(&tb).arg("hv1"));
+    run_ok(
+        xia()
+            .args(["testbed", "start", "--dir"])
+            .arg(&tb)
+            .arg("hv1"),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let info = loop {
+        let (ok, info, _) = run(exec(&tb, "hv1").arg("hypervisor-info"));
+        if ok && info.contains("\nname: hv1\n") {
+            break info;
+        }
+        assert!(std::time::Instant::now() < deadline, "hv1 not back: {info}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(!info.contains("vm vm1"), "{info}");
+    let daemon_log = std::fs::read_to_string(tb.join("hv1.log")).unwrap();
+    assert!(
+        daemon_log.contains("restarting the agent from its log"),
+        "{daemon_log}"
+    );
+    let out = run_ok(
+        exec(&tb, "hv2").args(["migrate", "vm1", "--quiet", "--mode", "full", "--to", "hv1"]),
+    );
+    assert!(out.contains("done: vm1 runs at hv1"), "{out}");
+    assert!(run_ok(exec(&tb, "hv1").arg("hypervisor-info")).contains("vm vm1: 8 MiB, running"));
 }

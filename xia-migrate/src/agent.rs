@@ -18,6 +18,24 @@
 //! naming the new DAG. If the migration fails the buffered packets go to
 //! the resumed VM. Either way none is dropped for the move.
 //!
+//! **Pacing.** What goes to the new location is paced, not sent as it
+//! comes: a stop-and-copy pause holds a whole pause's worth of packets
+//! (a second of a flow, thousands of packets), and released as one burst
+//! at the commit they overflow the first small queue on the way. Each
+//! pointer has a token bucket ([`FORWARD_BURST`] bytes deep) filled at
+//! the bandwidth the migration's own connection measured toward the
+//! destination when it committed ([`Status::bandwidth`]): that connection
+//! stops using the path at the commit, so the held packets take its place
+//! at a rate the path was just seen to carry. (A configured
+//! [`AgentConfig::forward_rate`] wins; [`FALLBACK_FORWARD_RATE`] serves
+//! when nothing was measured, and for pointers a restart rebuilds.) One
+//! queue per pointer keeps the order: the held packets first, then those
+//! that follow the pointer, which wait behind them rather than overtake
+//! them. The queue is bounded like the buffer (`buffer_packets`; more are
+//! dropped and counted in `buffer_drops`), the pacer's next release is in
+//! [`Agent::poll_timeout`], and its clock is the `now` the driver passes.
+//! A lapsed pointer takes no new packets but sends what it queued.
+//!
 //! **Handoff** (seed paper 001). The destination network needs no change
 //! beyond a route to the VM's HID, which the VM's stack registers itself:
 //! at activation the agent restores the stack and replays the network's
@@ -87,15 +105,28 @@ pub struct AgentConfig {
     pub destination: DestinationConfig,
     /// How long a forwarding pointer lives.
     pub grace: Duration,
-    /// Packets buffered per paused VM (more are dropped and counted).
+    /// Packets buffered per paused VM, and queued per forwarding pointer
+    /// for the pacer (more are dropped and counted).
     pub buffer_packets: usize,
+    /// The rate, bytes per second, at which packets for a VM that left
+    /// (the ones held while it was paused, then the ones that follow the
+    /// forwarding pointer) are released toward its new location. `None`:
+    /// the bandwidth the migration's connection measured when the
+    /// destination committed ([`FALLBACK_FORWARD_RATE`] when it measured
+    /// none, and for pointers a restart rebuilds).
+    pub forward_rate: Option<u64>,
+    /// Where incoming migrations fetch pages sent by CID (dedup): a
+    /// content store's host, as `AD HID` (a node holding the chunk on the
+    /// way may answer first). `None`: such pages are asked of the source.
+    pub content_store: Option<Dag>,
     /// Seed for migration ids and the stacks' SIDs.
     pub seed: u64,
 }
 
 impl AgentConfig {
     /// An agent with defaults: 60 s of forwarding pointer, 4096 packets of
-    /// buffer per VM, 4 GiB of room.
+    /// buffer per VM, forwarding paced at the migration's measured
+    /// bandwidth, 4 GiB of room.
     pub fn new(host: Identity, key: Identity, ad: Xid, gateway: Option<Xid>) -> AgentConfig {
         AgentConfig {
             host,
@@ -106,6 +137,8 @@ impl AgentConfig {
             destination: DestinationConfig::default(),
             grace: Duration::from_secs(60),
             buffer_packets: 4096,
+            forward_rate: None,
+            content_store: None,
             seed: 0,
         }
     }
@@ -179,10 +212,22 @@ pub struct AgentCounters {
     pub delivered_after_pause: u64,
     /// Packets re-addressed to a VM's new location.
     pub forwarded: u64,
+    /// The longest a packet for a VM waited here before it went on: held
+    /// while the VM was paused, then queued for the pacer (see
+    /// [`AgentConfig::forward_rate`]), or delivered after a failed move.
+    pub max_hold: Duration,
+    /// The longest a packet waited for the forwarding pacer: from the
+    /// commit for one held while the VM was paused, from its arrival for
+    /// one that followed the pointer.
+    pub max_pacer_wait: Duration,
     /// XCMP redirects sent.
     pub redirects: u64,
     /// Control messages whose signature did not hold, dropped.
     pub forged: u64,
+    /// Pages of incoming migrations fetched by CID from the network.
+    pub pages_fetched: u64,
+    /// Fetches by CID that failed (those pages were asked of the source).
+    pub fetch_failures: u64,
 }
 
 /// A record the agent hands its driver to make durable
@@ -434,7 +479,8 @@ struct Slot {
     migrating: Option<u64>,
     // Handed over (the destination committed): not driven, packets go on.
     gone: bool,
-    buffer: VecDeque<Vec<u8>>,
+    // Held while paused, with when each arrived.
+    buffer: VecDeque<(Vec<u8>, Instant)>,
 }
 
 struct Outgoing {
@@ -460,6 +506,54 @@ struct Incoming {
 struct Pointer {
     new_ad: Xid,
     until: Instant,
+    // Packets for the VM waiting for the pacer, oldest first, as they
+    // arrived (re-addressed when they leave), with when they arrived here
+    // and when they joined the queue.
+    queue: VecDeque<(Vec<u8>, Instant, Instant)>,
+    // The pacer: bytes per second, and when the next packet may leave
+    // (a token bucket of FORWARD_BURST bytes, kept as the time its
+    // deficit runs out).
+    rate: u64,
+    next: Instant,
+}
+
+impl Pointer {
+    fn new(new_ad: Xid, until: Instant, rate: u64) -> Pointer {
+        Pointer {
+            new_ad,
+            until,
+            queue: VecDeque::new(),
+            rate: rate.max(1),
+            next: Instant::ZERO,
+        }
+    }
+
+    // Whether packets that arrive now follow it (a lapsed pointer still
+    // sends what it queued, then goes).
+    fn live(&self, now: Instant) -> bool {
+        self.until > now
+    }
+
+    // When the pacer lets the next queued packet go, if one waits.
+    fn due(&self) -> Option<Instant> {
+        (!self.queue.is_empty()).then_some(self.next)
+    }
+
+    // A packet of `len` bytes leaves at `now`: the bucket holds at most
+    // FORWARD_BURST bytes of credit, and each packet costs its length.
+    fn spend(&mut self, now: Instant, len: usize) {
+        let burst = nanos_for(FORWARD_BURST as u64, self.rate);
+        let start = self
+            .next
+            .max(Instant::from_nanos(now.as_nanos().saturating_sub(burst)));
+        self.next = start + Duration::from_nanos(nanos_for(len as u64, self.rate));
+    }
+}
+
+// Nanoseconds `bytes` take at `rate` bytes per second.
+fn nanos_for(bytes: u64, rate: u64) -> u64 {
+    let n = u128::from(bytes) * 1_000_000_000 / u128::from(rate.max(1));
+    n.min(u128::from(u64::MAX)) as u64
 }
 
 /// A hypervisor agent.
@@ -486,6 +580,10 @@ pub struct Agent {
     scratch: Vec<u8>,
     // Entries for the driver's log, oldest first.
     log: VecDeque<LogEntry>,
+    // Dedup: pages to fetch by CID (migration, page, CID), and the fetches
+    // under way by the host's fetch id.
+    to_fetch: VecDeque<(u64, u32, [u8; 20])>,
+    fetching: BTreeMap<u32, (u64, u32, [u8; 20])>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -498,10 +596,20 @@ impl std::fmt::Debug for Agent {
     }
 }
 
+/// Page fetches by CID under way at once (the host allows
+/// 256; some are left for its other users).
+const FETCH_WINDOW: usize = 128;
 /// Outcomes remembered for in-doubt queries.
 const OUTCOMES_KEPT: usize = 1024;
 /// A sender gets at most one redirect per this.
 const REDIRECT_INTERVAL: Duration = Duration::from_millis(500);
+/// The forwarding pacer's bucket, bytes: what may leave back to back
+/// before the rate applies (five full-size packets; enough to ride out a
+/// daemon's millisecond timers at tens of Mbit/s).
+pub const FORWARD_BURST: usize = 8 * 1024;
+/// The forwarding rate, bytes per second, when the migration measured no
+/// bandwidth and none is configured: 10 Mbit/s.
+pub const FALLBACK_FORWARD_RATE: u64 = 1_250_000;
 const ROOM: usize = 64 * 1024;
 
 impl Agent {
@@ -542,6 +650,8 @@ impl Agent {
             counters: AgentCounters::default(),
             scratch: Vec::new(),
             log: VecDeque::new(),
+            to_fetch: VecDeque::new(),
+            fetching: BTreeMap::new(),
         }
     }
 
@@ -578,15 +688,12 @@ impl Agent {
         for vm in vms {
             agent.add_vm(vm);
         }
+        let rate = agent.config.forward_rate.unwrap_or(FALLBACK_FORWARD_RATE);
         for (hid, (new_ad, until, _)) in &log.pointers {
             if *until > now {
-                agent.pointers.insert(
-                    *hid,
-                    Pointer {
-                        new_ad: *new_ad,
-                        until: *until,
-                    },
-                );
+                agent
+                    .pointers
+                    .insert(*hid, Pointer::new(*new_ad, *until, rate));
             }
         }
         for (id, active) in &log.incoming {
@@ -810,7 +917,8 @@ impl Agent {
     /// A packet from the link.
     pub fn handle_packet(&mut self, now: Instant, packet: Vec<u8>) {
         self.run_vms(now);
-        self.pointers.retain(|_, p| p.until > now);
+        self.pointers
+            .retain(|_, p| p.live(now) || !p.queue.is_empty());
         // Demultiplex on the destination's XIDs read from the wire: every
         // packet for a VM passes here, so no DAG is built for it.
         let view = XipPacket::new_unchecked(&packet[..]);
@@ -824,7 +932,7 @@ impl Agent {
                 if x.principal() == Principal::HID {
                     if self.vms.values().any(|s| s.vm.hid() == x) {
                         vm = vm.or(Some(x));
-                    } else if self.pointers.contains_key(&x) {
+                    } else if self.pointers.get(&x).is_some_and(|p| p.live(now)) {
                         pointer = pointer.or(Some(x));
                     }
                 }
@@ -847,17 +955,17 @@ impl Agent {
                 .find(|s| s.vm.hid() == hid)
                 .expect("found above");
             if slot.gone {
-                self.forward(now, hid, &packet);
+                self.forward(now, hid, packet, now);
             } else if slot.vm.is_running() {
                 slot.vm.stack.handle_packet(now, 0, packet);
             } else if slot.buffer.len() < self.config.buffer_packets {
-                slot.buffer.push_back(packet);
+                slot.buffer.push_back((packet, now));
                 self.counters.buffered += 1;
             } else {
                 self.counters.buffer_drops += 1;
             }
         } else if let Some(hid) = pointer {
-            self.forward(now, hid, &packet);
+            self.forward(now, hid, packet, now);
         } else {
             // The machine's own, or malformed (its stack counts the drop).
             self.host.handle_packet(now, 0, packet);
@@ -865,30 +973,28 @@ impl Agent {
         self.step(now);
     }
 
-    // Re-addresses a packet for a VM that left to its new AD, and tells
-    // the sender (at most every REDIRECT_INTERVAL).
-    fn forward(&mut self, now: Instant, hid: Xid, packet: &[u8]) {
-        let Some(p) = self.pointers.get(&hid) else {
+    // A packet for a VM that left (`arrived` here then): queued behind
+    // what its pointer holds (the pacer re-addresses it to the new AD and
+    // sends it: see `release`), and its sender told (at most every
+    // REDIRECT_INTERVAL).
+    fn forward(&mut self, now: Instant, hid: Xid, packet: Vec<u8>, arrived: Instant) {
+        let Some(p) = self.pointers.get_mut(&hid) else {
             return;
         };
-        let Ok(repr) = XipRepr::parse_header(&XipPacket::new_unchecked(packet)) else {
+        let Ok(repr) = XipRepr::parse_header(&XipPacket::new_unchecked(&packet[..])) else {
             return;
         };
-        let new_dst = readdress(&repr.dst, self.config.ad, p.new_ad, hid);
-        let mut r = repr.clone();
-        r.dst = new_dst.clone();
-        r.last = LastNode::Entry;
-        r.dst_visited = EdgeMarks::NONE;
-        let payload = &packet[repr.header_len().min(packet.len())..];
-        if let Ok(out) = r.to_bytes(payload) {
-            self.counters.forwarded += 1;
-            self.transmits.push_back(Transmit {
-                port: 0,
-                next_hop: self.config.gateway,
-                packet: out,
-            });
+        let new_ad = p.new_ad;
+        let unanswerable = is_unanswerable(&packet);
+        if p.queue.len() < self.config.buffer_packets {
+            p.queue.push_back((packet.clone(), arrived, now));
+        } else {
+            self.counters.buffer_drops += 1;
         }
-        if is_unanswerable(packet) {
+        // Out now if the pacer lets it (then ahead of the redirect, as
+        // an unpaced forward would be).
+        self.release(now);
+        if unanswerable {
             return;
         }
         let key = repr.src.to_wire();
@@ -899,7 +1005,8 @@ impl Agent {
         {
             return;
         }
-        if let Some(x) = error_reply(packet, ErrorKind::Redirect(new_dst), &self.dag()) {
+        let new_dst = readdress(&repr.dst, self.config.ad, new_ad, hid);
+        if let Some(x) = error_reply(&packet, ErrorKind::Redirect(new_dst), &self.dag()) {
             self.redirected.insert(key, now);
             if self.redirected.len() > 4096 {
                 self.redirected.clear();
@@ -910,6 +1017,29 @@ impl Agent {
                 next_hop: self.config.gateway,
                 packet: x,
             });
+        }
+    }
+
+    // Sends what the forwarding pointers' pacers let go by `now`, in
+    // order, each re-addressed to its VM's new AD.
+    fn release(&mut self, now: Instant) {
+        for (hid, p) in self.pointers.iter_mut() {
+            while p.due().is_some_and(|t| t <= now) {
+                let (packet, arrived, queued) = p.queue.pop_front().expect("due: one waits");
+                let Some(out) = readdressed(&packet, self.config.ad, p.new_ad, *hid) else {
+                    continue;
+                };
+                p.spend(now, out.len());
+                let c = &mut self.counters;
+                c.forwarded += 1;
+                c.max_hold = c.max_hold.max(now - arrived);
+                c.max_pacer_wait = c.max_pacer_wait.max(now - queued);
+                self.transmits.push_back(Transmit {
+                    port: 0,
+                    next_hop: self.config.gateway,
+                    packet: out,
+                });
+            }
         }
     }
 
@@ -957,12 +1087,15 @@ impl Agent {
             .filter_map(|i| i.session.as_ref()?.poll_timeout());
         // Forwarding pointers expire lazily (at the next packet or
         // timer): a timer of their own would keep an idle simulation going.
+        // Their pacers have one only while packets wait.
+        let paced = self.pointers.values().filter_map(Pointer::due);
         [self.host.poll_timeout()]
             .into_iter()
             .flatten()
             .chain(vms)
             .chain(out)
             .chain(inc)
+            .chain(paced)
             .min()
     }
 
@@ -992,7 +1125,8 @@ impl Agent {
                 s.handle_timeout(now);
             }
         }
-        self.pointers.retain(|_, p| p.until > now);
+        self.pointers
+            .retain(|_, p| p.live(now) || !p.queue.is_empty());
         self.step(now);
     }
 
@@ -1006,6 +1140,7 @@ impl Agent {
             }
             busy |= self.pump_outgoing(now);
             busy |= self.pump_incoming(now);
+            busy |= self.start_fetches(now);
             for slot in self.vms.values_mut() {
                 if !slot.gone && slot.vm.is_running() {
                     slot.vm.drive(now);
@@ -1018,10 +1153,62 @@ impl Agent {
         self.outgoing
             .retain(|o| !(o.finished && o.pending.is_empty()));
         self.incoming.retain(|i| !i.done);
+        self.release(now);
+    }
+
+    // Starts queued page fetches while there is room; true if any ended
+    // at once (no route: asked of the source).
+    fn start_fetches(&mut self, now: Instant) -> bool {
+        let mut ended = false;
+        while self.fetching.len() < FETCH_WINDOW {
+            let Some((mid, page, cid)) = self.to_fetch.pop_front() else {
+                break;
+            };
+            let Some(store) = self.config.content_store.as_ref() else {
+                break;
+            };
+            let store_ad = store.nodes_of_type(Principal::AD).next().copied();
+            let dag = match (store_ad, store.nodes_of_type(Principal::HID).next()) {
+                (Some(ad), Some(&hid)) => {
+                    Some(Dag::content(ad, hid, Xid::new(Principal::CID, cid)))
+                }
+                _ => None,
+            };
+            match dag.map(|d| self.host.fetch_chunk(&d, now)) {
+                Some(Ok(id)) => {
+                    self.fetching.insert(id, (mid, page, cid));
+                }
+                _ => {
+                    self.fetched(now, mid, page, &cid, None);
+                    ended = true;
+                }
+            }
+        }
+        ended
+    }
+
+    fn fetched(&mut self, now: Instant, mid: u64, page: u32, cid: &[u8; 20], bytes: Option<&[u8]>) {
+        match bytes {
+            Some(_) => self.counters.pages_fetched += 1,
+            None => self.counters.fetch_failures += 1,
+        }
+        if let Some(s) = self
+            .incoming
+            .iter_mut()
+            .filter_map(|i| i.session.as_mut())
+            .find(|s| s.id() == Some(mid))
+        {
+            s.page_fetched(now, page, cid, bytes);
+        }
     }
 
     fn on_host_event(&mut self, now: Instant, e: HostEvent) {
         match e {
+            HostEvent::ChunkFetched { id, result, .. } => {
+                if let Some((mid, page, cid)) = self.fetching.remove(&id) {
+                    self.fetched(now, mid, page, &cid, result.as_deref().ok());
+                }
+            }
             HostEvent::Incoming { listener, .. } if listener == self.listener => {
                 while let Some(stream) = self.host.accept(listener) {
                     self.incoming.push(Incoming {
@@ -1137,7 +1324,18 @@ impl Agent {
                                 .copied()
                                 .unwrap_or(self.config.ad);
                         let until = now + self.config.grace;
-                        self.pointers.insert(hid, Pointer { new_ad, until });
+                        // Paced at what the migration's connection got
+                        // toward the destination: it stops using that path
+                        // now, and what was held takes its place.
+                        let measured = o.session.status(&slot.vm).bandwidth;
+                        let rate = self.config.forward_rate.unwrap_or(
+                            if measured.is_finite() && measured >= 1.0 {
+                                measured as u64
+                            } else {
+                                FALLBACK_FORWARD_RATE
+                            },
+                        );
+                        self.pointers.insert(hid, Pointer::new(new_ad, until, rate));
                         push_log(
                             &mut self.log,
                             LogEntry::Committed {
@@ -1174,11 +1372,18 @@ impl Agent {
                         // Resumed here (also after an in-doubt query found
                         // the destination without it): no pointer away.
                         slot.gone = false;
-                        self.pointers.remove(&hid);
                         // The VM runs here again: what arrived meanwhile is
-                        // its.
-                        while let Some(p) = slot.buffer.pop_front() {
+                        // its (held while paused, or, after a restart that
+                        // thought it gone, queued for the pointer).
+                        let queued = self
+                            .pointers
+                            .remove(&hid)
+                            .map(|p| p.queue.into_iter().map(|(p, arrived, _)| (p, arrived)))
+                            .into_iter()
+                            .flatten();
+                        for (p, arrived) in slot.buffer.drain(..).chain(queued) {
                             self.counters.delivered_after_pause += 1;
+                            self.counters.max_hold = self.counters.max_hold.max(now - arrived);
                             slot.vm.stack.handle_packet(now, 0, p);
                         }
                     }
@@ -1201,12 +1406,13 @@ impl Agent {
                     note,
                 });
             }
-            // Handed over: what was held goes to the new location.
+            // Handed over: what was held goes to the new location, paced
+            // and ahead of anything that arrives from now on.
             if slot.gone && !slot.buffer.is_empty() {
                 let hid = slot.vm.hid();
-                let held: Vec<Vec<u8>> = slot.buffer.drain(..).collect();
-                for p in held {
-                    self.forward(now, hid, &p);
+                let held: Vec<(Vec<u8>, Instant)> = slot.buffer.drain(..).collect();
+                for (p, arrived) in held {
+                    self.forward(now, hid, p, arrived);
                 }
             }
         }
@@ -1297,8 +1503,10 @@ impl Agent {
                     let rest = reader.take_pending();
                     let mut nonce = [0; crate::msg::NONCE_LEN];
                     self.rng.fill_bytes(&mut nonce);
+                    let mut dc = self.config.destination.clone();
+                    dc.fetch = self.config.content_store.is_some();
                     let mut s = DestinationSession::new(
-                        self.config.destination.clone(),
+                        dc,
                         SyntheticGuest::blank,
                         self.config.key.clone(),
                         nonce,
@@ -1397,6 +1605,11 @@ impl Agent {
                 }
             }
             DestinationNote::Forged(_) => self.counters.forged += 1,
+            DestinationNote::Fetch { page, cid } => {
+                if let Some(id) = self.incoming[k].session.as_ref().and_then(|s| s.id()) {
+                    self.to_fetch.push_back((id, page, cid));
+                }
+            }
             DestinationNote::Activate { device } => {
                 let i = &mut self.incoming[k];
                 let Some(memory) = i.session.as_mut().and_then(|s| s.take_guest()) else {
@@ -1409,9 +1622,15 @@ impl Agent {
                         if let Some(b) = self.last_beacon.clone() {
                             vm.stack.handle_packet(now, 0, b);
                         }
+                        // Back here while packets for it waited for the
+                        // pacer: they are its.
+                        if let Some(p) = self.pointers.remove(&vm.hid()) {
+                            for (packet, _, _) in p.queue {
+                                vm.stack.handle_packet(now, 0, packet);
+                            }
+                        }
                         vm.drive(now);
                         let name = vm.name.clone();
-                        self.pointers.remove(&vm.hid());
                         self.add_vm(vm);
                         if let Some(s) = self.incoming[k].session.as_mut() {
                             s.activated();
@@ -1429,6 +1648,18 @@ impl Agent {
             }
         }
     }
+}
+
+/// `packet` for a VM that moved from `old_ad` to `new_ad`: its
+/// destination [`readdress`]ed, to be walked from the entry again.
+fn readdressed(packet: &[u8], old_ad: Xid, new_ad: Xid, hid: Xid) -> Option<Vec<u8>> {
+    let repr = XipRepr::parse_header(&XipPacket::new_unchecked(packet)).ok()?;
+    let mut r = repr.clone();
+    r.dst = readdress(&repr.dst, old_ad, new_ad, hid);
+    r.last = LastNode::Entry;
+    r.dst_visited = EdgeMarks::NONE;
+    let payload = &packet[repr.header_len().min(packet.len())..];
+    r.to_bytes(payload).ok()
 }
 
 /// `dst` with the old AD replaced by the new one (or, if it names no AD,
@@ -1454,4 +1685,36 @@ fn readdress(dst: &Dag, old_ad: Xid, new_ad: Xid, hid: Xid) -> Dag {
         vec![new_ad, hid, intent]
     };
     Dag::path(&path).unwrap_or_else(|_| dst.clone())
+}
+
+/// The agent's own name in the name service. The driver keeps the
+/// registration's state (its sequence number, retries) and reads the
+/// answers; these send the requests from the agent's stack.
+impl Agent {
+    /// Registers `name` → this agent's DAG ([`Agent::dag`]) with the name
+    /// server XHCP announced, signed with the agent's key (whose hash is
+    /// the DAG's SID); `seq` must be above the last one stored for the
+    /// name. Returns the request id its answer carries.
+    pub fn register_name(
+        &mut self,
+        now: Instant,
+        name: &str,
+        seq: u64,
+    ) -> Result<u32, xia_stack::socket::SocketError> {
+        let dag = self.dag();
+        let key = self.config.key.clone();
+        let r = xia_stack::socket::register(&mut self.host, now, &key, name, &dag, seq)?;
+        Ok(r.id())
+    }
+
+    /// Asks the name server XHCP announced for `name`'s DAG (another
+    /// agent's, for a migration). Returns the request id its answer
+    /// carries.
+    pub fn resolve_name(
+        &mut self,
+        now: Instant,
+        name: &str,
+    ) -> Result<u32, xia_stack::socket::SocketError> {
+        Ok(xia_stack::socket::resolve(&mut self.host, now, name)?.id())
+    }
 }

@@ -9,8 +9,16 @@
 //! activation (a destination that crashes between the two answers
 //! "unknown", and the source resumes). The agent takes the guest ([`DestinationSession::take_guest`])
 //! and its device state when told to activate it.
+//!
+//! Pages sent by CID (dedup) are fetched by the agent from the network
+//! ([`DestinationNote::Fetch`], answered with
+//! [`DestinationSession::page_fetched`]); one it cannot fetch, or every
+//! one when the agent has nowhere to fetch from, is asked of the source
+//! ([`Msg::Want`]). A final message that arrives while pages are still
+//! being fetched or asked for is held until they are in: the commit
+//! still requires every page, checked against the source's digest.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use sha1::{Digest, Sha1};
@@ -20,9 +28,13 @@ use xia_stack::xid::Xid;
 
 use crate::auth::{self, AuthError};
 use crate::guest::Guest;
-use crate::msg::{FrameReader, Msg, Offer, Outcome, NONCE_LEN};
-use crate::pages::PageMsg;
+use crate::msg::{FrameReader, Msg, Offer, Outcome, MAX_WANT, NONCE_LEN};
+use crate::pages::{Encoded, PageMsg};
 use crate::source::MigrateError;
+
+/// While the source waits for our commit and we fetch pages, a progress
+/// report this often tells it we are alive.
+const PROGRESS_WHILE_FETCHING: Duration = Duration::from_secs(1);
 use crate::state::{Destination, DestinationEvent as T, IllegalTransition};
 
 /// What a destination accepts.
@@ -39,6 +51,9 @@ pub struct DestinationConfig {
     /// The source agents (SIDs) it takes guests from; empty: any agent
     /// that proves its key.
     pub trusted: Vec<Xid>,
+    /// Whether the agent fetches pages sent by CID from the network (it
+    /// knows a content store); if not, it asks the source for them.
+    pub fetch: bool,
 }
 
 impl Default for DestinationConfig {
@@ -49,6 +64,7 @@ impl Default for DestinationConfig {
             progress_every: 64 * 1024,
             max_page_size: 1 << 21,
             trusted: Vec::new(),
+            fetch: false,
         }
     }
 }
@@ -78,6 +94,14 @@ pub enum DestinationNote {
     Activate {
         /// The device state.
         device: Vec<u8>,
+    },
+    /// Fetch page `page` by its CID and hand the result to
+    /// [`DestinationSession::page_fetched`].
+    Fetch {
+        /// The page.
+        page: u32,
+        /// Its content's SHA-1.
+        cid: [u8; 20],
     },
     /// A message whose signature did not hold was dropped.
     Forged(AuthError),
@@ -112,6 +136,25 @@ pub struct DestinationSession<G> {
     notes: VecDeque<DestinationNote>,
     last_heard: Instant,
     pages_applied: u64,
+    // Dedup: pages being fetched by CID, pages asked of the source (and
+    // those still to ask), and a final message waiting for them.
+    fetching: BTreeMap<u32, [u8; 20]>,
+    wanting: BTreeSet<u32>,
+    to_want: Vec<u32>,
+    held_final: Option<([u8; 20], Vec<u8>)>,
+    last_progress: Instant,
+    counts: DedupCounts,
+}
+
+/// What dedup did at a destination.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DedupCounts {
+    /// Pages that came by CID.
+    pub by_cid: u64,
+    /// Of those, fetched from the network.
+    pub fetched: u64,
+    /// Asked of the source instead (no store, or the fetch failed).
+    pub wanted: u64,
 }
 
 impl<G> std::fmt::Debug for DestinationSession<G> {
@@ -155,6 +198,74 @@ impl<G: Guest> DestinationSession<G> {
             notes: VecDeque::new(),
             last_heard: now,
             pages_applied: 0,
+            fetching: BTreeMap::new(),
+            wanting: BTreeSet::new(),
+            to_want: Vec::new(),
+            held_final: None,
+            last_progress: now,
+            counts: DedupCounts::default(),
+        }
+    }
+
+    /// What dedup did so far.
+    pub fn dedup_counts(&self) -> DedupCounts {
+        self.counts
+    }
+
+    /// The agent's fetch of `page` by `cid` ended: with the bytes, or
+    /// `None` if the network did not have them (the page is then asked of
+    /// the source). A result for a page sent again since is ignored.
+    pub fn page_fetched(&mut self, now: Instant, page: u32, cid: &[u8; 20], bytes: Option<&[u8]>) {
+        if self.fetching.get(&page) != Some(cid)
+            || !matches!(self.state, Destination::Reserved | Destination::Receiving)
+        {
+            return;
+        }
+        let Some(guest) = self.guest.as_mut() else {
+            return;
+        };
+        let ps = guest.page_size();
+        match bytes.filter(|b| b.len() == ps && xia_stack::xid::sha1(b) == *cid) {
+            Some(b) => {
+                self.fetching.remove(&page);
+                guest.write_page(page as usize, b);
+                self.counts.fetched += 1;
+                self.filled(page as usize, *cid);
+            }
+            None => self.want(page),
+        }
+        // A source waiting for the commit hears that we are at it.
+        if self.held_final.is_some() && now >= self.last_progress + PROGRESS_WHILE_FETCHING {
+            self.last_progress = now;
+            self.progress();
+        }
+        self.try_finish();
+    }
+
+    fn want(&mut self, page: u32) {
+        self.fetching.remove(&page);
+        if self.wanting.insert(page) {
+            self.counts.wanted += 1;
+            self.to_want.push(page);
+        }
+    }
+
+    // Page `i` now holds content with SHA-1 `hash`.
+    fn filled(&mut self, i: usize, hash: [u8; 20]) {
+        self.hashes[i] = hash;
+        if !std::mem::replace(&mut self.got[i], true) {
+            self.have += 1;
+        }
+    }
+
+    // A held final message whose pages are all in: commit (or fail).
+    fn try_finish(&mut self) {
+        if self.fetching.is_empty() && self.wanting.is_empty() {
+            if let Some((digest, device)) = self.held_final.take() {
+                if let Err(e) = self.finish(digest, device) {
+                    self.fail(e);
+                }
+            }
         }
     }
 
@@ -192,7 +303,7 @@ impl<G: Guest> DestinationSession<G> {
         }
     }
 
-    /// Page messages applied so far.
+    /// Page messages taken so far.
     pub fn pages_applied(&self) -> u64 {
         self.pages_applied
     }
@@ -225,6 +336,14 @@ impl<G: Guest> DestinationSession<G> {
 
     /// The next frame to write to the connection.
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        if !self.to_want.is_empty() {
+            let wants = std::mem::take(&mut self.to_want);
+            for pages in wants.chunks(MAX_WANT) {
+                self.push(Msg::Want {
+                    pages: pages.to_vec(),
+                });
+            }
+        }
         self.out.pop_front()
     }
 
@@ -330,24 +449,44 @@ impl<G: Guest> DestinationSession<G> {
             }
             Msg::Pages { data, .. } => {
                 self.step(T::Pages)?;
-                let guest = self.guest.as_mut().expect("reserved");
-                let ps = guest.page_size();
+                let ps = self.guest.as_ref().expect("reserved").page_size();
                 let mut at = 0;
                 let mut page = vec![0; ps];
+                let bad = |e: crate::pages::PageError| {
+                    MigrateError::PeerAborted(format!("bad page message: {e}"))
+                };
                 while at < data.len() {
-                    let (p, used) = PageMsg::parse(&data[at..], ps)
-                        .map_err(|e| MigrateError::PeerAborted(format!("bad page message: {e}")))?;
-                    p.apply(guest)
-                        .map_err(|e| MigrateError::PeerAborted(format!("bad page message: {e}")))?;
-                    let i = p.index as usize;
-                    guest.read_page(i, &mut page);
-                    self.hashes[i] = Sha1::digest(&page).into();
-                    if !std::mem::replace(&mut self.got[i], true) {
-                        self.have += 1;
-                    }
-                    self.pages_applied += 1;
+                    let (p, used) = PageMsg::parse(&data[at..], ps).map_err(bad)?;
                     at += used;
+                    self.pages_applied += 1;
+                    let (i, page_no) = (p.index as usize, p.index);
+                    if let Encoded::Cid(cid) = p.enc {
+                        if i >= self.got.len() {
+                            return Err(bad(crate::pages::PageError::OutOfRange));
+                        }
+                        self.counts.by_cid += 1;
+                        if std::mem::replace(&mut self.got[i], false) {
+                            self.have -= 1;
+                        }
+                        self.wanting.remove(&page_no);
+                        if self.config.fetch {
+                            self.fetching.insert(page_no, cid);
+                            self.notes
+                                .push_back(DestinationNote::Fetch { page: page_no, cid });
+                        } else {
+                            self.want(page_no);
+                        }
+                        continue;
+                    }
+                    let guest = self.guest.as_mut().expect("reserved");
+                    p.apply(guest).map_err(bad)?;
+                    // Sent again since: a fetch or want under way is moot.
+                    self.fetching.remove(&page_no);
+                    self.wanting.remove(&page_no);
+                    guest.read_page(i, &mut page);
+                    self.filled(i, Sha1::digest(&page).into());
                 }
+                self.try_finish();
             }
             Msg::RoundEnd { .. } if self.state != Destination::Idle => self.progress(),
             Msg::Final {
@@ -366,34 +505,11 @@ impl<G: Guest> DestinationSession<G> {
                     self.notes.push_back(DestinationNote::Forged(e));
                     return Ok(());
                 }
-                self.step(T::FinalReceived)?;
-                let pages = self.got.len();
-                if self.have != pages {
-                    return Err(MigrateError::PeerAborted(format!(
-                        "incomplete image: {} of {pages} pages",
-                        self.have
-                    )));
+                if !self.fetching.is_empty() || !self.wanting.is_empty() {
+                    self.held_final = Some((digest, device));
+                    return Ok(());
                 }
-                let mut h = Sha1::new();
-                for x in &self.hashes {
-                    h.update(x);
-                }
-                let mine: [u8; 20] = h.finalize().into();
-                if mine != digest {
-                    return Err(MigrateError::PeerAborted(
-                        "image digest mismatch: the copy differs from the source".into(),
-                    ));
-                }
-                let id = self.id.unwrap_or(0);
-                self.step(T::Commit)?;
-                self.digest = digest;
-                let sig = auth::sign(&self.key, &auth::commit_bytes(&self.session, &digest));
-                self.push(Msg::Commit { id, sig });
-                self.notes.push_back(DestinationNote::Committed);
-                if let Some(g) = self.guest.as_mut() {
-                    g.set_device_state(&device);
-                }
-                self.notes.push_back(DestinationNote::Activate { device });
+                self.finish(digest, device)?;
             }
             Msg::Abort { id, sig, reason } if Some(id) == self.id => {
                 if let Err(e) = self.abort_is_authentic(&sig, &reason) {
@@ -423,6 +539,40 @@ impl<G: Guest> DestinationSession<G> {
                 }))
             }
         }
+        Ok(())
+    }
+
+    // The final message with every page in: check the image, commit and
+    // hand the guest over.
+    fn finish(&mut self, digest: [u8; 20], device: Vec<u8>) -> Result<(), MigrateError> {
+        self.step(T::FinalReceived)?;
+        let pages = self.got.len();
+        if self.have != pages {
+            return Err(MigrateError::PeerAborted(format!(
+                "incomplete image: {} of {pages} pages",
+                self.have
+            )));
+        }
+        let mut h = Sha1::new();
+        for x in &self.hashes {
+            h.update(x);
+        }
+        let mine: [u8; 20] = h.finalize().into();
+        if mine != digest {
+            return Err(MigrateError::PeerAborted(
+                "image digest mismatch: the copy differs from the source".into(),
+            ));
+        }
+        let id = self.id.unwrap_or(0);
+        self.step(T::Commit)?;
+        self.digest = digest;
+        let sig = auth::sign(&self.key, &auth::commit_bytes(&self.session, &digest));
+        self.push(Msg::Commit { id, sig });
+        self.notes.push_back(DestinationNote::Committed);
+        if let Some(g) = self.guest.as_mut() {
+            g.set_device_state(&device);
+        }
+        self.notes.push_back(DestinationNote::Activate { device });
         Ok(())
     }
 

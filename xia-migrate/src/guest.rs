@@ -12,6 +12,8 @@
 //! (pages per second of guest time) following a [`DirtyModel`]; a throttle
 //! in (0, 1] slows it, as auto-converge throttles a vCPU.
 
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand_chacha::rand_core::{RngCore, SeedableRng};
@@ -45,6 +47,68 @@ pub trait Guest {
     fn device_state(&self) -> Vec<u8>;
     /// Restores the device state (at the destination).
     fn set_device_state(&mut self, state: &[u8]);
+    /// Page contents the network is known to hold (the pages of the image
+    /// the guest booted from, which an image store serves by CID): a
+    /// source with dedup on sends such pages as their CID. Computed when
+    /// asked (once per migration); `None` by default.
+    fn content_index(&self) -> Option<ContentIndex> {
+        None
+    }
+}
+
+/// A set of page contents by SHA-1 (their CIDs): what a source may send
+/// by reference for the destination to fetch from the network.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ContentIndex(pub Arc<HashSet<[u8; 20]>>);
+
+impl ContentIndex {
+    /// Whether it holds a page with this SHA-1.
+    pub fn contains(&self, hash: &[u8; 20]) -> bool {
+        self.0.contains(hash)
+    }
+}
+
+impl std::fmt::Debug for ContentIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ContentIndex({} pages)", self.0.len())
+    }
+}
+
+/// A base image several guests boot from: the pages it covers start with
+/// the image's content in every guest that uses it (until written), so an
+/// image store can serve them by CID to any destination.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Image {
+    /// Its content's seed (the same image, the same bytes).
+    pub seed: u64,
+    /// The share of a guest's non-zero pages it covers, in [0, 1].
+    pub share: f64,
+}
+
+impl Image {
+    /// Whether page `i` starts with the image's content.
+    pub fn covers(&self, i: usize) -> bool {
+        let x = page_hash(self.seed ^ 0x696d_6167_6521, i as u64, 0);
+        ((x % 1_000_000) as f64) < self.share.clamp(0.0, 1.0) * 1_000_000.0
+    }
+
+    /// The image's content for page `i` (`out` is one page).
+    pub fn page(&self, i: usize, out: &mut [u8]) {
+        initial_page(self.seed, i, out);
+    }
+
+    /// The SHA-1s of the image's pages among the first `pages`.
+    pub fn manifest(&self, pages: usize, page_size: usize) -> ContentIndex {
+        let mut page = vec![0; page_size];
+        let set = (0..pages)
+            .filter(|&i| self.covers(i))
+            .map(|i| {
+                self.page(i, &mut page);
+                xia_stack::xid::sha1(&page)
+            })
+            .collect();
+        ContentIndex(Arc::new(set))
+    }
 }
 
 /// How a synthetic guest chooses the pages it writes.
@@ -87,6 +151,7 @@ pub struct SyntheticGuest {
     // Cumulative Zipf weights (only for the Zipf model).
     zipf_cdf: Vec<f64>,
     device: Vec<u8>,
+    image: Option<Image>,
 }
 
 /// The share of pages that start (and stay, until written) all zero.
@@ -148,6 +213,7 @@ impl SyntheticGuest {
             carry: 0.0,
             zipf_cdf,
             device: Vec::new(),
+            image: None,
         };
         // Clear the bits past the last page.
         if pages % 64 != 0 {
@@ -156,6 +222,23 @@ impl SyntheticGuest {
             }
         }
         g
+    }
+
+    /// The same guest booted from `image`: its non-zero pages that the
+    /// image covers start with the image's content.
+    pub fn with_image(mut self, image: Image) -> SyntheticGuest {
+        self.image = Some(image);
+        for i in 0..self.pages() {
+            if self.version[i] == 0 && page_hash(self.seed, i as u64, 0) % 4 != 0 {
+                self.fill(i);
+            }
+        }
+        self
+    }
+
+    /// The image it booted from.
+    pub fn image(&self) -> Option<Image> {
+        self.image
     }
 
     /// A blank guest of the same shape, to receive a migration.
@@ -224,18 +307,15 @@ impl SyntheticGuest {
         let (seed, v) = (self.seed, self.version[i]);
         let ps = self.page_size;
         let page = &mut self.memory[i * ps..(i + 1) * ps];
-        let mut x = page_hash(seed, i as u64, u64::from(v)) | 1;
         // Most writes touch a few words of a page (so deltas pay), the
         // first write of a page fills it.
         if v == 0 {
-            for chunk in page.chunks_mut(8) {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                let b = x.to_le_bytes();
-                chunk.copy_from_slice(&b[..chunk.len()]);
+            match self.image.filter(|m| m.covers(i)) {
+                Some(m) => initial_page(m.seed, i, page),
+                None => initial_page(seed, i, page),
             }
         } else {
+            let mut x = page_hash(seed, i as u64, u64::from(v)) | 1;
             for _ in 0..8 {
                 x ^= x << 13;
                 x ^= x >> 7;
@@ -244,6 +324,18 @@ impl SyntheticGuest {
                 page[at] = (x >> 32) as u8;
             }
         }
+    }
+}
+
+// A page's first content: a xorshift stream from the seed and the page.
+fn initial_page(seed: u64, i: usize, page: &mut [u8]) {
+    let mut x = page_hash(seed, i as u64, 0) | 1;
+    for chunk in page.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let b = x.to_le_bytes();
+        chunk.copy_from_slice(&b[..chunk.len()]);
     }
 }
 
@@ -305,6 +397,9 @@ impl Guest for SyntheticGuest {
     fn set_device_state(&mut self, state: &[u8]) {
         self.device = state.to_vec();
     }
+    fn content_index(&self) -> Option<ContentIndex> {
+        self.image.map(|m| m.manifest(self.pages(), self.page_size))
+    }
 }
 
 #[cfg(test)]
@@ -329,6 +424,39 @@ mod tests {
             .filter(|&i| a.memory()[i * 4096..(i + 1) * 4096].iter().all(|&x| x == 0))
             .count();
         assert!((150..350).contains(&zeros), "{zeros} zero pages");
+    }
+
+    #[test]
+    fn guests_booted_from_one_image_share_its_pages_until_they_write_them() {
+        let image = Image {
+            seed: 5,
+            share: 0.5,
+        };
+        let mut a =
+            SyntheticGuest::new(2000, 256, 1, DirtyModel::Uniform, 1000.0).with_image(image);
+        let b = SyntheticGuest::new(2000, 256, 2, DirtyModel::Uniform, 0.0).with_image(image);
+        let index = a.content_index().unwrap();
+        let page = |g: &SyntheticGuest, i: usize| g.memory()[i * 256..(i + 1) * 256].to_vec();
+        let nonzero = |g: &SyntheticGuest, i: usize| page(g, i).iter().any(|&x| x != 0);
+        let shared: Vec<usize> = (0..2000)
+            .filter(|&i| image.covers(i) && nonzero(&a, i) && nonzero(&b, i))
+            .collect();
+        assert!((300..700).contains(&shared.len()), "{}", shared.len());
+        for &i in &shared {
+            assert_eq!(page(&a, i), page(&b, i));
+            assert!(index.contains(&xia_stack::xid::sha1(&page(&a, i))));
+        }
+        // Pages the image does not cover are the guest's own.
+        let own = (0..2000)
+            .find(|&i| !image.covers(i) && nonzero(&a, i))
+            .unwrap();
+        assert!(!index.contains(&xia_stack::xid::sha1(&page(&a, own))));
+        // A write makes a page the guest's own.
+        a.take_dirty();
+        a.run(Duration::from_secs(1));
+        let written = a.take_dirty();
+        let i = *written.iter().find(|i| shared.contains(i)).unwrap();
+        assert!(!index.contains(&xia_stack::xid::sha1(&page(&a, i))));
     }
 
     #[test]

@@ -20,6 +20,7 @@
 //! | 10   | Abort      | either    | id u64, signature (64 B), reason (UTF-8, the rest) |
 //! | 11   | Query      | src → dst | id u64, nonce (16 B) |
 //! | 12   | Outcome    | dst → src | id u64, outcome u8 ([`Outcome`]), the query's nonce (16 B), destination key (32 B), signature (64 B) |
+//! | 13   | Want       | dst → src | page numbers u32, 1 to [`MAX_WANT`] of them |
 //!
 //! Signatures are Ed25519 by the agents' keys; [`crate::auth`] says what
 //! each one covers and why the unsigned messages need none.
@@ -36,6 +37,9 @@ pub type KeyBytes = [u8; 32];
 /// The largest frame either side accepts (the device state, which holds
 /// the guest's whole XIA stack, is the largest message).
 pub const MAX_FRAME: usize = 64 << 20;
+
+/// Most pages one [`Msg::Want`] asks for.
+pub const MAX_WANT: usize = 16 * 1024;
 
 /// How a migration copies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -279,6 +283,13 @@ pub enum Msg {
         /// Over the id, the outcome and the query's nonce.
         sig: Sig,
     },
+    /// Pages sent by CID that the destination could not fetch from the
+    /// network: send them whole. Unsigned, like pages: the signed final
+    /// digest covers what the destination ends up holding.
+    Want {
+        /// The pages.
+        pages: Vec<u32>,
+    },
 }
 
 /// Why bytes are not a frame.
@@ -374,6 +385,12 @@ impl Msg {
                 b.extend_from_slice(key);
                 b.extend_from_slice(sig);
             }
+            Msg::Want { pages } => {
+                b.push(13);
+                for p in pages {
+                    b.extend_from_slice(&p.to_be_bytes());
+                }
+            }
         }
         let len = (b.len() - 4) as u32;
         b[..4].copy_from_slice(&len.to_be_bytes());
@@ -395,6 +412,7 @@ impl Msg {
             10 => "abort",
             11 => "query",
             12 => "outcome",
+            13 => "want",
             t => return Err(FrameError::Type(t)),
         };
         let mut r = Fields { body, at: 0, what };
@@ -466,6 +484,15 @@ impl Msg {
                 id: r.u64()?,
                 nonce: r.array()?,
             },
+            13 => {
+                let n = body.len() / 4;
+                if body.len() % 4 != 0 || n == 0 || n > MAX_WANT {
+                    return Err(r.bad());
+                }
+                Msg::Want {
+                    pages: (0..n).map(|_| r.u32()).collect::<Result<_, _>>()?,
+                }
+            }
             _ => Msg::Outcome {
                 id: r.u64()?,
                 outcome: Outcome::from_code(r.u8()?).ok_or(r.bad())?,
@@ -657,6 +684,9 @@ mod tests {
                 key: [1; 32],
                 sig: [4; 64],
             },
+            Msg::Want {
+                pages: vec![3, 1 << 20],
+            },
         ]
     }
 
@@ -702,6 +732,10 @@ mod tests {
         let mut r = FrameReader::default();
         r.push(&[0xff, 0, 0, 0]);
         assert!(matches!(r.next_msg(), Err(FrameError::Length(_))));
+        // A want of no pages, or of a page and a half.
+        for body in [&[][..], &[0, 0, 0, 1, 0, 0][..]] {
+            assert_eq!(Msg::parse(13, body), Err(FrameError::Body("want")));
+        }
     }
 
     proptest! {

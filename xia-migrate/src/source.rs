@@ -30,9 +30,30 @@
 //! pipe drain to one BDP (bytes still queued are downtime QEMU's estimate
 //! does not see).
 //!
-//! **Smart** mode starts like live, measures bandwidth, RTT and the dirty
-//! rate for a probe period of round 0, then follows [`crate::model::choose`]:
-//! full (pause at once and send the rest), live, or live with deltas.
+//! **Smart** mode starts like live and measures bandwidth, RTT and the
+//! dirty rate during round 0, then follows the model from where round 0
+//! has got ([`crate::model::choose_midway`]): full (pause now and send
+//! the pages round 0 has not sent and the dirty ones), live, or live with
+//! deltas. It decides
+//!
+//! 1. **as soon as full meets the target**: at every progress report
+//!    during the probe (500 ms by default), once the bandwidth has been
+//!    measured over two RTTs at least, it asks the model; if the pick is
+//!    full it pauses at once, without draining the pipe (the pages in
+//!    flight must arrive anyway, and an idle connection restarts with a
+//!    window's burst). Full sends no page twice unless it was written
+//!    since, so when it meets the target it finishes first, and waiting
+//!    for the probe's end would only make round 0 re-send what the guest
+//!    dirtied meanwhile — on a fast link, round 0 ends before the probe
+//!    does, and "full" after it is a pre-copy round plus a stop;
+//! 2. otherwise **at the probe's end**, for any strategy;
+//! 3. or **when round 0 ends** before the probe does: then full (the dirty
+//!    set only) drains the pipe to one BDP and pauses, as live's stop
+//!    does.
+//!
+//! Live and live with deltas do the same thing during round 0 (the delta
+//! cache starts with round 1), so deciding between them early would gain
+//! nothing.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -73,6 +94,10 @@ pub struct SourceConfig {
     pub probe: Duration,
     /// Bytes of pages per frame.
     pub batch: usize,
+    /// Send pages the network holds ([`Guest::content_index`]: the
+    /// guest's base image) as their CID, for the destination to fetch
+    /// from a nearby cache or image store.
+    pub dedup: bool,
 }
 
 impl Default for SourceConfig {
@@ -88,6 +113,7 @@ impl Default for SourceConfig {
             timeout: Duration::from_secs(10),
             probe: Duration::from_millis(500),
             batch: 64 * 1024,
+            dedup: false,
         }
     }
 }
@@ -276,6 +302,10 @@ pub struct SourceSession {
     round_start: Instant,
     round_bytes: u64,
     round_pages: usize,
+    // Of those, sent by CID (a few bytes each: not what a page costs).
+    round_cid: usize,
+    // Pages the destination could not fetch by CID: sent whole next.
+    wanted: VecDeque<u32>,
     bytes_per_page: f64,
     last_dirty: usize,
     dirty_rate: f64,
@@ -308,6 +338,8 @@ pub struct SourceSession {
     was_in_doubt: bool,
 }
 
+// A page sent by CID on the wire: index, tag, SHA-1.
+const CID_PAGE_BYTES: usize = 25;
 const PROGRESS_WINDOW_MIN: Duration = Duration::from_millis(100);
 const MIN_INFLIGHT: u64 = 2 << 20;
 const QUERY_INTERVAL: Duration = Duration::from_secs(1);
@@ -334,6 +366,9 @@ impl SourceSession {
             now,
         );
         s.step(T::Offer).expect("Idle takes Offer");
+        if s.config.dedup {
+            s.enc.set_content_index(guest.content_index());
+        }
         let mut offer = Offer {
             id,
             mode: s.config.mode,
@@ -391,6 +426,8 @@ impl SourceSession {
             round_start: now,
             round_bytes: 0,
             round_pages: 0,
+            round_cid: 0,
+            wanted: VecDeque::new(),
             bytes_per_page: page_size as f64,
             last_dirty: pages,
             dirty_rate: 0.0,
@@ -614,6 +651,14 @@ impl SourceSession {
                 if self.samples.len() > 4096 {
                     self.samples.pop_front();
                 }
+                // Smart: a new measurement; full may meet the target now.
+                self.probe(now, guest, true);
+            }
+            // The destination could not fetch these by CID. While the
+            // image is still ours to send; after the commit it has them.
+            Msg::Want { pages } if self.state.owns_guest() => {
+                let n = self.pages as u32;
+                self.wanted.extend(pages.into_iter().filter(|&p| p < n));
             }
             Msg::Commit { id, sig } if id == self.id => {
                 let bytes = auth::commit_bytes(&self.session, &self.final_digest);
@@ -810,6 +855,19 @@ impl SourceSession {
                 self.sent += f.len() as u64;
                 return Some(f);
             }
+            // Pages the destination could not fetch go first, whatever
+            // the round: until they arrive it cannot commit.
+            if !self.wanted.is_empty()
+                && matches!(
+                    self.state,
+                    Source::PreCopy | Source::StopAndCopy | Source::AwaitCommit
+                )
+            {
+                if room == 0 {
+                    return None;
+                }
+                return Some(self.wanted_batch(room, guest));
+            }
             match self.state {
                 Source::PreCopy | Source::StopAndCopy => {}
                 // In doubt, ask; committed after being in doubt, ask
@@ -829,11 +887,7 @@ impl SourceSession {
                 _ => return None,
             }
             // Smart: choose once the probe has run and bandwidth is known.
-            if !self.decided
-                && now >= self.round_start + self.config.probe
-                && self.bandwidth().is_some()
-            {
-                self.decide(now, guest);
+            if self.probe(now, guest, false) {
                 continue;
             }
             if self.cursor == self.queue.len() {
@@ -859,6 +913,7 @@ impl SourceSession {
         let mut data = Vec::with_capacity(limit + self.page_size);
         let mut page = vec![0; self.page_size];
         let mut n = 0;
+        let cid_before = self.enc.stats().cid;
         while self.cursor < self.queue.len() && data.len() < limit {
             let i = self.queue[self.cursor];
             self.cursor += 1;
@@ -866,6 +921,7 @@ impl SourceSession {
             self.enc.encode(i as u32, &page).emit(&mut data);
             n += 1;
         }
+        self.round_cid += (self.enc.stats().cid - cid_before) as usize;
         let frame = Msg::Pages {
             round: self.round,
             data,
@@ -889,6 +945,28 @@ impl SourceSession {
         frame
     }
 
+    // Pages the destination asked for, whole (their content is what the
+    // encoder recorded: a page written since is in a later round too).
+    fn wanted_batch(&mut self, room: usize, guest: &mut impl Guest) -> Vec<u8> {
+        let limit = room.min(self.config.batch).max(self.page_size + 16);
+        let mut data = Vec::with_capacity(limit + self.page_size);
+        let mut page = vec![0; self.page_size];
+        while data.len() < limit {
+            let Some(i) = self.wanted.pop_front() else {
+                break;
+            };
+            guest.read_page(i as usize, &mut page);
+            self.enc.encode_inline(i, &page).emit(&mut data);
+        }
+        let frame = Msg::Pages {
+            round: self.round,
+            data,
+        }
+        .to_frame();
+        self.sent += frame.len() as u64;
+        frame
+    }
+
     fn deltas_on(&self) -> bool {
         self.strategy == Strategy::LiveDelta && self.round >= 1
     }
@@ -898,6 +976,7 @@ impl SourceSession {
         self.round_start = now;
         self.round_bytes = 0;
         self.round_pages = 0;
+        self.round_cid = 0;
     }
 
     // The end of a round: decide whether to go on, throttle or pause.
@@ -920,14 +999,17 @@ impl SourceSession {
             self.notes.push_back(SourceNote::FinalSent);
             return true;
         }
+        // Smart, round 0 over before the probe: decide now (full drains
+        // and pauses below, as live's stop does).
         if !self.decided {
-            self.decide(now, guest);
-            if self.state == Source::StopAndCopy {
-                return true;
-            }
+            self.decide(now, guest, false);
         }
-        if self.round_pages > 0 {
-            self.bytes_per_page = self.round_bytes as f64 / self.round_pages as f64;
+        // What a page sent inline costs: the next rounds' pages are
+        // written ones, which no image holds.
+        let inline = self.round_pages - self.round_cid;
+        if inline > 0 {
+            let cid_bytes = (self.round_cid * CID_PAGE_BYTES) as u64;
+            self.bytes_per_page = self.round_bytes.saturating_sub(cid_bytes) as f64 / inline as f64;
         }
         let elapsed = (now - self.round_start).as_secs_f64().max(1e-6);
         let dirty = guest.dirty_count();
@@ -988,7 +1070,7 @@ impl SourceSession {
         }
         // Let the pipe drain to about one BDP before pausing: what is
         // queued would lengthen the downtime.
-        if self.sent - self.acked > self.bdp().max(64 * 1024) {
+        if !self.drained() {
             return false;
         }
         self.pause_pending = false;
@@ -1021,35 +1103,87 @@ impl SourceSession {
         self.notes.push_back(SourceNote::Paused);
     }
 
-    // Smart: choose from what round 0 has measured so far.
-    fn decide(&mut self, now: Instant, guest: &mut impl Guest) {
-        self.decided = true;
+    // Smart, undecided in round 0: decide at the probe's end (`early`
+    // false: its caller checks the time), and before it take full as soon
+    // as it meets the target. Returns whether it decided.
+    fn probe(&mut self, now: Instant, guest: &mut impl Guest, early: bool) -> bool {
+        if self.decided || self.state != Source::PreCopy {
+            return false;
+        }
+        let Some((_, span)) = self.rate() else {
+            return false;
+        };
+        if now >= self.round_start + self.config.probe {
+            self.decide(now, guest, false);
+        } else if early && span >= self.rtt.unwrap_or_default() * 2 {
+            // A rate measured over two round trips at least, not one
+            // burst of reports.
+            self.decide(now, guest, true);
+        }
+        self.decided
+    }
+
+    // Smart: choose from what round 0 has measured so far, predicting from
+    // now (`model::choose_midway`). With `only_full` it commits only to
+    // full. Full midway through round 0 pauses at once and sends the pages
+    // round 0 has not sent and the dirty ones (nothing twice that was not
+    // written since), without letting the pipe drain first: an idle
+    // connection would restart with a window's burst, and the pages in
+    // flight must arrive anyway. At the end of round 0 it drains to one
+    // BDP and pauses, as live's stop does.
+    fn decide(&mut self, now: Instant, guest: &mut impl Guest, only_full: bool) {
         let elapsed = (now - self.round_start).as_secs_f64().max(1e-6);
-        let st = self.enc.stats();
-        let seen = (st.zero + st.dup + st.delta + st.full).max(1) as f64;
-        let nonzero = 1.0 - st.zero as f64 / seen;
+        // What a page of round 0 has cost on the wire so far (zero pages
+        // as tags, frame headers); before any, its non-zero share.
+        let per_page = if self.round_pages > 0 {
+            self.round_bytes as f64 / self.round_pages as f64
+        } else {
+            let st = self.enc.stats();
+            let seen = (st.zero + st.dup + st.delta + st.full).max(1) as f64;
+            self.page_size as f64 * (1.0 - st.zero as f64 / seen)
+        };
+        let dirty = guest.dirty_count() as f64 * self.page_size as f64;
         let x = model::Inputs {
-            memory: self.pages as f64 * self.page_size as f64 * nonzero,
+            memory: self.pages as f64 * per_page,
             // Round 0 may end before any progress report: then what the
             // connection took is the best guess.
             bandwidth: self.bandwidth().unwrap_or(self.sent as f64 / elapsed),
             rtt: self.rtt.unwrap_or_default(),
-            dirty_rate: guest.dirty_count() as f64 * self.page_size as f64 / elapsed,
+            dirty_rate: dirty / elapsed,
             device: self.device_len as f64,
             target: self.config.downtime_target,
             max_rounds: self.config.max_rounds,
             delta_ratio: ASSUMED_DELTA_RATIO,
             encode_rate: self.config.encode_rate,
         };
-        let (strategy, predictions) = model::choose(&x);
+        let m = model::Midway {
+            sent: self.round_pages as f64 * per_page,
+            dirty,
+            queued: (self.sent - self.acked).saturating_sub(self.bdp()) as f64,
+        };
+        let (strategy, predictions) = model::choose_midway(&x, &m);
+        if only_full && strategy != Strategy::Full {
+            return;
+        }
+        self.decided = true;
         self.strategy = strategy;
         self.notes.push_back(SourceNote::Chose {
             strategy,
             predictions,
         });
         if strategy == Strategy::Full {
-            self.pause(now, guest, Vec::new());
+            self.estimate_at_pause = predictions[0].downtime;
+            if self.cursor < self.queue.len() {
+                self.pause(now, guest, Vec::new());
+            } else {
+                self.pause_pending = true;
+            }
         }
+    }
+
+    // Whether what is in flight is down to about one BDP (at least 64 KiB).
+    fn drained(&self) -> bool {
+        self.sent - self.acked <= self.bdp().max(64 * 1024)
     }
 
     fn window(&self) -> Duration {
@@ -1058,6 +1192,11 @@ impl SourceSession {
 
     /// Bandwidth over the last window, bytes per second.
     fn bandwidth(&self) -> Option<f64> {
+        self.rate().map(|(bw, _)| bw)
+    }
+
+    // Bandwidth over the last window, and the time it was measured over.
+    fn rate(&self) -> Option<(f64, Duration)> {
         let &(t1, b1) = self.samples.back()?;
         let w = self.window();
         let &(t0, b0) = self
@@ -1067,10 +1206,11 @@ impl SourceSession {
             .filter(|(t, _)| *t < t1)
             .or_else(|| self.samples.front().filter(|(t, _)| *t < t1))?;
         let bw = (b1 - b0) as f64 / (t1 - t0).as_secs_f64();
-        Some(match self.config.max_bandwidth {
+        let bw = match self.config.max_bandwidth {
             Some(cap) => bw.min(cap),
             None => bw,
-        })
+        };
+        Some((bw, t1 - t0))
     }
 
     fn bdp(&self) -> u64 {
@@ -1127,12 +1267,8 @@ impl SourceSession {
         // Smart decides when its probe ends, even if the connection has no
         // room (the agent then does not call poll_transmit, and the probe
         // deadline, already past, would wake it for ever).
-        if !self.decided
-            && self.state == Source::PreCopy
-            && now >= self.round_start + self.config.probe
-            && self.bandwidth().is_some()
-        {
-            self.decide(now, guest);
+        if now >= self.round_start + self.config.probe {
+            self.probe(now, guest, false);
         }
         let t = self.config.timeout;
         let silent = match self.state {

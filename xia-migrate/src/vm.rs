@@ -503,6 +503,9 @@ impl Guest for Vm {
     fn set_device_state(&mut self, state: &[u8]) {
         self.memory.set_device_state(state);
     }
+    fn content_index(&self) -> Option<crate::guest::ContentIndex> {
+        self.memory.content_index()
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,8 @@
 //! while its VM is paused recovers the migration in doubt and follows the
 //! destination's signed answer; one restarted while its VM still runs
 //! reports the migration failed and lifts the throttle; forwarding
-//! pointers survive the restart; a destination restarted from its log
+//! pointers survive the restart (and pace what they forward, in order,
+//! in a bounded queue); a destination restarted from its log
 //! never tells an in-doubt source "unknown" about a guest it runs — and,
 //! shown for contrast, one restarted without it does, and two copies run.
 
@@ -119,7 +120,10 @@ struct Net {
 
 impl Net {
     fn new() -> Net {
-        let configs = [config(A), config(B)];
+        Net::with_configs([config(A), config(B)])
+    }
+
+    fn with_configs(configs: [AgentConfig; 2]) -> Net {
         let mut a = Agent::new(configs[A].clone());
         a.add_vm(vm(Instant::ZERO));
         let b = Agent::new(configs[B].clone());
@@ -619,4 +623,73 @@ fn a_record_for_a_running_vm_is_reported_failed_in_its_phase() {
     let vms = a.into_vms();
     assert_eq!(vms.len(), 1);
     assert!(vms[0].is_running());
+}
+
+#[test]
+fn packets_for_a_vm_that_left_are_paced_in_order_and_bounded() {
+    // A slow pacer (10 kB/s) and a short queue (16), to see both.
+    let mut a_config = config(A);
+    a_config.forward_rate = Some(10_000);
+    a_config.buffer_packets = 16;
+    let mut net = Net::with_configs([a_config, config(B)]);
+    net.migrate(Mode::Full);
+    net.run(end(), |_, _| Act::None);
+    assert!(net.done(), "{:?}", net.notes(A));
+    // 30 packets of 1000 bytes for the VM at its old address, at once.
+    let vm_hid = id(Principal::HID, "vm").xid();
+    let dst = Dag::path(&[ad(A), vm_hid]).unwrap();
+    let src = Dag::path(&[ad(9), id(Principal::HID, "peer").xid()]).unwrap();
+    let t0 = net.now;
+    let a = net.agent(A);
+    while a.poll_transmit().is_some() {}
+    for i in 0..30u8 {
+        let p = XipRepr::new(dst.clone(), src.clone(), NextHeader::Data, 1000)
+            .to_bytes(&[i; 1000])
+            .unwrap();
+        a.handle_packet(t0, p);
+    }
+    // What leaves toward AD B, and when (the XCMP redirect goes back to
+    // the sender at once).
+    fn take(a: &mut Agent, now: Instant) -> Vec<(Instant, u8)> {
+        let mut out = Vec::new();
+        while let Some(t) = a.poll_transmit() {
+            let p = xia_stack::wire::xip::Packet::new_unchecked(&t.packet[..]);
+            let repr = XipRepr::parse_header(&p).unwrap();
+            if repr.dst.nodes().iter().any(|n| n.xid == ad(B)) {
+                out.push((now, t.packet[repr.header_len()]));
+            }
+        }
+        out
+    }
+    let mut out = take(a, t0);
+    let burst = out.len();
+    // The 8 KiB bucket: a few at once, not all.
+    assert!((1..=9).contains(&burst), "{burst}");
+    // The rest waits in a queue of 16; what did not fit was dropped.
+    assert_eq!(a.counters().buffer_drops, 30 - 16 - burst as u64);
+    while let Some(t) = a.poll_timeout() {
+        if t > t0 + Duration::from_secs(10) {
+            break;
+        }
+        a.handle_timeout(t);
+        out.extend(take(a, t));
+    }
+    assert_eq!(out.len(), burst + 16, "{out:?}");
+    assert_eq!(a.counters().forwarded, out.len() as u64);
+    // In order, and paced: a packet (1000 bytes and a header) every
+    // 100 ms and a bit at 10 kB/s.
+    assert!(out.windows(2).all(|w| w[0].1 < w[1].1), "{out:?}");
+    for w in out[burst..].windows(2) {
+        let gap = w[1].0 - w[0].0;
+        assert!(
+            (Duration::from_millis(100)..Duration::from_millis(120)).contains(&gap),
+            "{gap:?}"
+        );
+    }
+    let c = a.counters();
+    assert_eq!(c.max_pacer_wait, out.last().unwrap().0 - t0);
+    // Drained: the pacer keeps no timer.
+    assert!(a
+        .poll_timeout()
+        .is_none_or(|t| t > t0 + Duration::from_secs(10)));
 }

@@ -140,6 +140,15 @@ pub(super) fn build_agent(
         capacity: topo.migration.hypervisor(i).map_or(4 << 30, |h| h.capacity),
         agent_seed: seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
         vm_seed: seed,
+        // The image store in its AD, if there is one.
+        content_store: topo
+            .migration
+            .images
+            .iter()
+            .find(|im| topo.nodes[im.host].ad == n.ad)
+            .map(|im| {
+                Dag::path(&[topo.ads[n.ad].xid, topo.nodes[im.host].hid()]).expect("two nodes")
+            }),
     };
     let vms = topo.migration.vms.iter().enumerate();
     crate::hypervisor::build_agent(
@@ -439,6 +448,9 @@ pub(super) fn write_migrations(
                         s.bytes as f64 / 1e6,
                         s.final_pages
                     )?;
+                    if s.pages.cid > 0 {
+                        write!(f, ", {} pages by CID", s.pages.cid)?;
+                    }
                     if s.throttle < 1.0 {
                         write!(f, ", throttled to {:.0} %", s.throttle * 100.0)?;
                     }
@@ -508,6 +520,13 @@ pub(super) fn write_migrations(
                 "  {}: {} buffered, {} dropped, {} delivered after a failed move, {} forwarded, {} redirects",
                 h.name, c.buffered, c.buffer_drops, c.delivered_after_pause, c.forwarded, c.redirects
             )?;
+            if c.pages_fetched + c.fetch_failures > 0 {
+                writeln!(
+                    f,
+                    "    {} pages fetched by CID, {} fetches failed (asked of the source)",
+                    c.pages_fetched, c.fetch_failures
+                )?;
+            }
         }
         writeln!(f)?;
     }

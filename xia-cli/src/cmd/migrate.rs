@@ -1,6 +1,8 @@
 //! `xia migrate GUEST --to AGENT` and `xia hypervisor-info`: talk to a
 //! running hypervisor daemon's control socket (`--hypervisor`, or
 //! `XIA_HOST`, which `xia testbed exec NODE` sets to the node's socket).
+//! `--to` is an agent's DAG or the name it registered; the daemon
+//! resolves a name.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -25,8 +27,9 @@ pub struct MigrateArgs {
     /// The VM to move.
     guest: String,
     /// The destination agent: its DAG (`AD:… HID:… SID:…`, as `xia
-    /// hypervisor-info` prints it on that machine) or its name in the
-    /// name service.
+    /// hypervisor-info` prints it on that machine) or the name it
+    /// registered in the name service (by default its hypervisor's name,
+    /// e.g. hv2).
     #[arg(long)]
     to: String,
     /// full (stop-and-copy), live (iterative pre-copy) or smart (chooses
@@ -89,9 +92,14 @@ pub fn migrate(a: MigrateArgs) -> Result<()> {
         .build()
         .context("tokio runtime")?;
     let quiet = a.quiet;
+    let mut dest = req.to.clone();
     let result = rt.block_on(hypervisor::migrate_via(&a.hv.socket, &req, |r| match r {
-        HvResponse::Started { id } => {
-            let line = format!("migration {id:#x}: {} -> {}", req.vm, req.to);
+        HvResponse::Started { id, to } => {
+            // A name is shown with the DAG it resolved to.
+            if *to != req.to {
+                dest = format!("{} ({to})", req.to);
+            }
+            let line = format!("migration {id:#x}: {} -> {dest}", req.vm);
             if quiet {
                 println!("{line}");
             } else {
@@ -131,16 +139,15 @@ pub fn migrate(a: MigrateArgs) -> Result<()> {
     }));
     bar.finish_and_clear();
     let s = result?;
-    print!("{}", report(&req, &s));
+    print!("{}", report(&req, &dest, &s));
     Ok(())
 }
 
-/// The final report.
-fn report(req: &MigrateRequest, s: &Summary) -> String {
+/// The final report; `to`: the destination as given (and resolved).
+fn report(req: &MigrateRequest, to: &str, s: &Summary) -> String {
     format!(
         "done: {vm} runs at {to}\n  mode {mode} (strategy {strategy}), {rounds} pre-copy rounds, {final_pages} pages in the final copy\n  downtime {down:.1} ms as the source saw it (estimated {est:.1} ms{missed}), total {total:.1} ms\n  {bytes} bytes sent at {bw:.1} Mbit/s, RTT {rtt:.1} ms{throttle}\n",
         vm = req.vm,
-        to = req.to,
         mode = req.mode,
         strategy = s.strategy,
         rounds = s.rounds,
@@ -177,6 +184,12 @@ pub fn info(hv: HypervisorArg) -> Result<()> {
         }
     );
     println!("agent: {}", i.dag);
+    if let Some(n) = &i.agent_name {
+        println!(
+            "name: {n}{}",
+            if i.named { "" } else { " (not registered yet)" }
+        );
+    }
     for v in &i.vms {
         println!(
             "vm {}: {} MiB, {}, service {}{}",
@@ -192,5 +205,8 @@ pub fn info(hv: HypervisorArg) -> Result<()> {
         );
     }
     println!("counters: {}", i.counters);
+    if let Some(l) = &i.log {
+        println!("log: {l}");
+    }
     Ok(())
 }

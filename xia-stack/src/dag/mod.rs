@@ -393,6 +393,21 @@ impl Dag {
         Dag::new(Edges::from_slice(&[0]).expect("one edge fits"), nodes)
     }
 
+    /// Content `cid` served by host `hid` in `ad`: `RE ( AD HID ) CID`.
+    /// The entry tries the CID first, so any node on the way that holds
+    /// the chunk (a router's cache) may answer; the path to the server is
+    /// the fallback.
+    pub fn content(ad: Xid, hid: Xid, cid: Xid) -> Dag {
+        let edges = |t: &[u8]| Edges::from_slice(t).expect("at most two edges");
+        // Nodes AD(0) HID(1) CID(2).
+        let nodes = vec![
+            Node::new(ad, edges(&[1])),
+            Node::new(hid, edges(&[2])),
+            Node::new(cid, edges(&[])),
+        ];
+        Dag::new(edges(&[2, 0]), nodes).expect("a valid three-node DAG")
+    }
+
     /// The entry node's out-edges.
     pub fn entry_edges(&self) -> &Edges {
         &self.entry

@@ -14,7 +14,7 @@ use rand_chacha::rand_core::RngCore;
 
 use super::{Host, HostError, HostEvent};
 use crate::content::{pieces, verify, ChunkMsg, ContentError, Reassembly};
-use crate::dag::{Dag, Edges, Node};
+use crate::dag::Dag;
 use crate::forward::Route;
 use crate::identity::Identity;
 use crate::time::Instant;
@@ -58,15 +58,7 @@ impl Host {
     /// The DAG under which this host serves `cid`: `RE ( AD HID ) CID`, so a
     /// router holding the chunk may answer first.
     pub fn content_dag(&self, cid: Xid) -> Dag {
-        let ad = self.config.interfaces[0].ad;
-        let edges = |t: &[u8]| Edges::from_slice(t).expect("at most two edges");
-        // Nodes AD(0) HID(1) CID(2); the entry tries the CID first.
-        let nodes = vec![
-            Node::new(ad, edges(&[1])),
-            Node::new(self.hid, edges(&[2])),
-            Node::new(cid, edges(&[])),
-        ];
-        Dag::new(edges(&[2, 0]), nodes).expect("a valid three-node DAG")
+        Dag::content(self.config.interfaces[0].ad, self.hid, cid)
     }
 
     /// Fetches the chunk that `dag`'s intent (a CID) names.

@@ -1213,11 +1213,16 @@ impl Connection {
         self.push_event(StreamEvent::Closed);
     }
 
+    // Entering CLOSED: nothing is due any more. That includes the
+    // repetition of an unacknowledged MIGRATE (which rides on segments a
+    // closed connection no longer sends): left armed, it would fire every
+    // 64 RTOs for as long as the host keeps the connection.
     fn clear_timers(&mut self) {
         self.rto_deadline = None;
         self.ack_deadline = None;
         self.time_wait_deadline = None;
         self.keepalive_deadline = None;
+        self.migrate_deadline = None;
     }
 
     fn push_event(&mut self, e: StreamEvent) {

@@ -118,8 +118,11 @@
 //! Signed MIGRATE (xia-core v2's option 50, answered by 51; see
 //! [`migrate`]): [`Connection::migrate`] moves our end and tells the peer,
 //! on every segment until it is acknowledged (and on bare ACKs after a
-//! timeout when idle); the peer checks the key, the signature, the
-//! intent and freshness before it swaps the DAG, and refuses anything else
+//! timeout when idle, backing off to 64 RTOs and repeating at that
+//! interval for as long as the connection is open — the peer may only be
+//! slow to hear it; a connection that reaches CLOSED stops); the peer
+//! checks the key, the signature, the intent and freshness before it
+//! swaps the DAG, and refuses anything else
 //! ([`StreamEvent::MigrateRefused`]) without touching the connection.
 //! `rebind_local` / `set_peer_dag` remain for drivers that learn the new
 //! DAG otherwise (a name update).

@@ -802,6 +802,37 @@ fn rst_to_syn_is_refused() {
 }
 
 #[test]
+fn a_migrate_unanswered_when_the_connection_closes_leaves_no_timer() {
+    // The server moves in TIME-WAIT (a host rebinds every connection it
+    // has) and its peer is gone: the MIGRATE is never acknowledged. When
+    // TIME-WAIT ends the connection is closed, and its repetition (backed
+    // off to 64 RTOs, 12.8 s) must end with it: nothing is left to tell.
+    let key = crate::identity::Identity::from_secret_bytes(Principal::SID, &[0x5a; 32]);
+    let mut p = pair_with_server_key(&key, LinkConfig::perfect());
+    p.handshake();
+    p.server().close().unwrap();
+    while p.client.state() != State::CloseWait {
+        assert!(p.step(), "the FIN stalled");
+    }
+    p.client.close().unwrap();
+    while p.server().state() != State::TimeWait {
+        assert!(p.step(), "the close stalled");
+    }
+    p.blackhole = true;
+    let now = p.now;
+    p.server()
+        .migrate(&key, moved_dag(&key, 3), 1_000, now)
+        .unwrap();
+    assert!(p.server().migrate_pending());
+    let limit = p.now + Duration::from_secs(120);
+    while p.step() {
+        assert!(p.now < limit, "a timer outlived the connection");
+    }
+    assert_eq!(p.server().state(), State::Closed);
+    assert_eq!(p.server().poll_timeout(), None);
+}
+
+#[test]
 fn closed_connection_answers_with_rst() {
     let mut c = Connection::connect(
         dag(1, 1, 1),
