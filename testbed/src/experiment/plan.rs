@@ -997,9 +997,9 @@ impl Plan {
 
     /// When point `p`'s simulation stops: the migration's start plus 20
     /// times the slowest predicted total plus 120 s. Every run has this
-    /// limit, because a run without one ends only when no node has a
-    /// timer left, and a moved VM may keep one for ever; a migration
-    /// still going at the limit is reported unfinished.
+    /// limit, so that a stalled migration (or a service that keeps
+    /// streaming) cannot run a point for ever; a migration still going at
+    /// the limit is reported unfinished.
     pub fn until(&self, p: &Point) -> Duration {
         self.scenario.migrate_at + self.worst_total(p) * 20 + Duration::from_secs(120)
     }
