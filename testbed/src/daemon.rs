@@ -788,14 +788,17 @@ impl DaemonConfig {
                     agent_seed: rand_core::OsRng.next_u64(),
                     vm_seed: self.seed,
                     content_store: None,
+                    agent_name: self
+                        .agent_name
+                        .clone()
+                        .map(|n| (n, crate::hypervisor_log::unix_ns() / 1_000)),
                 };
                 // The clock's zero on the wall clock: the log's instants
                 // are rebased on it.
                 let zero = crate::hypervisor_log::unix_ns().saturating_sub(clock.now().as_nanos());
                 let (agent, writer) = self.start_agent(&setup, zero, clock.now())?;
                 tracing::info!(node = %self.name, agent = %agent.dag().to_line(), "agent");
-                let mut node = crate::hypervisor::HypervisorNode::new(&self.name, agent)
-                    .with_agent_name(self.agent_name.clone());
+                let mut node = crate::hypervisor::HypervisorNode::new(&self.name, agent);
                 if let Some(w) = writer {
                     node = node.with_log(w, self.configured_vms());
                 }

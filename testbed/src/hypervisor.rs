@@ -22,11 +22,11 @@
 //! announced, signed with the agent's key, and again with a higher
 //! sequence number whenever the agent's DAG changes; a registration
 //! that gets no answer is tried again until one comes. The sequence
-//! number is the wall clock in microseconds (or one more than the last),
-//! so a restarted daemon's registrations supersede its old ones. The
-//! registration's state is kept here, in the driver: the answers are read
-//! off the packets for the agent's stack as they pass (see
-//! [`name_answer`]).
+//! number starts at the wall clock in microseconds, so a restarted
+//! daemon's registrations supersede its old ones. The agent keeps the
+//! registration itself ([`AgentConfig::name`], a
+//! [`xia_stack::socket::NameKeeper`]); lookups of other agents' names
+//! (`--to NAME`) are answered by [`AgentEvent::NameAnswer`]s.
 //!
 //! **The log.** With [`HypervisorNode::with_log`] every entry the agent
 //! hands out ([`Agent::poll_log`]) is appended to a file and synced after
@@ -53,9 +53,8 @@ use xia_net::event_log::EventLog;
 use xia_net::node::{Node, NodeHandle, Stopped};
 use xia_stack::dag::Dag;
 use xia_stack::forward::{PortId, Transmit};
-use xia_stack::host::{ResolveError, NO_ANSWER};
+use xia_stack::host::ResolveError;
 use xia_stack::identity::Identity;
-use xia_stack::naming::{NameResponse, NAME_SERVER_SID};
 use xia_stack::time::Instant;
 use xia_stack::xid::{Principal, Xid};
 
@@ -101,6 +100,10 @@ pub struct AgentSetup<'a> {
     /// Where incoming migrations fetch pages sent by CID: an image
     /// store's `AD HID`.
     pub content_store: Option<Dag>,
+    /// The name the agent keeps registered, and its first registration's
+    /// sequence number (a daemon: the wall clock in µs, so a restart
+    /// never repeats one).
+    pub agent_name: Option<(String, u64)>,
 }
 
 /// The agent for a hypervisor, with the VMs that start on it (`vms`:
@@ -125,6 +128,10 @@ pub fn agent_config(s: &AgentSetup<'_>) -> AgentConfig {
     cfg.seed = s.agent_seed;
     cfg.destination.capacity = s.capacity;
     cfg.content_store = s.content_store.clone();
+    if let Some((name, seq)) = &s.agent_name {
+        cfg.name = Some(name.clone());
+        cfg.name_seq = *seq;
+    }
     cfg
 }
 
@@ -167,52 +174,12 @@ pub fn build_vms<'v>(
     Ok(out)
 }
 
-/// How long the daemon waits for the name server's answer to one of its
-/// requests (the agent's stack asks up to three times, a second apart).
-pub const NAME_WAIT: Duration = Duration::from_secs(4);
-/// How long it waits before registering the agent's name again after a
-/// registration got no answer.
-pub const NAME_RETRY: Duration = Duration::from_secs(2);
-/// … and after the name server refused it (the name is someone else's).
-pub const NAME_REFUSED_RETRY: Duration = Duration::from_secs(10);
-
-/// The agent's registration of its name, driver side.
-#[derive(Debug)]
-struct AgentName {
-    name: String,
-    seq: u64,
-    // The request awaiting its answer, and when to give up on it.
-    pending: Option<(u32, Instant)>,
-    // The DAG of the registration pending or stored.
-    dag: Option<Dag>,
-    stored: bool,
-    retry: Option<Instant>,
-}
-
-/// A lookup of another agent's name, awaiting the name server.
+/// A lookup of another agent's name, awaiting the name server (whose
+/// answer, or the stack's "no answer" after its tries, always comes).
 struct Lookup {
     id: u32,
     name: String,
-    until: Instant,
     reply: oneshot::Sender<Result<Dag, ResolveError>>,
-}
-
-/// If `packet` is a name server's answer (an XDGRAM from the name-server
-/// SID): its request id and the answer, a refusal as its text. The
-/// daemon reads the answers to its agent's registrations and lookups off
-/// the packets as they pass to the agent's stack, which (having no use
-/// for them itself) drops the events it raises for them.
-pub fn name_answer(packet: &[u8]) -> Option<(u32, Result<NameResponse, String>)> {
-    use xia_stack::wire::xdgram::XdgramRepr;
-    use xia_stack::wire::xip::{NextHeader, Packet, XipRepr};
-    let view = Packet::new_checked(packet).ok()?;
-    let repr = XipRepr::parse_header(&view).ok()?;
-    if repr.next_header != NextHeader::Xdgram || *repr.src.intent() != NAME_SERVER_SID {
-        return None;
-    }
-    let seg = XdgramRepr::parse(view.payload()).ok()?;
-    let (id, body) = xia_stack::naming::split_message(seg.payload).ok()?;
-    Some((id, NameResponse::parse(body).ok()?))
 }
 
 /// The VMs of `configured` that `agent` does not run (they left, or are
@@ -233,7 +200,6 @@ pub struct HypervisorNode {
     /// Its name.
     pub name: String,
     events: EventLog<AgentEvent>,
-    naming: Option<AgentName>,
     lookups: Vec<Lookup>,
     log: Option<LogWriter>,
     // The VMs configured (whether one left is logged).
@@ -249,25 +215,11 @@ impl HypervisorNode {
             agent,
             name: name.to_owned(),
             events: EventLog::new(EVENT_LOG),
-            naming: None,
             lookups: Vec::new(),
             log: None,
             configured: BTreeSet::new(),
             log_failed: watch::channel(None).0,
         }
-    }
-
-    /// Registers the agent's DAG under `name` (none: no registration).
-    pub fn with_agent_name(mut self, name: Option<String>) -> HypervisorNode {
-        self.naming = name.map(|name| AgentName {
-            name,
-            seq: 0,
-            pending: None,
-            dag: None,
-            stored: false,
-            retry: None,
-        });
-        self
     }
 
     /// Makes the agent's log durable in `log`, with which of the
@@ -282,19 +234,6 @@ impl HypervisorNode {
     /// sends nothing, and its daemon should stop.
     pub fn log_failure(&self) -> watch::Receiver<Option<String>> {
         self.log_failed.subscribe()
-    }
-
-    /// The name the agent registers, if any.
-    pub fn agent_name(&self) -> Option<&str> {
-        self.naming.as_ref().map(|n| n.name.as_str())
-    }
-
-    /// Whether the name server holds the agent's current DAG under its
-    /// name (true if it registers none).
-    pub fn agent_named(&self) -> bool {
-        self.naming
-            .as_ref()
-            .is_none_or(|n| n.stored && n.dag.as_ref().is_some_and(|d| *d == self.agent.dag()))
     }
 
     /// Looks `name` up with the name server XHCP announced; the answer
@@ -316,98 +255,9 @@ impl HypervisorNode {
         self.lookups.push(Lookup {
             id,
             name: name.to_owned(),
-            until: now + NAME_WAIT,
             reply,
         });
         Ok(rx)
-    }
-
-    // Registers the agent's name if it is not stored for its current DAG
-    // and nothing is pending or waiting to be retried.
-    fn register_if_due(&mut self, now: Instant) {
-        let Some(n) = self.naming.as_mut() else {
-            return;
-        };
-        if n.pending.is_some() || n.retry.is_some_and(|t| t > now) {
-            return;
-        }
-        let host = self.agent.host();
-        if host.name_server().is_none() || host.interfaces()[0].gateway.is_none() {
-            // XHCP has not run yet: its first beacon brings both.
-            return;
-        }
-        let dag = self.agent.dag();
-        if n.stored && n.dag.as_ref() == Some(&dag) {
-            return;
-        }
-        let wall = crate::hypervisor_log::unix_ns() / 1_000;
-        n.seq = n.seq.saturating_add(1).max(wall);
-        n.retry = None;
-        match self.agent.register_name(now, &n.name, n.seq) {
-            Ok(id) => {
-                n.pending = Some((id, now + NAME_WAIT));
-                n.dag = Some(dag);
-                n.stored = false;
-            }
-            Err(e) => {
-                tracing::warn!(hypervisor = %self.name, name = %n.name, error = %e, "cannot register the agent's name");
-                n.retry = Some(now + NAME_REFUSED_RETRY);
-            }
-        }
-    }
-
-    fn on_name_answer(&mut self, now: Instant, id: u32, answer: Result<NameResponse, String>) {
-        if let Some(n) = self
-            .naming
-            .as_mut()
-            .filter(|n| n.pending.is_some_and(|(p, _)| p == id))
-        {
-            n.pending = None;
-            match answer {
-                Ok(NameResponse::Registered { seq }) if seq == n.seq => {
-                    n.stored = true;
-                    tracing::info!(hypervisor = %self.name, name = %n.name, seq, "agent name registered");
-                }
-                Err(why) if why == NO_ANSWER => n.retry = Some(now + NAME_RETRY),
-                other => {
-                    tracing::warn!(hypervisor = %self.name, name = %n.name, answer = ?other, "agent name refused");
-                    n.retry = Some(now + NAME_REFUSED_RETRY);
-                }
-            }
-            return;
-        }
-        if let Some(k) = self.lookups.iter().position(|l| l.id == id) {
-            let l = self.lookups.swap_remove(k);
-            let _ = l.reply.send(ResolveError::from_answer(&l.name, &answer));
-        }
-    }
-
-    fn name_timer(&self) -> Option<Instant> {
-        let n = self.naming.as_ref();
-        [
-            n.and_then(|n| n.pending.map(|p| p.1)),
-            n.and_then(|n| n.retry),
-            self.lookups.iter().map(|l| l.until).min(),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-    }
-
-    fn name_timeouts(&mut self, now: Instant) {
-        if let Some(n) = self.naming.as_mut() {
-            if n.pending.is_some_and(|(_, until)| until <= now) {
-                n.pending = None;
-                n.retry = Some(now + NAME_RETRY);
-            }
-        }
-        let (late, keep) = std::mem::take(&mut self.lookups)
-            .into_iter()
-            .partition(|l| l.until <= now);
-        self.lookups = keep;
-        for l in late {
-            let _ = l.reply.send(Err(ResolveError::NoAnswer(l.name)));
-        }
     }
 
     // Appends what the agent logged and syncs it: before anything of this
@@ -445,28 +295,13 @@ impl HypervisorNode {
 
 impl Node for HypervisorNode {
     fn handle_packet(&mut self, now: Instant, _port: PortId, packet: Vec<u8>) {
-        let waiting =
-            !self.lookups.is_empty() || self.naming.as_ref().is_some_and(|n| n.pending.is_some());
-        if waiting {
-            if let Some((id, answer)) = name_answer(&packet) {
-                self.on_name_answer(now, id, answer);
-            }
-        }
         self.agent.handle_packet(now, packet);
     }
     fn handle_timeout(&mut self, now: Instant) {
-        // The agent's timers, unless only the naming's are due.
-        let agent_due = self.agent.poll_timeout().is_some_and(|t| t <= now);
-        if agent_due || self.name_timer().is_none_or(|t| t > now) {
-            self.agent.handle_timeout(now);
-        }
-        self.name_timeouts(now);
+        self.agent.handle_timeout(now);
     }
     fn poll_timeout(&self) -> Option<Instant> {
-        [self.agent.poll_timeout(), self.name_timer()]
-            .into_iter()
-            .flatten()
-            .min()
+        self.agent.poll_timeout()
     }
     fn poll_transmit(&mut self) -> Option<Transmit> {
         if self.log_failed.borrow().is_some() {
@@ -478,9 +313,15 @@ impl Node for HypervisorNode {
     }
     fn after_step(&mut self, now: Instant) {
         self.write_log(now);
-        self.register_if_due(now);
         let mut any = false;
         while let Some(e) = self.agent.poll_event() {
+            if let AgentEvent::NameAnswer { id, answer } = &e {
+                if let Some(k) = self.lookups.iter().position(|l| l.id == *id) {
+                    let l = self.lookups.swap_remove(k);
+                    let _ = l.reply.send(ResolveError::from_answer(&l.name, answer));
+                }
+                continue;
+            }
             log_event(&self.name, &e);
             self.events.push(e);
             any = true;
@@ -757,8 +598,8 @@ async fn connection(
                     name: n.name.clone(),
                     dag: n.agent.dag().to_line(),
                     attached: n.agent.host().interfaces()[0].gateway.is_some(),
-                    agent_name: n.agent_name().map(str::to_owned),
-                    named: n.agent_named(),
+                    agent_name: n.agent.name().map(str::to_owned),
+                    named: n.agent.name_registered(),
                     log: n.log.as_ref().map(|w| w.path().display().to_string()),
                     vms: n
                         .agent

@@ -73,6 +73,7 @@ use xia_stack::forward::xcmp::{error_reply, is_unanswerable, ErrorKind};
 use xia_stack::forward::Transmit;
 use xia_stack::host::{Host, HostConfig, HostEvent, ListenerHandle, StreamHandle};
 use xia_stack::identity::Identity;
+use xia_stack::socket::NameKeeper;
 use xia_stack::stream::StreamEvent;
 use xia_stack::time::Instant;
 use xia_stack::wire::dag::EdgeMarks;
@@ -119,6 +120,13 @@ pub struct AgentConfig {
     /// content store's host, as `AD HID` (a node holding the chunk on the
     /// way may answer first). `None`: such pages are asked of the source.
     pub content_store: Option<Dag>,
+    /// The name the agent keeps registered for its DAG (signed with its
+    /// key), so `xia migrate --to NAME` can find it; `None`: none.
+    pub name: Option<String>,
+    /// The sequence number of the name's first registration (a daemon
+    /// passes the wall clock, so that after a restart it never repeats
+    /// one the name server has seen).
+    pub name_seq: u64,
     /// Seed for migration ids and the stacks' SIDs.
     pub seed: u64,
 }
@@ -139,6 +147,8 @@ impl AgentConfig {
             buffer_packets: 4096,
             forward_rate: None,
             content_store: None,
+            name: None,
+            name_seq: 1,
             seed: 0,
         }
     }
@@ -181,6 +191,13 @@ pub enum AgentEvent {
         vm: String,
         /// Why.
         error: String,
+    },
+    /// The name server answered lookup `id` ([`Agent::resolve_name`]).
+    NameAnswer {
+        /// The request id.
+        id: u32,
+        /// The answer, or why there is none.
+        answer: Result<xia_stack::naming::NameResponse, String>,
     },
 }
 
@@ -584,6 +601,8 @@ pub struct Agent {
     // under way by the host's fetch id.
     to_fetch: VecDeque<(u64, u32, [u8; 20])>,
     fetching: BTreeMap<u32, (u64, u32, [u8; 20])>,
+    // The agent's own name in the name service.
+    naming: Option<NameKeeper>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -623,6 +642,10 @@ impl Agent {
     // configured seed, or for a restart one mixed with the restart count:
     // a restarted process must not draw the secrets it drew before).
     fn start(config: AgentConfig, seed: u64) -> Agent {
+        let naming = config
+            .name
+            .as_deref()
+            .map(|n| NameKeeper::new(n, config.name_seq));
         let mut cfg = HostConfig::new(config.host.clone(), config.ad, config.gateway);
         cfg.seed = seed;
         let mut host = Host::new(cfg);
@@ -652,6 +675,7 @@ impl Agent {
             log: VecDeque::new(),
             to_fetch: VecDeque::new(),
             fetching: BTreeMap::new(),
+            naming,
         }
     }
 
@@ -1089,7 +1113,8 @@ impl Agent {
         // timer): a timer of their own would keep an idle simulation going.
         // Their pacers have one only while packets wait.
         let paced = self.pointers.values().filter_map(Pointer::due);
-        [self.host.poll_timeout()]
+        let naming = self.naming.as_ref().and_then(NameKeeper::poll_timeout);
+        [self.host.poll_timeout(), naming]
             .into_iter()
             .flatten()
             .chain(vms)
@@ -1153,6 +1178,7 @@ impl Agent {
         self.outgoing
             .retain(|o| !(o.finished && o.pending.is_empty()));
         self.incoming.retain(|i| !i.done);
+        self.keep_name(now);
         self.release(now);
     }
 
@@ -1204,6 +1230,15 @@ impl Agent {
 
     fn on_host_event(&mut self, now: Instant, e: HostEvent) {
         match e {
+            HostEvent::NameAnswer { .. } => {
+                let ours = self
+                    .naming
+                    .as_mut()
+                    .is_some_and(|k| k.handle_event(now, &e));
+                if let (false, HostEvent::NameAnswer { id, answer }) = (ours, e) {
+                    self.events.push_back(AgentEvent::NameAnswer { id, answer });
+                }
+            }
             HostEvent::ChunkFetched { id, result, .. } => {
                 if let Some((mid, page, cid)) = self.fetching.remove(&id) {
                     self.fetched(now, mid, page, &cid, result.as_deref().ok());
@@ -1687,29 +1722,35 @@ fn readdress(dst: &Dag, old_ad: Xid, new_ad: Xid, hid: Xid) -> Dag {
     Dag::path(&path).unwrap_or_else(|_| dst.clone())
 }
 
-/// The agent's own name in the name service. The driver keeps the
-/// registration's state (its sequence number, retries) and reads the
-/// answers; these send the requests from the agent's stack.
+/// Names: the agent's own, kept registered ([`AgentConfig::name`]), and
+/// lookups of other agents'.
 impl Agent {
-    /// Registers `name` → this agent's DAG ([`Agent::dag`]) with the name
-    /// server XHCP announced, signed with the agent's key (whose hash is
-    /// the DAG's SID); `seq` must be above the last one stored for the
-    /// name. Returns the request id its answer carries.
-    pub fn register_name(
-        &mut self,
-        now: Instant,
-        name: &str,
-        seq: u64,
-    ) -> Result<u32, xia_stack::socket::SocketError> {
+    /// The name it keeps registered, if any.
+    pub fn name(&self) -> Option<&str> {
+        self.naming.as_ref().map(NameKeeper::name)
+    }
+
+    /// Whether the name server holds its current DAG under its name
+    /// (true if it has none).
+    pub fn name_registered(&self) -> bool {
         let dag = self.dag();
-        let key = self.config.key.clone();
-        let r = xia_stack::socket::register(&mut self.host, now, &key, name, &dag, seq)?;
-        Ok(r.id())
+        self.naming.as_ref().is_none_or(|k| k.is_registered(&dag))
+    }
+
+    // Registers the agent's name for its DAG once XHCP has brought the
+    // router and the name server, and again when the DAG changes.
+    fn keep_name(&mut self, now: Instant) {
+        let dag = self.dag();
+        let ready =
+            self.host.name_server().is_some() && self.host.interfaces()[0].gateway.is_some();
+        if let (Some(k), true) = (self.naming.as_mut(), ready) {
+            k.poll(&mut self.host, now, &self.config.key, &dag);
+        }
     }
 
     /// Asks the name server XHCP announced for `name`'s DAG (another
     /// agent's, for a migration). Returns the request id its answer
-    /// carries.
+    /// ([`AgentEvent::NameAnswer`]) carries.
     pub fn resolve_name(
         &mut self,
         now: Instant,

@@ -149,6 +149,7 @@ pub(super) fn build_agent(
             .map(|im| {
                 Dag::path(&[topo.ads[n.ad].xid, topo.nodes[im.host].hid()]).expect("two nodes")
             }),
+        agent_name: None,
     };
     let vms = topo.migration.vms.iter().enumerate();
     crate::hypervisor::build_agent(
@@ -292,7 +293,9 @@ impl Simulation {
                     }
                 }
             }
-            AgentEvent::Incoming { .. } | AgentEvent::IncomingFailed { .. } => {}
+            AgentEvent::Incoming { .. }
+            | AgentEvent::IncomingFailed { .. }
+            | AgentEvent::NameAnswer { .. } => {}
         }
     }
 

@@ -160,7 +160,9 @@ use crate::stream::{ConnectionError, StreamError};
 pub use crate::host::{Host, HostEvent, NetError, ResolveError};
 pub use chunks::{fetch_chunk, put_chunk, ChunkFetch};
 pub use datagram::{XDatagram, XRaw};
-pub use names::{register, resolve, NameRegistration, Resolution};
+pub use names::{
+    register, resolve, NameKeeper, NameRegistration, Resolution, NAME_REFUSED_RETRY, NAME_RETRY,
+};
 pub use stream::{StreamState, XListener, XStream};
 
 /// Where a stream connects: a DAG, or a name the name server resolves.

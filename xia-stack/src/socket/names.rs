@@ -106,3 +106,110 @@ impl NameRegistration {
         }
     }
 }
+
+/// How long a [`NameKeeper`] waits before registering again after a
+/// registration got no answer (the stack has already asked
+/// `name_tries` times) or could not be sent (no name server yet).
+pub const NAME_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+/// … and after the name server refused it (the name may be someone
+/// else's until that registration lapses or is withdrawn).
+pub const NAME_REFUSED_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Keeps a name registered for a DAG that may change (a VM's service, a
+/// hypervisor's agent): registers when the name server does not hold the
+/// current DAG, tries again after a registration that got no answer or
+/// was refused, and registers again with the next sequence number when
+/// the DAG changes. Sans-IO: its owner calls [`NameKeeper::poll`] with
+/// the current DAG, hands it the host's events and wakes it at
+/// [`NameKeeper::poll_timeout`].
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct NameKeeper {
+    name: String,
+    seq: u64,
+    // The registration awaiting its answer.
+    pending: Option<u32>,
+    // The DAG of the registration pending or stored.
+    dag: Option<Dag>,
+    stored: bool,
+    retry: Option<Instant>,
+    /// Registrations the name server refused.
+    pub refusals: u64,
+    /// Registrations that got no answer.
+    pub timeouts: u64,
+}
+
+impl NameKeeper {
+    /// Keeps `name` registered; the first registration carries sequence
+    /// number `first_seq` (a daemon that may restart passes the wall
+    /// clock, so that it never repeats one the name server has seen).
+    pub fn new(name: &str, first_seq: u64) -> NameKeeper {
+        NameKeeper {
+            name: name.to_owned(),
+            seq: first_seq.saturating_sub(1),
+            pending: None,
+            dag: None,
+            stored: false,
+            retry: None,
+            refusals: 0,
+            timeouts: 0,
+        }
+    }
+
+    /// The name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the name server holds `dag` under the name.
+    pub fn is_registered(&self, dag: &Dag) -> bool {
+        self.stored && self.dag.as_ref() == Some(dag)
+    }
+
+    /// Registers `dag`, signed by `owner`, if the name server does not
+    /// hold it and no registration is pending or waiting to be retried.
+    pub fn poll(&mut self, host: &mut Host, now: Instant, owner: &Identity, dag: &Dag) {
+        if self.pending.is_some() || self.retry.is_some_and(|t| t > now) || self.is_registered(dag)
+        {
+            return;
+        }
+        self.seq = self.seq.saturating_add(1);
+        self.retry = None;
+        self.stored = false;
+        match register(host, now, owner, &self.name, dag, self.seq) {
+            Ok(r) => {
+                self.pending = Some(r.id());
+                self.dag = Some(dag.clone());
+            }
+            // No name server yet, or no route: later.
+            Err(_) => self.retry = Some(now + NAME_RETRY),
+        }
+    }
+
+    /// Takes `event` if it answers the pending registration (true).
+    pub fn handle_event(&mut self, now: Instant, event: &HostEvent) -> bool {
+        let HostEvent::NameAnswer { id, answer } = event else {
+            return false;
+        };
+        if self.pending != Some(*id) {
+            return false;
+        }
+        self.pending = None;
+        match answer {
+            Ok(NameResponse::Registered { seq }) if *seq == self.seq => self.stored = true,
+            Err(_) => {
+                self.timeouts += 1;
+                self.retry = Some(now + NAME_RETRY);
+            }
+            Ok(_) => {
+                self.refusals += 1;
+                self.retry = Some(now + NAME_REFUSED_RETRY);
+            }
+        }
+        true
+    }
+
+    /// When [`NameKeeper::poll`] may next have something to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.retry
+    }
+}

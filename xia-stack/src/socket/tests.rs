@@ -504,3 +504,51 @@ fn peers_convert_and_print() {
         SocketError::WouldBlock
     );
 }
+
+#[test]
+fn a_name_keeper_registers_retries_and_follows_the_dag() {
+    let (mut client, mut server) = pair();
+    let svc = Identity::from_secret_bytes(Principal::SID, &[0x57; 32]);
+    let dag = client.dag().append_xid(svc.xid()).unwrap();
+    let mut keeper = NameKeeper::new("kept", 100);
+    // The name server drops the first request (lost on the way): the
+    // stack asks again, gives up, and the keeper tries later.
+    keeper.poll(&mut client, T0, &svc, &dag);
+    while client.poll_transmit().is_some() {}
+    let mut now = T0;
+    while keeper.timeouts == 0 {
+        now = client.poll_timeout().unwrap();
+        client.handle_timeout(now);
+        while client.poll_transmit().is_some() {}
+        for e in events(&mut client) {
+            keeper.handle_event(now, &e);
+        }
+    }
+    assert!(!keeper.is_registered(&dag));
+    let retry = keeper.poll_timeout().unwrap();
+    assert!(retry > now);
+    keeper.poll(&mut client, now, &svc, &dag);
+    assert_eq!(client.poll_transmit(), None, "not before the retry");
+    // At the retry it registers, with the next sequence number.
+    keeper.poll(&mut client, retry, &svc, &dag);
+    pump(&mut client, &mut server);
+    for e in events(&mut client) {
+        keeper.handle_event(retry, &e);
+    }
+    assert!(keeper.is_registered(&dag));
+    // Registered: nothing more to send until the DAG changes.
+    keeper.poll(&mut client, retry, &svc, &dag);
+    assert_eq!(client.poll_transmit(), None);
+    let moved = Dag::path(&[Xid::new(Principal::AD, [8; 20]), client.hid(), svc.xid()]).unwrap();
+    assert!(!keeper.is_registered(&moved));
+    keeper.poll(&mut client, retry, &svc, &moved);
+    pump(&mut client, &mut server);
+    for e in events(&mut client) {
+        keeper.handle_event(retry, &e);
+    }
+    assert!(keeper.is_registered(&moved), "{keeper:?}");
+    let r = resolve(&mut client, retry, "kept").unwrap();
+    pump(&mut client, &mut server);
+    let got = events(&mut client).iter().find_map(|e| r.answer(e));
+    assert_eq!(got, Some(Ok(moved)));
+}
