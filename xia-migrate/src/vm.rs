@@ -17,15 +17,10 @@ use serde::{Deserialize, Serialize};
 use xia_stack::dag::Dag;
 use xia_stack::host::{Host, HostConfig, HostEvent, ListenerHandle, SocketHandle, StreamHandle};
 use xia_stack::identity::Identity;
-use xia_stack::naming::NameResponse;
+use xia_stack::socket::NameKeeper;
 use xia_stack::stream::StreamEvent;
 use xia_stack::time::Instant;
 use xia_stack::xid::Xid;
-
-/// How long a service waits before registering its name again after a
-/// registration got no answer (the stack has already tried it
-/// `name_tries` times).
-const NAME_RETRY: Duration = Duration::from_secs(2);
 
 use crate::guest::{Guest, SyntheticGuest};
 
@@ -76,14 +71,8 @@ pub struct Service {
     /// The SID's key: the stack signs MIGRATEs with it, the service its
     /// name registrations.
     key: Identity,
-    name: Option<String>,
-    name_seq: u64,
-    /// The registration awaiting its answer (request id).
-    name_pending: Option<u32>,
-    /// The sequence number the name server last stored.
-    name_stored: Option<u64>,
-    /// When to try again a registration that got no answer.
-    name_retry: Option<Instant>,
+    /// Keeps the service's name registered for its DAG.
+    naming: Option<NameKeeper>,
     listener: Option<ListenerHandle>,
     socket: Option<SocketHandle>,
     conns: BTreeMap<usize, Conn>,
@@ -94,10 +83,6 @@ pub struct Service {
     pub received: u64,
     /// Copies of datagrams already received.
     pub duplicates: u64,
-    /// Name registrations refused.
-    pub name_refusals: u64,
-    /// Name registrations that got no answer (each is tried again).
-    pub name_timeouts: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -169,11 +154,7 @@ impl Vm {
         let mut service = Service {
             spec: spec.clone(),
             key: service_key,
-            name: service_name,
-            name_seq: 0,
-            name_pending: None,
-            name_stored: None,
-            name_retry: None,
+            naming: service_name.map(|n| NameKeeper::new(&n, 1)),
             listener: None,
             socket: None,
             conns: BTreeMap::new(),
@@ -181,8 +162,6 @@ impl Vm {
             seen: BTreeMap::new(),
             received: 0,
             duplicates: 0,
-            name_refusals: 0,
-            name_timeouts: 0,
         };
         match spec {
             ServiceSpec::None => {}
@@ -209,7 +188,7 @@ impl Vm {
             last_run: now,
             paused_at: now,
         };
-        vm.register_name(now);
+        vm.keep_name(now);
         Ok(vm)
     }
 
@@ -240,10 +219,8 @@ impl Vm {
             Host::restore(&d.stack, now).map_err(|e| VmError::DeviceState(e.to_string()))?;
         memory.set_device_state(&d.memory_device);
         let mut service = d.service;
-        // Pacing restarts from now; the new network's XHCP beacon
-        // triggers a new registration.
+        // Pacing restarts from now.
         service.next_send = None;
-        service.name_retry = None;
         Ok(Vm {
             name: d.name,
             memory,
@@ -272,6 +249,7 @@ impl Vm {
         while let Some(e) = self.stack.poll_event() {
             self.on_event(now, &e);
         }
+        self.keep_name(now);
         self.pump(now);
     }
 
@@ -280,7 +258,10 @@ impl Vm {
         [
             self.stack.poll_timeout(),
             self.service.next_send,
-            self.service.name_retry,
+            self.service
+                .naming
+                .as_ref()
+                .and_then(NameKeeper::poll_timeout),
         ]
         .into_iter()
         .flatten()
@@ -295,62 +276,38 @@ impl Vm {
         if self.service.next_send.is_some_and(|t| t <= now) {
             self.service.next_send = None;
         }
-        if self.service.name_retry.is_some_and(|t| t <= now) {
-            self.service.name_retry = None;
-            self.register_name(now);
-        }
         self.drive(now);
     }
 
-    fn register_name(&mut self, now: Instant) {
-        let Some(name) = self.service.name.clone() else {
-            return;
-        };
-        self.service.name_seq += 1;
+    // Registers the service's name for its DAG when the name server does
+    // not hold it (at start, after a move, after a lost registration).
+    fn keep_name(&mut self, now: Instant) {
         let dag = self.service_dag();
-        let key = self.service.key.clone();
-        match xia_stack::socket::register(
-            &mut self.stack,
-            now,
-            &key,
-            &name,
-            &dag,
-            self.service.name_seq,
-        ) {
-            Ok(r) => self.service.name_pending = Some(r.id()),
-            // No name server or no route yet: XHCP or a retry will do it.
-            Err(_) => {
-                self.service.name_pending = None;
-                self.service.name_retry = Some(now + NAME_RETRY);
-            }
+        if let Some(k) = self.service.naming.as_mut() {
+            k.poll(&mut self.stack, now, &self.service.key, &dag);
         }
     }
 
     /// Whether the name server holds the service's current address (true
     /// for a service without a name): a testbed is ready when it does.
     pub fn name_registered(&self) -> bool {
-        self.service.name.is_none() || self.service.name_stored == Some(self.service.name_seq)
+        let dag = self.service_dag();
+        self.service
+            .naming
+            .as_ref()
+            .is_none_or(|k| k.is_registered(&dag))
+    }
+
+    /// Name registrations refused so far.
+    pub fn name_refusals(&self) -> u64 {
+        self.service.naming.as_ref().map_or(0, |k| k.refusals)
     }
 
     fn on_event(&mut self, now: Instant, e: &HostEvent) {
         match e {
-            HostEvent::NetworkChanged { .. } => {
-                // Moved: tell the name service where the service is now,
-                // signed by its key, with the next sequence number.
-                self.register_name(now);
-            }
-            HostEvent::NameAnswer { id, answer } if Some(*id) == self.service.name_pending => {
-                self.service.name_pending = None;
-                match answer {
-                    Ok(NameResponse::Registered { seq }) => self.service.name_stored = Some(*seq),
-                    // The name server may not be reachable yet (routing
-                    // still converging): a service must not stay unnamed
-                    // for want of one answer.
-                    Err(_) => {
-                        self.service.name_timeouts += 1;
-                        self.service.name_retry = Some(now + NAME_RETRY);
-                    }
-                    Ok(_) => self.service.name_refusals += 1,
+            HostEvent::NameAnswer { .. } => {
+                if let Some(k) = self.service.naming.as_mut() {
+                    k.handle_event(now, e);
                 }
             }
             HostEvent::Incoming { listener, .. } if Some(*listener) == self.service.listener => {
