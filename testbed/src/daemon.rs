@@ -738,14 +738,7 @@ impl DaemonConfig {
                         .insert(Xid::from_ipv4(*a), xia_stack::forward::Route::LOCAL);
                 }
                 let mut d = Driver::new(router, links, clock);
-                for e in ethers {
-                    d.add_ethernet(e, self.identity.xid());
-                }
-                d.set_port_order(&order);
-                self.impair(&mut d);
-                if let Some(t) = self.pcap_tap()? {
-                    d.set_tap(t);
-                }
+                self.wire(&mut d, ethers, &order)?;
                 if let Some(l) = listener {
                     tokio::spawn(xia_net::server::serve_router(l, d.handle()));
                 }
@@ -762,14 +755,7 @@ impl DaemonConfig {
                     host.serve_names(100_000);
                 }
                 let mut d = Driver::new(xia_net::host_node::HostNode::new(host), links, clock);
-                for e in ethers {
-                    d.add_ethernet(e, self.identity.xid());
-                }
-                d.set_port_order(&order);
-                self.impair(&mut d);
-                if let Some(t) = self.pcap_tap()? {
-                    d.set_tap(t);
-                }
+                self.wire(&mut d, ethers, &order)?;
                 if let Some(l) = listener {
                     tokio::spawn(xia_net::server::serve(l, d.handle()));
                 }
@@ -804,14 +790,7 @@ impl DaemonConfig {
                 }
                 let mut failed = node.log_failure();
                 let mut d = Driver::new(node, links, clock);
-                for e in ethers {
-                    d.add_ethernet(e, self.identity.xid());
-                }
-                d.set_port_order(&order);
-                self.impair(&mut d);
-                if let Some(t) = self.pcap_tap()? {
-                    d.set_tap(t);
-                }
+                self.wire(&mut d, ethers, &order)?;
                 if let Some(l) = listener {
                     tokio::spawn(crate::hypervisor::serve(l, d.handle()));
                 }
@@ -946,12 +925,27 @@ impl DaemonConfig {
         )))
     }
 
-    fn impair<N: xia_net::node::Node>(&self, d: &mut xia_net::node::Driver<N>) {
+    // Completes a node's driver, whatever the node: its Ethernet links,
+    // the ports in file order, the links' impairments and the capture.
+    fn wire<N: xia_net::node::Node>(
+        &self,
+        d: &mut xia_net::node::Driver<N>,
+        ethers: Vec<xia_net::ether::EtherLink>,
+        order: &[Option<usize>],
+    ) -> Result<(), DaemonError> {
+        for e in ethers {
+            d.add_ethernet(e, self.identity.xid());
+        }
+        d.set_port_order(order);
+        if let Some(t) = self.pcap_tap()? {
+            d.set_tap(t);
+        }
         for (i, l) in self.links.iter().enumerate() {
             if let Some(imp) = &l.impairment {
                 let seed = self.seed ^ ((i as u64) << 32) ^ 0x5eed;
                 d.impair(i as u16, xia_net::impair::Direction::new(imp.clone(), seed));
             }
         }
+        Ok(())
     }
 }
