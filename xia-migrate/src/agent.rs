@@ -1002,35 +1002,33 @@ impl Agent {
     // sends it: see `release`), and its sender told (at most every
     // REDIRECT_INTERVAL).
     fn forward(&mut self, now: Instant, hid: Xid, packet: Vec<u8>, arrived: Instant) {
-        let Some(p) = self.pointers.get_mut(&hid) else {
+        let Some(new_ad) = self.pointers.get(&hid).map(|p| p.new_ad) else {
             return;
         };
         let Ok(repr) = XipRepr::parse_header(&XipPacket::new_unchecked(&packet[..])) else {
             return;
         };
-        let new_ad = p.new_ad;
-        let unanswerable = is_unanswerable(&packet);
+        // The redirect is built now, while the packet is at hand; it
+        // leaves after the packet if the pacer lets that go at once.
+        let key = repr.src.to_wire();
+        let redirect = (!is_unanswerable(&packet)
+            && self
+                .redirected
+                .get(&key)
+                .is_none_or(|t| now >= *t + REDIRECT_INTERVAL))
+        .then(|| {
+            let new_dst = readdress(&repr.dst, self.config.ad, new_ad, hid);
+            error_reply(&packet, ErrorKind::Redirect(new_dst), &self.dag())
+        })
+        .flatten();
+        let p = self.pointers.get_mut(&hid).expect("looked up above");
         if p.queue.len() < self.config.buffer_packets {
-            p.queue.push_back((packet.clone(), arrived, now));
+            p.queue.push_back((packet, arrived, now));
         } else {
             self.counters.buffer_drops += 1;
         }
-        // Out now if the pacer lets it (then ahead of the redirect, as
-        // an unpaced forward would be).
         self.release(now);
-        if unanswerable {
-            return;
-        }
-        let key = repr.src.to_wire();
-        if self
-            .redirected
-            .get(&key)
-            .is_some_and(|t| now < *t + REDIRECT_INTERVAL)
-        {
-            return;
-        }
-        let new_dst = readdress(&repr.dst, self.config.ad, new_ad, hid);
-        if let Some(x) = error_reply(&packet, ErrorKind::Redirect(new_dst), &self.dag()) {
+        if let Some(x) = redirect {
             self.redirected.insert(key, now);
             if self.redirected.len() > 4096 {
                 self.redirected.clear();
@@ -1150,6 +1148,13 @@ impl Agent {
                 s.handle_timeout(now);
             }
         }
+        let naming = self.naming.as_ref();
+        if naming
+            .and_then(NameKeeper::poll_timeout)
+            .is_some_and(|t| t <= now)
+        {
+            self.keep_name(now);
+        }
         self.pointers
             .retain(|_, p| p.live(now) || !p.queue.is_empty());
         self.step(now);
@@ -1178,33 +1183,31 @@ impl Agent {
         self.outgoing
             .retain(|o| !(o.finished && o.pending.is_empty()));
         self.incoming.retain(|i| !i.done);
-        self.keep_name(now);
         self.release(now);
     }
 
     // Starts queued page fetches while there is room; true if any ended
     // at once (no route: asked of the source).
     fn start_fetches(&mut self, now: Instant) -> bool {
+        // The store's AD and HID: a fetch asks `RE ( AD HID ) CID`.
+        let store = self.config.content_store.as_ref().and_then(|d| {
+            let ad = d.nodes_of_type(Principal::AD).next()?;
+            Some((*ad, *d.nodes_of_type(Principal::HID).next()?))
+        });
         let mut ended = false;
         while self.fetching.len() < FETCH_WINDOW {
             let Some((mid, page, cid)) = self.to_fetch.pop_front() else {
                 break;
             };
-            let Some(store) = self.config.content_store.as_ref() else {
-                break;
-            };
-            let store_ad = store.nodes_of_type(Principal::AD).next().copied();
-            let dag = match (store_ad, store.nodes_of_type(Principal::HID).next()) {
-                (Some(ad), Some(&hid)) => {
-                    Some(Dag::content(ad, hid, Xid::new(Principal::CID, cid)))
-                }
-                _ => None,
-            };
-            match dag.map(|d| self.host.fetch_chunk(&d, now)) {
-                Some(Ok(id)) => {
+            let started = store.and_then(|(ad, hid)| {
+                let dag = Dag::content(ad, hid, Xid::new(Principal::CID, cid));
+                self.host.fetch_chunk(&dag, now).ok()
+            });
+            match started {
+                Some(id) => {
                     self.fetching.insert(id, (mid, page, cid));
                 }
-                _ => {
+                None => {
                     self.fetched(now, mid, page, &cid, None);
                     ended = true;
                 }
@@ -1235,10 +1238,16 @@ impl Agent {
                     .naming
                     .as_mut()
                     .is_some_and(|k| k.handle_event(now, &e));
-                if let (false, HostEvent::NameAnswer { id, answer }) = (ours, e) {
-                    self.events.push_back(AgentEvent::NameAnswer { id, answer });
+                match e {
+                    _ if ours => self.keep_name(now),
+                    HostEvent::NameAnswer { id, answer } => {
+                        self.events.push_back(AgentEvent::NameAnswer { id, answer });
+                    }
+                    _ => {}
                 }
             }
+            // A new DAG (XHCP): the name follows it.
+            HostEvent::NetworkChanged { .. } => self.keep_name(now),
             HostEvent::ChunkFetched { id, result, .. } => {
                 if let Some((mid, page, cid)) = self.fetching.remove(&id) {
                     self.fetched(now, mid, page, &cid, result.as_deref().ok());
@@ -1737,13 +1746,15 @@ impl Agent {
         self.naming.as_ref().is_none_or(|k| k.is_registered(&dag))
     }
 
-    // Registers the agent's name for its DAG once XHCP has brought the
-    // router and the name server, and again when the DAG changes.
+    // Registers the agent's name for its DAG: at the first timer, when
+    // the DAG changes, and again after a failure (before XHCP has brought
+    // the name server, that is a wait and a retry).
     fn keep_name(&mut self, now: Instant) {
+        if self.naming.is_none() {
+            return;
+        }
         let dag = self.dag();
-        let ready =
-            self.host.name_server().is_some() && self.host.interfaces()[0].gateway.is_some();
-        if let (Some(k), true) = (self.naming.as_mut(), ready) {
+        if let Some(k) = self.naming.as_mut() {
             k.poll(&mut self.host, now, &self.config.key, &dag);
         }
     }

@@ -866,7 +866,7 @@ impl SourceSession {
                 if room == 0 {
                     return None;
                 }
-                return Some(self.wanted_batch(room, guest));
+                return Some(self.pages_frame(room, guest, true).0);
             }
             match self.state {
                 Source::PreCopy | Source::StopAndCopy => {}
@@ -909,25 +909,9 @@ impl SourceSession {
     }
 
     fn batch(&mut self, now: Instant, room: usize, guest: &mut impl Guest) -> Vec<u8> {
-        let limit = room.min(self.config.batch).max(self.page_size + 16);
-        let mut data = Vec::with_capacity(limit + self.page_size);
-        let mut page = vec![0; self.page_size];
-        let mut n = 0;
         let cid_before = self.enc.stats().cid;
-        while self.cursor < self.queue.len() && data.len() < limit {
-            let i = self.queue[self.cursor];
-            self.cursor += 1;
-            guest.read_page(i, &mut page);
-            self.enc.encode(i as u32, &page).emit(&mut data);
-            n += 1;
-        }
+        let (frame, n) = self.pages_frame(room, guest, false);
         self.round_cid += (self.enc.stats().cid - cid_before) as usize;
-        let frame = Msg::Pages {
-            round: self.round,
-            data,
-        }
-        .to_frame();
-        self.sent += frame.len() as u64;
         self.round_bytes += frame.len() as u64;
         self.round_pages += n;
         // Pacing: the bandwidth cap, and the encoder's speed when deltas
@@ -945,18 +929,41 @@ impl SourceSession {
         frame
     }
 
-    // Pages the destination asked for, whole (their content is what the
-    // encoder recorded: a page written since is in a later round too).
-    fn wanted_batch(&mut self, room: usize, guest: &mut impl Guest) -> Vec<u8> {
+    // A Pages frame of up to `room` bytes (at least one page) and how many
+    // pages it holds: the round's next pages, or with `wanted` the pages
+    // the destination asked for, whole (their content is what the encoder
+    // recorded: a page written since is in a later round too).
+    fn pages_frame(
+        &mut self,
+        room: usize,
+        guest: &mut impl Guest,
+        wanted: bool,
+    ) -> (Vec<u8>, usize) {
         let limit = room.min(self.config.batch).max(self.page_size + 16);
         let mut data = Vec::with_capacity(limit + self.page_size);
         let mut page = vec![0; self.page_size];
+        let mut n = 0;
         while data.len() < limit {
-            let Some(i) = self.wanted.pop_front() else {
-                break;
+            let i = if wanted {
+                let Some(i) = self.wanted.pop_front() else {
+                    break;
+                };
+                i
+            } else {
+                let Some(&i) = self.queue.get(self.cursor) else {
+                    break;
+                };
+                self.cursor += 1;
+                i as u32
             };
             guest.read_page(i as usize, &mut page);
-            self.enc.encode_inline(i, &page).emit(&mut data);
+            let msg = if wanted {
+                self.enc.encode_inline(i, &page)
+            } else {
+                self.enc.encode(i, &page)
+            };
+            msg.emit(&mut data);
+            n += 1;
         }
         let frame = Msg::Pages {
             round: self.round,
@@ -964,7 +971,7 @@ impl SourceSession {
         }
         .to_frame();
         self.sent += frame.len() as u64;
-        frame
+        (frame, n)
     }
 
     fn deltas_on(&self) -> bool {

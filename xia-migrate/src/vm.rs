@@ -249,7 +249,6 @@ impl Vm {
         while let Some(e) = self.stack.poll_event() {
             self.on_event(now, &e);
         }
-        self.keep_name(now);
         self.pump(now);
     }
 
@@ -276,12 +275,22 @@ impl Vm {
         if self.service.next_send.is_some_and(|t| t <= now) {
             self.service.next_send = None;
         }
+        let naming = self.service.naming.as_ref();
+        if naming
+            .and_then(NameKeeper::poll_timeout)
+            .is_some_and(|t| t <= now)
+        {
+            self.keep_name(now);
+        }
         self.drive(now);
     }
 
     // Registers the service's name for its DAG when the name server does
     // not hold it (at start, after a move, after a lost registration).
     fn keep_name(&mut self, now: Instant) {
+        if self.service.naming.is_none() {
+            return;
+        }
         let dag = self.service_dag();
         if let Some(k) = self.service.naming.as_mut() {
             k.poll(&mut self.stack, now, &self.service.key, &dag);
@@ -305,9 +314,14 @@ impl Vm {
 
     fn on_event(&mut self, now: Instant, e: &HostEvent) {
         match e {
+            // Moved (a new DAG), or an answer (perhaps a failure to try
+            // again later): the name may need registering.
+            HostEvent::NetworkChanged { .. } => self.keep_name(now),
             HostEvent::NameAnswer { .. } => {
                 if let Some(k) = self.service.naming.as_mut() {
-                    k.handle_event(now, e);
+                    if k.handle_event(now, e) {
+                        self.keep_name(now);
+                    }
                 }
             }
             HostEvent::Incoming { listener, .. } if Some(*listener) == self.service.listener => {

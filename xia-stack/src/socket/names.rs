@@ -120,7 +120,8 @@ pub const NAME_REFUSED_RETRY: std::time::Duration = std::time::Duration::from_se
 /// current DAG, tries again after a registration that got no answer or
 /// was refused, and registers again with the next sequence number when
 /// the DAG changes. Sans-IO: its owner calls [`NameKeeper::poll`] with
-/// the current DAG, hands it the host's events and wakes it at
+/// the current DAG when that may have changed (a move), hands it the
+/// host's events (and polls after one it took) and polls again at
 /// [`NameKeeper::poll_timeout`].
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct NameKeeper {
@@ -166,20 +167,20 @@ impl NameKeeper {
     }
 
     /// Registers `dag`, signed by `owner`, if the name server does not
-    /// hold it and no registration is pending or waiting to be retried.
+    /// hold it and no registration is pending. A wait after a failed
+    /// registration holds for the DAG it failed for only: a move is a
+    /// reason to try at once.
     pub fn poll(&mut self, host: &mut Host, now: Instant, owner: &Identity, dag: &Dag) {
-        if self.pending.is_some() || self.retry.is_some_and(|t| t > now) || self.is_registered(dag)
-        {
+        let waiting = self.retry.is_some_and(|t| t > now) && self.dag.as_ref() == Some(dag);
+        if self.pending.is_some() || waiting || self.is_registered(dag) {
             return;
         }
         self.seq = self.seq.saturating_add(1);
         self.retry = None;
         self.stored = false;
+        self.dag = Some(dag.clone());
         match register(host, now, owner, &self.name, dag, self.seq) {
-            Ok(r) => {
-                self.pending = Some(r.id());
-                self.dag = Some(dag.clone());
-            }
+            Ok(r) => self.pending = Some(r.id()),
             // No name server yet, or no route: later.
             Err(_) => self.retry = Some(now + NAME_RETRY),
         }
@@ -208,8 +209,13 @@ impl NameKeeper {
         true
     }
 
-    /// When [`NameKeeper::poll`] may next have something to do.
+    /// When [`NameKeeper::poll`] may next have something to do: at once
+    /// if it was never polled, then when a failed registration is due
+    /// again.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.retry
+        match self.dag {
+            None => Some(Instant::ZERO),
+            Some(_) => self.retry,
+        }
     }
 }
