@@ -399,3 +399,39 @@ fn a_host_that_moves_reconfigures_from_xhcp_and_keeps_pinging() {
     let rb = &r.routers.iter().find(|(n, _)| n == "rB").unwrap().1;
     assert_eq!(rb.hosts_registered, 1, "h1 registered with its new gateway");
 }
+
+#[test]
+fn a_host_never_drops_at_its_own_full_link_queue_it_waits() {
+    // The sender's own link is the bottleneck and queues 5 packets: slow
+    // start's bursts would overflow it at once if the simulated NIC took
+    // whatever the stack handed it. A host's NIC holds back instead, and
+    // the stream's segments wait in the stack.
+    let text = LINE.replace("LOSS", "").replacen(
+        "a = \"h1\"\nb = \"rA\"\n",
+        "a = \"h1\"\nb = \"rA\"\nbandwidth = \"10Mbps\"\nqueue = 5\n",
+        1,
+    ) + "[[stream]]\nfrom = \"h1\"\nto = \"h2\"\nat = \"1s\"\nbytes = 2000000\n";
+    let topo = Topology::parse("nic.toml", &text).unwrap_or_else(|e| panic!("{e}"));
+    let r = sim(topo, 1);
+    let s = &r.streams[0];
+    assert_eq!(
+        (s.received, s.corrupt, s.error.clone()),
+        (2_000_000, 0, None),
+        "{s:?}"
+    );
+    let first = &r.links[0];
+    assert_eq!((first.a.as_str(), first.b.as_str()), ("h1", "rA"));
+    assert_eq!(first.dirs[0].queue_drops, 0, "{:?}", first.dirs[0]);
+    assert!(
+        r.nic_waits > 0,
+        "the 5-packet queue filled and the NIC waited"
+    );
+    assert_eq!(r.send_queue_drops, 0);
+    assert_eq!(s.retransmissions, 0, "nothing was lost: {s:?}");
+    // It still uses the link: 2 MB at 10 Mbit/s is 1.6 s.
+    let g = s.goodput_mbps().unwrap();
+    assert!(
+        g > 8.0 && g <= 10.0,
+        "goodput {g} Mbit/s on a 10 Mbit/s link"
+    );
+}

@@ -127,14 +127,24 @@ pub struct AgentConfig {
     /// passes the wall clock, so that after a restart it never repeats
     /// one the name server has seen).
     pub name_seq: u64,
+    /// The largest send and receive buffers of the agents' connections,
+    /// bytes: the migration stream's window, which bounds its rate to
+    /// this much per round trip ([`DEFAULT_WINDOW`]).
+    pub window: usize,
     /// Seed for migration ids and the stacks' SIDs.
     pub seed: u64,
 }
 
+/// The agents' connections' window: 32 MiB, for 1 Gbit/s at 250 ms or
+/// 10 Gbit/s at 25 ms. The stack's default (4 MiB) carries a migration
+/// at only 671 Mbit/s over 50 ms; buffers grow to this only as
+/// autotuning finds the path needs them.
+pub const DEFAULT_WINDOW: usize = 32 << 20;
+
 impl AgentConfig {
     /// An agent with defaults: 60 s of forwarding pointer, 4096 packets of
     /// buffer per VM, forwarding paced at the migration's measured
-    /// bandwidth, 4 GiB of room.
+    /// bandwidth, a 32 MiB window, 4 GiB of room.
     pub fn new(host: Identity, key: Identity, ad: Xid, gateway: Option<Xid>) -> AgentConfig {
         AgentConfig {
             host,
@@ -149,6 +159,7 @@ impl AgentConfig {
             content_store: None,
             name: None,
             name_seq: 1,
+            window: DEFAULT_WINDOW,
             seed: 0,
         }
     }
@@ -648,6 +659,16 @@ impl Agent {
             .map(|n| NameKeeper::new(n, config.name_seq));
         let mut cfg = HostConfig::new(config.host.clone(), config.ad, config.gateway);
         cfg.seed = seed;
+        cfg.stream.send_buffer_max = config.window.max(cfg.stream.send_buffer);
+        cfg.stream.recv_buffer_max = config.window.max(cfg.stream.recv_buffer);
+        // The smallest scale that announces the whole window (14 at most).
+        cfg.stream.window_scale = (0..14u8)
+            .find(|&s| (u16::MAX as usize) << s >= config.window)
+            .unwrap_or(14)
+            .max(cfg.stream.window_scale);
+        // Room to hold a window's worth of segments out of order (the
+        // stack's default is sized for its 4 MiB at 1 KiB per segment).
+        cfg.stream.max_out_of_order = cfg.stream.max_out_of_order.max(config.window >> 10);
         let mut host = Host::new(cfg);
         if let Some(ns) = &config.name_server {
             host.set_name_server(ns.clone());

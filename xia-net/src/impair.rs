@@ -114,6 +114,30 @@ impl Direction {
         x < p
     }
 
+    /// Whether the queue is full at `now` with `extra` more packets
+    /// offered: `Some(t)` with the time its oldest packet leaves (then there
+    /// is room for one more), `None` if it takes them. An end system's
+    /// driver asks before it offers, and holds what does not fit, as a NIC
+    /// whose ring is full stops its host's queue instead of dropping.
+    pub fn full_until(&mut self, now: Instant, extra: usize) -> Option<Instant> {
+        while self.in_flight.front().is_some_and(|&t| t <= now) {
+            self.in_flight.pop_front();
+        }
+        // A queue of none drops everything: holding would wait forever.
+        if self.in_flight.len() + extra < self.spec.queue || self.spec.queue == 0 {
+            return None;
+        }
+        // With `extra` offered and none yet in the queue, the first of
+        // them leaves one serialisation after `busy_until`; the caller
+        // asks again then.
+        Some(
+            self.in_flight
+                .get(self.in_flight.len() + extra - self.spec.queue)
+                .copied()
+                .unwrap_or(self.busy_until.max(now)),
+        )
+    }
+
     /// Offers a packet of `len` bytes at `now`.
     pub fn send(&mut self, now: Instant, len: usize) -> Fate {
         self.stats.offered += 1;

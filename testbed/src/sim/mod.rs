@@ -102,6 +102,11 @@ enum Event {
         node: usize,
         index: usize,
     },
+    // An end system's full link queue has room again.
+    NicReady {
+        node: usize,
+        at: Instant,
+    },
 }
 
 struct Queued {
@@ -165,6 +170,11 @@ pub struct Simulation {
     migration_log: Vec<vms::MigrationLog>,
     // Faults injected into migrations, and the agents' logs.
     faults: vms::Faults,
+    // Per node: the packet an end system's full link queue did not take,
+    // with its port, and when the queue has room again.
+    nic_held: Vec<Option<(usize, Vec<u8>)>>,
+    nic_ready: Vec<Option<Instant>>,
+    nic_waits: u64,
 }
 
 /// A ping's outcome.
@@ -299,6 +309,13 @@ pub struct Report {
     pub unplugged_drops: u64,
     /// Packets that arrived at a failed router.
     pub failed_router_drops: u64,
+    /// Times an end system's link queue was full and its NIC held a
+    /// packet back (it waits; routers drop instead).
+    pub nic_waits: u64,
+    /// Packets end systems' stacks dropped because their own transmit
+    /// queue was full while the NIC held back (hosts, hypervisors' own
+    /// stacks and their VMs').
+    pub send_queue_drops: u64,
     /// The `[[event]]`s, as printed lines ("5.000 s link rB-rC down").
     pub changes: Vec<String>,
     /// The `[[migration]]`s, in file order.
@@ -441,6 +458,9 @@ impl Simulation {
             ns_dag,
             migration_log: Vec::new(),
             faults: vms::Faults::new(topo.links.len(), config.seed),
+            nic_held: vec![None; n_nodes],
+            nic_ready: vec![None; n_nodes],
+            nic_waits: 0,
             topo,
         };
         sim.install_scenario()?;
@@ -658,6 +678,16 @@ impl Simulation {
                 Event::Migrate { index } => self.migrate(index),
                 Event::Fault { index, end } => self.fault(index, end),
                 Event::Restart { node, index } => self.restart_agent(node, index),
+                Event::NicReady { node, at } => {
+                    if self.nic_ready[node] == Some(at) {
+                        self.nic_ready[node] = None;
+                        if self.failed[node] {
+                            self.nic_held[node] = None; // crashed with it
+                        } else {
+                            self.flush(node);
+                        }
+                    }
+                }
             }
         }
         // Pingers still waiting when time ran out print their statistics.
@@ -779,39 +809,72 @@ impl Simulation {
 
     /// Moves what a node wants to send onto its links, and its events to
     /// its apps, and keeps its timer scheduled.
+    ///
+    /// An end system (host or hypervisor) stops taking packets from its
+    /// stack when its link's queue is full, as a NIC whose ring is full
+    /// stops its host's queue: the packet that did not fit is held and
+    /// goes first when the queue has room, and the rest wait in the stack
+    /// (its own bounded queue). Only routers drop at a full queue. Without
+    /// this a sender whose first hop is as fast as its path would overflow
+    /// its own link at every burst (slow start sends at twice the rate the
+    /// ACKs come back), which no real host does.
     fn flush(&mut self, node: usize) {
         let mut out = Vec::new();
+        let mut wait = None;
+        if let Some((port, packet)) = self.nic_held[node].take() {
+            match self.egress_full(node, port, &out) {
+                Some(at) => {
+                    self.nic_held[node] = Some((port, packet));
+                    wait = Some(at);
+                }
+                None => out.push((port, packet)),
+            }
+        }
         let mut wakes = Vec::new();
         let mut agent_events = Vec::new();
-        let next = match &mut self.nodes[node] {
+        match &mut self.nodes[node] {
             NodeState::Agent(a) => {
                 // The log first: it is durable before anything leaves.
                 while let Some(e) = a.poll_log() {
                     self.faults.record(node, &e);
                 }
-                while let Some(t) = a.poll_transmit() {
-                    out.push((t.port as usize, t.packet));
-                }
-                while let Some(e) = a.poll_event() {
-                    agent_events.push(e);
-                }
-                a.poll_timeout()
             }
             NodeState::Router(r) => {
                 while let Some(t) = r.poll_transmit() {
                     out.push((t.port as usize, t.packet));
                 }
-                r.poll_timeout()
             }
             NodeState::Host(host, apps) => {
                 while let Some(e) = host.poll_event() {
                     wakes.extend(dispatch(self.now, &e, host, apps));
                 }
-                while let Some(t) = host.poll_transmit() {
-                    out.push((t.port as usize, t.packet));
-                }
-                host.poll_timeout()
             }
+        }
+        while self.nic_held[node].is_none() {
+            let t = match &mut self.nodes[node] {
+                NodeState::Agent(a) => a.poll_transmit(),
+                NodeState::Host(host, _) => host.poll_transmit(),
+                NodeState::Router(_) => None,
+            };
+            let Some(t) = t else { break };
+            let port = t.port as usize;
+            match self.egress_full(node, port, &out) {
+                Some(at) => {
+                    self.nic_held[node] = Some((port, t.packet));
+                    wait = Some(at);
+                }
+                None => out.push((port, t.packet)),
+            }
+        }
+        let next = match &mut self.nodes[node] {
+            NodeState::Agent(a) => {
+                while let Some(e) = a.poll_event() {
+                    agent_events.push(e);
+                }
+                a.poll_timeout()
+            }
+            NodeState::Router(r) => r.poll_timeout(),
+            NodeState::Host(host, _) => host.poll_timeout(),
         };
         if next != self.timers[node] {
             self.timers[node] = next;
@@ -822,12 +885,37 @@ impl Simulation {
         for (port, packet) in out {
             self.transmit(node, port, packet);
         }
+        if let Some(at) = wait {
+            if self.nic_ready[node] != Some(at) {
+                self.nic_waits += 1;
+                self.nic_ready[node] = Some(at);
+                self.schedule(at, Event::NicReady { node, at });
+            }
+        }
         for (app, at) in wakes {
             self.schedule(at, Event::Wake { node, app });
         }
         for e in agent_events {
             self.on_agent_event(e);
         }
+    }
+
+    /// Whether end system `node`'s link on `port` is full with the packets
+    /// in `out` (about to be sent at `now`) offered: when it has room
+    /// again. A link that is down or cut takes everything (and loses it).
+    fn egress_full(
+        &mut self,
+        node: usize,
+        port: usize,
+        out: &[(usize, Vec<u8>)],
+    ) -> Option<Instant> {
+        let &(li, _) = self.ports[node].get(port)?;
+        if self.down[li] || self.faults.is_cut(li) {
+            return None;
+        }
+        let d = if self.topo.links[li].a == node { 0 } else { 1 };
+        let extra = out.iter().filter(|(p, _)| *p == port).count();
+        self.dirs[li][d].full_until(self.now, extra)
     }
 
     fn transmit(&mut self, node: usize, port: usize, packet: Vec<u8>) {
@@ -1021,6 +1109,22 @@ impl Simulation {
             flows: flows.into_iter().map(|(_, f)| f).collect(),
             unplugged_drops: self.down_drops,
             failed_router_drops: self.failed_drops,
+            nic_waits: self.nic_waits,
+            send_queue_drops: self
+                .nodes
+                .iter()
+                .map(|n| match n {
+                    NodeState::Router(_) => 0,
+                    NodeState::Host(h, _) => h.counters().send_queue_full,
+                    NodeState::Agent(a) => {
+                        a.host().counters().send_queue_full
+                            + a.vm_names()
+                                .filter_map(|n| a.vm(n))
+                                .map(|vm| vm.stack.counters().send_queue_full)
+                                .sum::<u64>()
+                    }
+                })
+                .sum(),
             changes: self
                 .topo
                 .events
@@ -1265,6 +1369,13 @@ impl fmt::Display for Report {
                 f,
                 "{} packets arrived at failed routers",
                 self.failed_router_drops
+            )?;
+        }
+        if self.nic_waits > 0 || self.send_queue_drops > 0 {
+            writeln!(
+                f,
+                "end systems waited {} times for a full link queue; their stacks dropped {} packets at a full transmit queue",
+                self.nic_waits, self.send_queue_drops
             )?;
         }
         writeln!(

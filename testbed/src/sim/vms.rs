@@ -789,6 +789,9 @@ impl Simulation {
         }
         self.failed[node] = true;
         self.timers[node] = None;
+        // What its NIC held dies with it.
+        self.nic_held[node] = None;
+        self.nic_ready[node] = None;
         self.schedule(self.now + downtime, Event::Restart { node, index });
     }
 

@@ -304,6 +304,11 @@ pub struct HostCounters {
     /// Received packets dropped: a socket or event queue was full.
     #[serde(deserialize_with = "crate::serde_util::counter")]
     pub queue_full: u64,
+    /// Packets this host originated and dropped: its transmit queue
+    /// ([`HostConfig::queue_limit`]) was full, as when a driver's NIC
+    /// holds them back faster than they come.
+    #[serde(deserialize_with = "crate::serde_util::counter")]
+    pub send_queue_full: u64,
     /// XHCP beacons heard.
     #[serde(deserialize_with = "crate::serde_util::counter")]
     pub beacons: u64,
@@ -592,6 +597,7 @@ impl Host {
         match walk::route(&self.tables, &mut checked) {
             Verdict::Forward { port, next_hop } => {
                 if self.transmits.len() >= self.config.queue_limit {
+                    self.counters.send_queue_full += 1;
                     return Err(HostError::QueueFull);
                 }
                 self.counters.sent += 1;
@@ -605,6 +611,7 @@ impl Host {
             // A broadcast goes out on the first interface, not back to us.
             Verdict::Deliver { .. } if *dst.intent() == Xid::BROADCAST_HID => {
                 if self.transmits.len() >= self.config.queue_limit {
+                    self.counters.send_queue_full += 1;
                     return Err(HostError::QueueFull);
                 }
                 self.counters.sent += 1;
