@@ -14,6 +14,14 @@
 //!   [`Host::poll_event`] (datagrams ready, echo replies, XCMP errors);
 //!   read datagrams with [`Host::recv_from`].
 //!
+//! The transmit queue is bounded ([`HostConfig::queue_limit`]). A driver
+//! whose NIC cannot take more may leave packets in it; streams then stop
+//! handing segments over at three quarters of it (the data stays unsent
+//! in the connection, as Linux's TSQ keeps it in the socket) and go on
+//! from [`Host::poll_transmit`] once the driver has drained it to half
+//! that. Only datagrams and control find the queue full (dropped and
+//! counted in [`HostCounters::send_queue_full`]).
+//!
 //! Applications normally use the handles of [`crate::socket`] (`XStream`,
 //! `XListener`, `XDatagram`, `XRaw`) rather than these methods directly.
 //!
@@ -358,6 +366,17 @@ pub struct Host {
     // peers require to never go back: zero until a restore on a clock
     // behind the snapshot's (see `snapshot`).
     migrate_clock_ms: u64,
+    // A stream stopped handing segments over because the transmit queue
+    // held its streams' share (`stream_tx_limit`): `poll_transmit` lets
+    // streams go on once the driver has drained it to half that, at the
+    // time of the latest call that gave one (`tx_now`). Like Linux's TSQ,
+    // this keeps a large window's burst in the connection's send buffer
+    // (where it is still unsent) rather than dropping it at a full queue
+    // when the driver's NIC holds back.
+    #[serde(skip)]
+    streams_held: bool,
+    #[serde(skip)]
+    tx_now: Instant,
 }
 
 /// The principal types a host has tables for.
@@ -427,6 +446,8 @@ impl Host {
             fetcher: None,
             raw: Vec::new(),
             migrate_clock_ms: 0,
+            streams_held: false,
+            tx_now: Instant::ZERO,
         }
     }
 
@@ -843,7 +864,21 @@ impl Host {
 
     /// The next packet to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+        let t = self.transmits.pop_front();
+        if self.streams_held && self.transmits.len() <= self.stream_tx_limit() / 2 {
+            self.streams_held = false;
+            let now = self.tx_now;
+            for i in 0..self.streams.len() {
+                self.flush_stream(now, StreamHandle(i));
+            }
+        }
+        t.or_else(|| self.transmits.pop_front())
+    }
+
+    /// How many packets streams may have in the transmit queue: three
+    /// quarters of it, the rest left for datagrams and control.
+    fn stream_tx_limit(&self) -> usize {
+        (self.config.queue_limit * 3 / 4).max(1)
     }
 
     /// The next event.
@@ -982,6 +1017,64 @@ mod tests {
         a.send_to(sa, &Dag::from_xid(Xid::new(Principal::SID, [1; 20])), b"x")
             .unwrap();
         assert_eq!(a.poll_transmit().unwrap().next_hop, Some(gw));
+    }
+
+    #[test]
+    fn a_stream_waits_in_its_buffer_while_the_driver_holds_the_transmit_queue() {
+        // A driver whose NIC takes 4 packets per millisecond, and a
+        // transmit queue of 16: the window outgrows the queue within a few
+        // round trips. Segments the queue cannot take stay unsent in the
+        // connection instead of being dropped (and retransmitted).
+        let mut cfg = HostConfig::new(
+            Identity::from_secret_bytes(Principal::HID, &[1; 32]),
+            Xid::new(Principal::AD, [7; 20]),
+            Some(Xid::new(Principal::HID, [0xee; 20])),
+        );
+        cfg.queue_limit = 16;
+        let (mut a, mut b) = (Host::new(cfg), host(2, 7));
+        let web = Xid::new(Principal::SID, [0x77; 20]);
+        let l = b.listen(Some(web)).unwrap();
+        let to_web = b.dag().append_xid(web).unwrap();
+        let mut now = Instant::ZERO;
+        let s = a.connect(&to_web, now).unwrap();
+        pump(&mut a, &mut b);
+        let server = b.accept(l).expect("accepted");
+        let data: Vec<u8> = (0..400_000u32).map(|i| (i * 13 + 5) as u8).collect();
+        let (mut sent, mut got) = (0, Vec::new());
+        let mut buf = vec![0u8; 65536];
+        let mut most_queued = 0;
+        for _ in 0..20_000 {
+            if got.len() == data.len() {
+                break;
+            }
+            now = now + std::time::Duration::from_millis(1);
+            a.handle_timeout(now);
+            b.handle_timeout(now);
+            sent += a.stream_write(s, &data[sent..], now).unwrap();
+            most_queued = most_queued.max(a.transmits.len());
+            for _ in 0..4 {
+                match a.poll_transmit() {
+                    Some(t) => b.handle_packet(now, 0, t.packet),
+                    None => break,
+                }
+            }
+            loop {
+                let n = b.stream_read(server, &mut buf, now).unwrap();
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            while let Some(t) = b.poll_transmit() {
+                a.handle_packet(now, 0, t.packet);
+            }
+        }
+        assert_eq!(got.len(), data.len(), "the transfer finished");
+        assert!(got == data);
+        assert_eq!(a.counters().send_queue_full, 0, "nothing dropped");
+        assert!(most_queued <= 16, "queued {most_queued}");
+        let st = a.stream(s).unwrap().stats();
+        assert_eq!(st.retransmissions, 0, "{st:?}");
     }
 
     #[test]

@@ -494,15 +494,24 @@ impl Host {
     }
 
     /// Sends what a connection wants sent and passes on its events.
-    fn flush_stream(&mut self, now: Instant, h: StreamHandle) {
+    pub(super) fn flush_stream(&mut self, now: Instant, h: StreamHandle) {
         let mut out = Vec::new();
         let mut events = Vec::new();
         let mut hop_limit = DEFAULT_HOP_LIMIT;
+        self.tx_now = self.tx_now.max(now);
+        let room = self.stream_tx_limit().saturating_sub(self.transmits.len());
         if let Some(Some(s)) = self.streams.get_mut(h.0) {
             hop_limit = s.hop_limit;
             if let Some(c) = s.conn_mut() {
-                while let Some(seg) = c.poll_transmit(now) {
+                while out.len() < room {
+                    let Some(seg) = c.poll_transmit(now) else {
+                        break;
+                    };
                     out.push((c.peer_dag().clone(), c.local_dag().clone(), seg));
+                }
+                if out.len() >= room {
+                    // It may have more: it goes on when the queue drains.
+                    self.streams_held = true;
                 }
                 while let Some(e) = c.poll_event() {
                     events.push(e);
