@@ -17,6 +17,18 @@
 //! # agent and the [[vm]]s listed with it (keys as in topology files); its
 //! # socket is the control socket `xia migrate` talks to.
 //!
+//! [[image]]                # a base image (name, host, share as in topology files)
+//! name = "base"            # its content derives from the name and share: the
+//!                          # same in the store's and the hypervisors' configs
+//! share = 0.6
+//! host = "store"           # the host storing it (optional; in the store's own
+//!                          # config, that host)
+//! # In a [[hypervisor]]'s config: an image its [[vm]]s boot from (image = "base").
+//! # In a [[host]]'s config: an image it stores and publishes by CID — the
+//! # pages VMs this large booted from it start with (one [[image]] per page size):
+//! memory = "64MiB"         # the largest such VM
+//! page_size = 4096         # default 4096
+//!
 //! [daemon]
 //! listen = "127.0.0.1:13781"   # UDP address of the node's links (default 0.0.0.0:13781)
 //! socket = "/tmp/rA.sock"      # control socket (hosts: the application API)
@@ -26,6 +38,10 @@
 //!                              # hypervisor's name, lowercased; "" registers none)
 //! log = "/var/lib/xia/hv1.migrations.log"  # the agent's write-ahead log (default:
 //!                              # NAME.migrations.log next to the socket)
+//! content_store = "RE AD:… HID:…"  # where incoming migrations fetch pages sent by
+//!                              # CID (dedup): an image store's `AD HID`, in this
+//!                              # hypervisor's AD (default: none, such pages are
+//!                              # asked of the source)
 //!
 //! [[link]]
 //! peer = "127.0.0.1:13782"     # the other end's UDP address; port i is the i-th link
@@ -142,6 +158,11 @@ pub struct DaemonConfig {
     pub agent_name: Option<String>,
     /// Hypervisors: the agent's log file.
     pub log: Option<PathBuf>,
+    /// Hypervisors: where incoming migrations fetch pages sent by CID
+    /// (an image store's `AD HID`).
+    pub content_store: Option<Dag>,
+    /// Hosts: the images whose pages it publishes by CID (an image store).
+    pub images: Vec<crate::migration::ImageExtent>,
 }
 
 #[derive(Deserialize)]
@@ -157,6 +178,8 @@ struct Raw {
     hypervisor: Vec<crate::migration::RawHypervisor>,
     #[serde(default)]
     vm: Vec<crate::migration::RawVm>,
+    #[serde(default)]
+    image: Vec<RawImage>,
     daemon: Option<RawDaemon>,
     #[serde(default)]
     link: Vec<RawLink>,
@@ -174,6 +197,19 @@ struct RawDaemon {
     pcap: Option<Spanned<String>>,
     agent_name: Option<Spanned<String>>,
     log: Option<Spanned<String>>,
+    content_store: Option<Spanned<String>>,
+}
+
+/// A topology's `[[image]]` (name, host, share), and for an image store
+/// how much of it to publish.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawImage {
+    name: Spanned<String>,
+    host: Option<Spanned<String>>,
+    share: Option<Spanned<f64>>,
+    memory: Option<Spanned<String>>,
+    page_size: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -245,6 +281,72 @@ fn ad_xid(cx: &Cx, ads: &[RawAd], name: &Spanned<String>) -> Result<Xid, Topolog
     }
 }
 
+/// The images a host stores: what it publishes of each, checked. An
+/// image may come once per page size (VMs of two page sizes booted from
+/// it), with one share.
+fn store_images(
+    cx: &Cx,
+    node: &Spanned<String>,
+    raw: &[RawImage],
+) -> Result<Vec<crate::migration::ImageExtent>, TopologyError> {
+    use crate::migration::{image_share, named_image, parse_memory, parse_page_size, ImageExtent};
+    let mut out: Vec<(&str, ImageExtent)> = Vec::new();
+    for im in raw {
+        let name = im.name.get_ref();
+        if let Some(h) = im.host.as_ref().filter(|h| h.get_ref() != node.get_ref()) {
+            return cx.err(
+                h.span(),
+                format!(
+                    "image {name:?} is stored on {:?}: this is {:?}'s configuration",
+                    h.get_ref(),
+                    node.get_ref()
+                ),
+            );
+        }
+        let share = image_share(cx, &im.share)?;
+        let Some(memory) = &im.memory else {
+            return cx.err(
+                im.name.span(),
+                format!(
+                    "image {name:?}: say how many of its pages to publish with \
+                     memory = SIZE (the largest VM booted from it)"
+                ),
+            );
+        };
+        let page_size = parse_page_size(cx, &im.page_size)?;
+        let bytes = parse_memory(cx, memory, page_size)?;
+        for (n, e) in out.iter().filter(|(n, _)| *n == name.as_str()) {
+            if e.image.share != share {
+                return cx.err(
+                    im.share.as_ref().map_or(im.name.span(), |s| s.span()),
+                    format!(
+                        "image {n:?} is given two shares ({} and {share})",
+                        e.image.share
+                    ),
+                );
+            }
+            if e.page_size == page_size {
+                return cx.err(
+                    im.name.span(),
+                    format!(
+                        "image {n:?} is given twice with page_size {page_size} \
+                         (one [[image]] per page size)"
+                    ),
+                );
+            }
+        }
+        out.push((
+            name,
+            ImageExtent {
+                image: named_image(name, share),
+                pages: (bytes / page_size as u64) as usize,
+                page_size,
+            },
+        ));
+    }
+    Ok(out.into_iter().map(|(_, e)| e).collect())
+}
+
 impl DaemonConfig {
     /// Reads a daemon configuration file.
     pub fn load(path: &Path) -> Result<DaemonConfig, TopologyError> {
@@ -301,6 +403,31 @@ impl DaemonConfig {
             }
             ([], [], [h]) => {
                 let index = std::iter::once((h.name.get_ref().clone(), 0)).collect();
+                // A hypervisor's images are those its VMs boot from; what a
+                // store publishes is the store's business.
+                let store_only = raw.image.iter().find_map(|im| {
+                    let memory = im.memory.as_ref().map(|m| m.span());
+                    memory.or(im.page_size.as_ref().map(|p| p.span()))
+                });
+                if let Some(span) = store_only {
+                    return cx.err(
+                        span,
+                        "memory and page_size say what an image store publishes: \
+                         they go in the store's [[host]] config, not a hypervisor's",
+                    );
+                }
+                let images: Vec<_> = raw
+                    .image
+                    .iter()
+                    .map(|im| {
+                        let (name, share) = (im.name.clone(), im.share.clone());
+                        crate::migration::RawImage::for_daemon(name, share)
+                    })
+                    .collect();
+                // The store is no node of this file: every image is put on
+                // node 0 (this hypervisor), which only the simulator's
+                // stores would read.
+                let image_hosts = vec![0; images.len()];
                 let plan = crate::migration::MigrationPlan::parse(
                     &cx,
                     crate::migration::Raw {
@@ -308,8 +435,8 @@ impl DaemonConfig {
                         vms: &raw.vm,
                         migrations: &[],
                         clients: &[],
-                        images: &[],
-                        image_hosts: &[],
+                        images: &images,
+                        image_hosts: &image_hosts,
                     },
                     &[0],
                     &index,
@@ -342,6 +469,19 @@ impl DaemonConfig {
             }
         };
         let ad = ad_xid(&cx, &raw.ad, ad_name)?;
+        let images = match kind {
+            DaemonKind::Host { .. } => store_images(&cx, name, &raw.image)?,
+            DaemonKind::Router { .. } => match raw.image.first() {
+                Some(im) => {
+                    return cx.err(
+                        im.name.span(),
+                        "[[image]] is for image stores ([[host]]) and hypervisors, not routers",
+                    )
+                }
+                None => Vec::new(),
+            },
+            DaemonKind::Hypervisor { .. } => Vec::new(),
+        };
         let identity = derived_identity(Principal::HID, &format!("node {}", name.get_ref()));
         let daemon = raw.daemon.as_ref();
         let listen = match daemon.and_then(|d| d.listen.as_ref()) {
@@ -450,14 +590,37 @@ impl DaemonConfig {
         let hypervisor = matches!(kind, DaemonKind::Hypervisor { .. });
         let raw_name = daemon.and_then(|d| d.agent_name.as_ref());
         let raw_log = daemon.and_then(|d| d.log.as_ref());
+        let raw_store = daemon.and_then(|d| d.content_store.as_ref());
         if !hypervisor {
-            if let Some(s) = raw_name.or(raw_log) {
+            if let Some(s) = raw_name.or(raw_log).or(raw_store) {
                 return cx.err(
                     s.span(),
-                    "agent_name and log are for hypervisors ([[hypervisor]])",
+                    "agent_name, log and content_store are for hypervisors ([[hypervisor]])",
                 );
             }
         }
+        let content_store = match raw_store {
+            None => None,
+            Some(s) => match s.get_ref().parse::<Dag>() {
+                // The agent fetches `RE ( AD HID ) CID`: it needs both.
+                Ok(d)
+                    if d.nodes_of_type(Principal::AD).next().is_some()
+                        && d.nodes_of_type(Principal::HID).next().is_some() =>
+                {
+                    Some(d)
+                }
+                Ok(d) => {
+                    return cx.err(
+                        s.span(),
+                        format!(
+                            "content_store {} is not a host: write the image store's `AD HID`",
+                            d.to_line()
+                        ),
+                    )
+                }
+                Err(e) => return cx.err(s.span(), format!("content_store: {e}")),
+            },
+        };
         let agent_name = match raw_name {
             _ if !hypervisor => None,
             // The hypervisor's name, if a name may be that.
@@ -487,6 +650,8 @@ impl DaemonConfig {
         Ok(DaemonConfig {
             agent_name,
             log,
+            content_store,
+            images,
             pcap,
             name: name.get_ref().clone(),
             ad: (ad_name.get_ref().clone(), ad),
@@ -579,6 +744,123 @@ socket = "/run/xia/hvA.sock"
         let e = DaemonConfig::parse(
             "rA.toml",
             &ROUTER.replace("[daemon]\n", "[daemon]\nlog = \"x.log\"\n"),
+        )
+        .unwrap_err();
+        assert!(e.message.contains("for hypervisors"), "{e}");
+    }
+
+    const STORE: &str = r#"
+[[ad]]
+name = "B"
+
+[[host]]
+name = "store"
+ad = "B"
+
+[[image]]
+name = "base"
+host = "store"
+share = 0.6
+memory = "1MiB"
+
+[[image]]
+name = "base"
+share = 0.6
+memory = "2MiB"
+page_size = 8192
+"#;
+
+    #[test]
+    fn an_image_store_publishes_what_the_simulator_s_store_does() {
+        let c = DaemonConfig::parse("store.toml", STORE).unwrap();
+        let image = crate::migration::named_image("base", 0.6);
+        assert_eq!(
+            c.images,
+            [
+                crate::migration::ImageExtent {
+                    image,
+                    pages: 256,
+                    page_size: 4096
+                },
+                crate::migration::ImageExtent {
+                    image,
+                    pages: 256,
+                    page_size: 8192
+                }
+            ]
+        );
+        let pages: Vec<_> = crate::migration::published_pages(c.images.clone()).collect();
+        assert!(pages.iter().all(|(m, i, _)| m.covers(*i)));
+        assert!((200..400).contains(&pages.len()), "{}", pages.len());
+        assert_eq!(c.content_store, None);
+    }
+
+    #[test]
+    fn bad_images_and_content_stores_name_their_line() {
+        let store = |from: &str, to: &str| {
+            assert!(STORE.contains(from), "{from}");
+            DaemonConfig::parse("store.toml", &STORE.replacen(from, to, 1)).unwrap_err()
+        };
+        let e = store("host = \"store\"", "host = \"other\"");
+        assert_eq!(e.line, 11, "{e}");
+        assert!(e.message.contains("stored on \"other\""), "{e}");
+        let e = store("memory = \"1MiB\"\n", "");
+        assert_eq!(e.line, 10, "{e}");
+        assert!(e.message.contains("memory = SIZE"), "{e}");
+        let e = store("memory = \"1MiB\"", "memory = \"1000B\"");
+        assert_eq!(e.line, 13, "{e}");
+        assert!(e.message.contains("multiple of the page size"), "{e}");
+        let e = store("share = 0.6", "share = 1.5");
+        assert_eq!(e.line, 12, "{e}");
+        assert!(e.message.contains("share must be 0 to 1"), "{e}");
+        let e = store("page_size = 8192", "page_size = 4096");
+        assert_eq!(e.line, 16, "{e}");
+        assert!(e.message.contains("one [[image]] per page size"), "{e}");
+        let e = store(
+            "share = 0.6\nmemory = \"2MiB\"",
+            "share = 0.5\nmemory = \"2MiB\"",
+        );
+        assert_eq!(e.line, 17, "{e}");
+        assert!(e.message.contains("two shares"), "{e}");
+        let e = DaemonConfig::parse(
+            "rA.toml",
+            &format!("{ROUTER}\n[[image]]\nname = \"base\"\nmemory = \"1MiB\"\n"),
+        )
+        .unwrap_err();
+        assert!(e.message.contains("not routers"), "{e}");
+
+        // A hypervisor: images its VMs boot from, and where it fetches.
+        let hv = format!(
+            "{HYPERVISOR}content_store = \"RE AD:{ad} HID:{hid}\"\n\n[[image]]\nname = \"base\"\nshare = 0.6\n\n[[vm]]\nname = \"vm1\"\nhypervisor = \"hvA\"\nmemory = \"1MiB\"\nimage = \"base\"\n",
+            ad = "11".repeat(20),
+            hid = "22".repeat(20)
+        );
+        let c = DaemonConfig::parse("hv.toml", &hv).unwrap();
+        assert_eq!(
+            c.vms[0].image,
+            Some(crate::migration::named_image("base", 0.6))
+        );
+        let store = c.content_store.unwrap();
+        assert_eq!(store.nodes_of_type(Principal::HID).count(), 1);
+        let bad = |from: &str, to: &str| {
+            assert!(hv.contains(from), "{from}");
+            DaemonConfig::parse("hv.toml", &hv.replacen(from, to, 1)).unwrap_err()
+        };
+        let e = bad("image = \"base\"", "image = \"nope\"");
+        assert_eq!(e.line, 21, "{e}");
+        assert!(e.message.contains("unknown image \"nope\""), "{e}");
+        let e = bad("share = 0.6\n", "share = 0.6\nmemory = \"1MiB\"\n");
+        assert_eq!(e.line, 16, "{e}");
+        assert!(e.message.contains("store's [[host]] config"), "{e}");
+        let e = bad("content_store = \"RE AD:", "content_store = \"RE XD:");
+        assert_eq!(e.line, 11, "{e}");
+        assert!(e.message.contains("content_store"), "{e}");
+        let e = bad(&format!(" HID:{}", "22".repeat(20)), "");
+        assert_eq!(e.line, 11, "{e}");
+        assert!(e.message.contains("is not a host"), "{e}");
+        let e = DaemonConfig::parse(
+            "store.toml",
+            &format!("{STORE}\n[daemon]\ncontent_store = \"x\"\n"),
         )
         .unwrap_err();
         assert!(e.message.contains("for hypervisors"), "{e}");
@@ -750,7 +1032,20 @@ impl DaemonConfig {
                 let mut cfg =
                     xia_stack::host::HostConfig::new(self.identity.clone(), self.ad.1, gateway);
                 cfg.seed = self.seed;
-                let mut host = xia_stack::host::Host::new(cfg);
+                // An image store publishes its images' pages before it
+                // joins the network, as the simulator's stores do.
+                let pages: Vec<_> =
+                    crate::migration::published_pages(self.images.iter().copied()).collect();
+                let mut host = crate::migration::image_store_host(cfg, &pages)
+                    .map_err(|e| DaemonError::Setup(format!("image store {}: {e}", self.name)))?;
+                if !self.images.is_empty() {
+                    tracing::info!(
+                        node = %self.name,
+                        images = self.images.len(),
+                        pages = pages.len(),
+                        "publishing image pages by CID"
+                    );
+                }
                 if *serve_names {
                     host.serve_names(100_000);
                 }
@@ -773,7 +1068,7 @@ impl DaemonConfig {
                     capacity: *capacity,
                     agent_seed: rand_core::OsRng.next_u64(),
                     vm_seed: self.seed,
-                    content_store: None,
+                    content_store: self.content_store.clone(),
                     agent_name: self
                         .agent_name
                         .clone()

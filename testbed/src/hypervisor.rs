@@ -374,6 +374,29 @@ pub struct MigrateRequest {
     pub deltas: bool,
     /// Throttle a guest that does not converge.
     pub auto_converge: bool,
+    /// Send the pages of the VM's base image as their CIDs, for the
+    /// destination to fetch from its content store.
+    #[serde(default, deserialize_with = "added_later")]
+    pub dedup: bool,
+}
+
+/// Reads a field added to a control message after its first release, so
+/// that one from an older `xia` still parses (absent: the default).
+/// Formats that name their fields skip a missing one, and
+/// `#[serde(default)]` fills it in; postcard — the control socket's
+/// framing — names none and reads fields in order, so an older message
+/// simply ends where the field would start, which postcard reports as an
+/// error reading it. Only for fields that come last, whose failure can
+/// hide nothing after them.
+fn added_later<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    if d.is_human_readable() {
+        return T::deserialize(d);
+    }
+    Ok(T::deserialize(d).unwrap_or_default())
 }
 
 impl MigrateRequest {
@@ -385,6 +408,7 @@ impl MigrateRequest {
             downtime_target: Duration::from_millis(self.downtime_target_ms),
             max_bandwidth: self.max_bandwidth,
             auto_converge: self.auto_converge,
+            dedup: self.dedup,
             ..SourceConfig::default()
         };
         if self.deltas {
@@ -414,6 +438,10 @@ pub struct HvInfo {
     pub vms: Vec<VmInfo>,
     /// Location-management counters.
     pub counters: String,
+    /// Where incoming migrations fetch pages sent by CID (`AD HID`), if
+    /// anywhere.
+    #[serde(default, deserialize_with = "added_later")]
+    pub content_store: Option<String>,
 }
 
 /// One VM.
@@ -502,6 +530,9 @@ pub struct Summary {
     pub bandwidth: f64,
     /// RTT, ms.
     pub rtt_ms: f64,
+    /// Pages sent as their CID (dedup), for the destination to fetch.
+    #[serde(default, deserialize_with = "added_later")]
+    pub cid_pages: u64,
 }
 
 impl From<&Report> for Summary {
@@ -518,6 +549,7 @@ impl From<&Report> for Summary {
             target_missed: r.target_missed,
             bandwidth: r.bandwidth,
             rtt_ms: ms(r.rtt),
+            cid_pages: r.pages.cid,
         }
     }
 }
@@ -556,10 +588,19 @@ pub enum HvResponse {
 }
 
 fn counters_line(c: &AgentCounters) -> String {
-    format!(
+    let mut line = format!(
         "{} buffered, {} dropped, {} delivered after a failed move, {} forwarded, {} redirects, {} forged",
         c.buffered, c.buffer_drops, c.delivered_after_pause, c.forwarded, c.redirects, c.forged
-    )
+    );
+    // Only an agent that took in pages sent by CID has these (as the
+    // simulator's report shows them).
+    if c.pages_fetched + c.fetch_failures > 0 {
+        line.push_str(&format!(
+            ", {} pages fetched by CID, {} fetches failed (asked of the source)",
+            c.pages_fetched, c.fetch_failures
+        ));
+    }
+    line
 }
 
 /// Serves control connections on `listener` until the node stops.
@@ -614,6 +655,7 @@ async fn connection(
                         })
                         .collect(),
                     counters: counters_line(&n.agent.counters()),
+                    content_store: n.agent.config().content_store.as_ref().map(Dag::to_line),
                 })
                 .await?;
             write_frame(&mut conn, &HvResponse::Info(info)).await?;
@@ -835,8 +877,9 @@ pub async fn migrate_via(
 
 /// A VM's `[[vm]]` section (for generated daemon configurations): the
 /// inverse of the topology parser's, so a hypervisor daemon starts the VM
-/// the topology describes.
-pub fn vm_section(v: &VmSpec, hypervisor: &str) -> String {
+/// the topology describes. `image`: the name of the image it boots from
+/// (the configuration must define it with `[[image]]`).
+pub fn vm_section(v: &VmSpec, hypervisor: &str, image: Option<&str>) -> String {
     use std::fmt::Write as _;
     use xia_migrate::guest::DirtyModel;
     use xia_migrate::vm::ServiceSpec;
@@ -881,5 +924,109 @@ pub fn vm_section(v: &VmSpec, hypervisor: &str) -> String {
     if let Some(n) = &v.service_name {
         let _ = writeln!(t, "service_name = {n:?}");
     }
+    if let Some(n) = image {
+        let _ = writeln!(t, "image = {n:?}");
+    }
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The requests and answers of an `xia` from before dedup.
+    #[derive(Serialize)]
+    enum OldRequest {
+        #[allow(dead_code)]
+        Info,
+        Migrate {
+            vm: String,
+            to: String,
+            mode: String,
+            downtime_target_ms: u64,
+            max_bandwidth: Option<f64>,
+            deltas: bool,
+            auto_converge: bool,
+        },
+    }
+
+    #[derive(Serialize)]
+    enum OldResponse {
+        #[allow(dead_code)]
+        Info,
+        #[allow(dead_code)]
+        Started,
+        #[allow(dead_code)]
+        Progress,
+        #[allow(dead_code)]
+        Note,
+        Done {
+            strategy: String,
+            rounds: u32,
+            total_ms: f64,
+            downtime_ms: f64,
+            estimated_downtime_ms: f64,
+            bytes: u64,
+            final_pages: u64,
+            throttle: f64,
+            target_missed: bool,
+            bandwidth: f64,
+            rtt_ms: f64,
+        },
+    }
+
+    async fn reframe<T: Serialize, U: for<'de> Deserialize<'de>>(t: &T) -> U {
+        let mut buf = Vec::new();
+        write_frame(&mut buf, t).await.unwrap();
+        read_frame(&mut buf.as_slice()).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn messages_from_before_dedup_still_parse() {
+        let old = OldRequest::Migrate {
+            vm: "vm1".into(),
+            to: "hv2".into(),
+            mode: "live".into(),
+            downtime_target_ms: 300,
+            max_bandwidth: None,
+            deltas: true,
+            auto_converge: true,
+        };
+        let HvRequest::Migrate(m) = reframe(&old).await else {
+            panic!("not a migration");
+        };
+        assert_eq!((m.vm.as_str(), m.deltas, m.dedup), ("vm1", true, false));
+        assert!(!m.config().unwrap().dedup);
+        // And today's carry the flag.
+        let new = HvRequest::Migrate(MigrateRequest { dedup: true, ..m });
+        let back: HvRequest = reframe(&new).await;
+        assert_eq!(back, new);
+        let HvRequest::Migrate(m) = back else {
+            unreachable!()
+        };
+        assert!(m.config().unwrap().dedup);
+
+        let old = OldResponse::Done {
+            strategy: "Live".into(),
+            rounds: 2,
+            total_ms: 1.0,
+            downtime_ms: 1.0,
+            estimated_downtime_ms: 1.0,
+            bytes: 10,
+            final_pages: 3,
+            throttle: 1.0,
+            target_missed: false,
+            bandwidth: 1.0,
+            rtt_ms: 1.0,
+        };
+        let HvResponse::Done(s) = reframe(&old).await else {
+            panic!("not done");
+        };
+        assert_eq!((s.final_pages, s.cid_pages), (3, 0));
+        // Human-readable formats still refuse a wrong value.
+        let json = r#"{"vm":"v","to":"t","mode":"live","downtime_target_ms":1,"max_bandwidth":null,"deltas":false,"auto_converge":true,"dedup":"yes"}"#;
+        assert!(serde_json::from_str::<MigrateRequest>(json).is_err());
+        let json = json.replace(r#","dedup":"yes""#, "");
+        assert!(!serde_json::from_str::<MigrateRequest>(&json).unwrap().dedup);
+    }
 }

@@ -106,6 +106,20 @@ pub(crate) struct RawImage {
     share: Option<Spanned<f64>>,
 }
 
+impl RawImage {
+    /// An image of a daemon configuration, whose store is not a node the
+    /// daemon knows: [`MigrationPlan::parse`] takes the stores from
+    /// [`Raw::image_hosts`] and never reads `host`, so it holds the name's
+    /// span and nothing.
+    pub(crate) fn for_daemon(name: Spanned<String>, share: Option<Spanned<f64>>) -> RawImage {
+        RawImage {
+            host: Spanned::new(name.span(), String::new()),
+            name,
+            share,
+        }
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawMigration {
@@ -193,6 +207,71 @@ pub struct ImageSpec {
     pub image: Image,
 }
 
+/// The content of the image named `name` covering `share` of a guest's
+/// non-zero pages: the same name, the same bytes — in every topology and
+/// every daemon configuration, so a store and the VMs booted from the
+/// image agree on every page's CID without exchanging anything.
+pub fn named_image(name: &str, share: f64) -> Image {
+    let seed = xia_stack::xid::sha1(format!("image {name}").as_bytes());
+    let seed = u64::from_be_bytes(seed[..8].try_into().expect("8 bytes"));
+    Image { seed, share }
+}
+
+/// An `[[image]]`'s `share` (default 0.5), checked.
+pub(crate) fn image_share(cx: &Ctx, share: &Option<Spanned<f64>>) -> Result<f64, TopologyError> {
+    match share {
+        None => Ok(0.5),
+        Some(x) if (0.0..=1.0).contains(x.get_ref()) => Ok(*x.get_ref()),
+        Some(x) => cx.err(x.span(), "share must be 0 to 1"),
+    }
+}
+
+/// What an image store publishes of one image: the pages of the first
+/// `pages` that the image covers, `page_size` bytes each — those a VM of
+/// that many pages booted from it starts with.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ImageExtent {
+    /// The image.
+    pub image: Image,
+    /// Pages from the start (the largest VM booted from it).
+    pub pages: usize,
+    /// Bytes per page.
+    pub page_size: usize,
+}
+
+/// The pages `extents` publish, each once: (image, page number, page
+/// size). One derivation for the simulator's stores and the host daemon's.
+pub fn published_pages(
+    extents: impl IntoIterator<Item = ImageExtent>,
+) -> impl Iterator<Item = (Image, usize, usize)> {
+    let mut seen = std::collections::BTreeSet::new();
+    extents
+        .into_iter()
+        .flat_map(|e| (0..e.pages).map(move |i| (e.image, i, e.page_size)))
+        .filter(move |(m, i, ps)| m.covers(*i) && seen.insert((m.seed, *i, *ps)))
+}
+
+/// An image store's host: `cfg` with room for `pages` (from
+/// [`published_pages`]) in its chunk store, and each page published as a
+/// chunk (its CID is the SHA-1 of its bytes). What the host daemon of a
+/// store runs.
+pub fn image_store_host(
+    mut cfg: xia_stack::host::HostConfig,
+    pages: &[(Image, usize, usize)],
+) -> Result<Host, xia_stack::host::HostError> {
+    let bytes: usize = pages.iter().map(|&(_, _, ps)| ps).sum();
+    // A megabyte more for chunks the host is given later.
+    cfg.chunk_store = cfg.chunk_store.max(bytes + (1 << 20));
+    let mut host = Host::new(cfg);
+    let mut page = Vec::new();
+    for &(m, p, ps) in pages {
+        page.resize(ps, 0);
+        m.page(p, &mut page);
+        host.put_chunk(&page)?;
+    }
+    Ok(host)
+}
+
 impl crate::topology::Topology {
     /// Where VM `k`'s service is at the start: its hypervisor's AD, the
     /// VM's HID, the service's SID.
@@ -200,6 +279,18 @@ impl crate::topology::Topology {
         let v = &self.migration.vms[k];
         let ad = self.ads[self.nodes[v.hypervisor].ad].xid;
         Dag::path(&[ad, v.identity.xid(), v.service_key.xid()]).expect("three nodes")
+    }
+
+    /// Where hypervisor node `n`'s agent fetches pages sent by CID: the
+    /// first image store in its own AD (`AD HID`), if there is one — a
+    /// store elsewhere would cost the WAN crossing dedup saves.
+    pub fn content_store(&self, n: usize) -> Option<Dag> {
+        let ad = self.nodes[n].ad;
+        self.migration
+            .images
+            .iter()
+            .find(|im| self.nodes[im.host].ad == ad)
+            .map(|im| Dag::path(&[self.ads[ad].xid, self.nodes[im.host].hid()]).expect("two nodes"))
     }
 }
 
@@ -425,6 +516,37 @@ pub fn parse_size(text: &str) -> Option<u64> {
     (v.is_finite() && v >= 0.0 && bytes < 1e13).then_some(bytes as u64)
 }
 
+/// A VM's (or an image extent's) `page_size`, default 4096, checked.
+pub(crate) fn parse_page_size(cx: &Ctx, p: &Option<Spanned<i64>>) -> Result<usize, TopologyError> {
+    match p {
+        None => Ok(4096),
+        Some(p) if (64..=1 << 21).contains(p.get_ref()) => Ok(*p.get_ref() as usize),
+        Some(p) => cx.err(
+            p.span(),
+            format!("page_size {} must be 64 to 2 MiB", p.get_ref()),
+        ),
+    }
+}
+
+/// A VM's (or an image extent's) `memory` in bytes, checked: whole pages,
+/// at most 64 GiB.
+pub(crate) fn parse_memory(
+    cx: &Ctx,
+    m: &Spanned<String>,
+    page_size: usize,
+) -> Result<u64, TopologyError> {
+    match parse_size(m.get_ref()) {
+        Some(b) if b > 0 && b % page_size as u64 == 0 && b <= 64 << 30 => Ok(b),
+        _ => cx.err(
+            m.span(),
+            format!(
+                "memory {:?} must be a size like \"64MiB\", a multiple of the page size ({page_size}), at most 64 GiB",
+                m.get_ref()
+            ),
+        ),
+    }
+}
+
 /// The checked migration sections of a topology.
 #[derive(Clone, Debug, Default)]
 pub struct MigrationPlan {
@@ -454,17 +576,34 @@ impl MigrationPlan {
     /// The pages image store `host` publishes, each once: every page of
     /// each image it stores that some VM booted from it has.
     pub fn image_pages(&self, host: usize) -> impl Iterator<Item = (Image, usize, usize)> + '_ {
-        let mut seen = std::collections::BTreeSet::new();
-        self.images
-            .iter()
-            .filter(move |im| im.host == host)
-            .flat_map(move |im| {
-                self.vms
-                    .iter()
-                    .filter(move |v| v.image == Some(im.image))
-                    .flat_map(move |v| (0..v.pages).map(move |i| (im.image, i, v.page_size)))
-            })
-            .filter(move |(m, i, ps)| m.covers(*i) && seen.insert((m.seed, *i, *ps)))
+        published_pages(self.image_extents(host).into_iter().map(|(_, e)| e))
+    }
+
+    /// What image store `host` publishes, image by image: for each page
+    /// size of the VMs booted from an image it stores, as many pages as
+    /// the largest of them has (what a daemon configuration of the store
+    /// says, [`crate::daemon`]).
+    pub fn image_extents(&self, host: usize) -> Vec<(&ImageSpec, ImageExtent)> {
+        let mut out: Vec<(&ImageSpec, ImageExtent)> = Vec::new();
+        for im in self.images.iter().filter(|im| im.host == host) {
+            for v in self.vms.iter().filter(|v| v.image == Some(im.image)) {
+                match out
+                    .iter_mut()
+                    .find(|(x, e)| x.name == im.name && e.page_size == v.page_size)
+                {
+                    Some((_, e)) => e.pages = e.pages.max(v.pages),
+                    None => out.push((
+                        im,
+                        ImageExtent {
+                            image: im.image,
+                            pages: v.pages,
+                            page_size: v.page_size,
+                        },
+                    )),
+                }
+            }
+        }
+        out
     }
 
     /// The hypervisor spec of node `n`, if it is one.
@@ -510,18 +649,11 @@ impl MigrationPlan {
             if plan.images.iter().any(|x| x.name == name) {
                 return cx.err(im.name.span(), format!("image {name:?} is defined twice"));
             }
-            let share = match &im.share {
-                None => 0.5,
-                Some(x) if (0.0..=1.0).contains(x.get_ref()) => *x.get_ref(),
-                Some(x) => return cx.err(x.span(), "share must be 0 to 1"),
-            };
-            // The same name, the same content.
-            let seed = xia_stack::xid::sha1(format!("image {name}").as_bytes());
-            let seed = u64::from_be_bytes(seed[..8].try_into().expect("8 bytes"));
+            let share = image_share(cx, &im.share)?;
             plan.images.push(ImageSpec {
+                image: named_image(&name, share),
                 name,
                 host,
-                image: Image { seed, share },
             });
         }
         let mut vm_index: BTreeMap<String, usize> = BTreeMap::new();
@@ -533,28 +665,8 @@ impl MigrationPlan {
                 return cx.err(v.name.span(), format!("VM name {name:?} is already used"));
             }
             let hypervisor = hyper(&v.hypervisor, "hypervisor")?;
-            let page_size = match &v.page_size {
-                None => 4096,
-                Some(p) if (64..=1 << 21).contains(p.get_ref()) => *p.get_ref() as usize,
-                Some(p) => {
-                    return cx.err(
-                        p.span(),
-                        format!("page_size {} must be 64 to 2 MiB", p.get_ref()),
-                    )
-                }
-            };
-            let memory = match parse_size(v.memory.get_ref()) {
-                Some(m) if m > 0 && m % page_size as u64 == 0 && m <= 64 << 30 => m,
-                _ => {
-                    return cx.err(
-                        v.memory.span(),
-                        format!(
-                            "memory {:?} must be a size like \"64MiB\", a multiple of the page size ({page_size}), at most 64 GiB",
-                            v.memory.get_ref()
-                        ),
-                    )
-                }
-            };
+            let page_size = parse_page_size(cx, &v.page_size)?;
+            let memory = parse_memory(cx, &v.memory, page_size)?;
             let pages = (memory / page_size as u64) as usize;
             let dirty_rate = match &v.dirty_rate {
                 None => 0.0,

@@ -236,12 +236,51 @@ pub fn daemon_config(topo: &Topology, i: usize, cfg: &UpConfig, seed: u64) -> St
                     "[[hypervisor]]\nname = {:?}\nad = {ad:?}\ncapacity = \"{}B\"\n",
                     node.name, h.capacity
                 );
-                for v in topo.migration.vms.iter().filter(|v| v.hypervisor == i) {
-                    let _ = writeln!(t, "{}", crate::hypervisor::vm_section(v, &node.name));
+                let vms: Vec<_> = topo
+                    .migration
+                    .vms
+                    .iter()
+                    .filter(|v| v.hypervisor == i)
+                    .collect();
+                // The images its VMs boot from, each once.
+                let mut images: Vec<&crate::migration::ImageSpec> = Vec::new();
+                for v in &vms {
+                    let im = topo
+                        .migration
+                        .images
+                        .iter()
+                        .find(|x| Some(x.image) == v.image);
+                    if let Some(im) = im.filter(|im| !images.iter().any(|x| x.name == im.name)) {
+                        images.push(im);
+                    }
+                }
+                for im in &images {
+                    let _ = writeln!(
+                        t,
+                        "[[image]]\nname = {:?}\nhost = {:?}\nshare = {:?}\n",
+                        im.name, topo.nodes[im.host].name, im.image.share
+                    );
+                }
+                for v in vms {
+                    let image = images.iter().find(|x| Some(x.image) == v.image);
+                    let image = image.map(|x| x.name.as_str());
+                    let _ = writeln!(t, "{}", crate::hypervisor::vm_section(v, &node.name, image));
                 }
             }
             None => {
-                let _ = writeln!(t, "[[host]]\nname = {:?}\nad = {ad:?}", node.name);
+                let _ = writeln!(t, "[[host]]\nname = {:?}\nad = {ad:?}\n", node.name);
+                // An image store: what the simulator's store publishes.
+                for (im, e) in topo.migration.image_extents(i) {
+                    let _ = writeln!(
+                        t,
+                        "[[image]]\nname = {:?}\nhost = {:?}\nshare = {:?}\nmemory = \"{}B\"\npage_size = {}\n",
+                        im.name,
+                        node.name,
+                        im.image.share,
+                        e.pages as u64 * e.page_size as u64,
+                        e.page_size
+                    );
+                }
             }
         },
     }
@@ -254,6 +293,13 @@ pub fn daemon_config(topo: &Topology, i: usize, cfg: &UpConfig, seed: u64) -> St
     if topo.name_server.is_none() && topo.migration.hypervisor(i).is_some() {
         // No name server to register the agent's name with.
         let _ = writeln!(t, "agent_name = \"\"");
+    }
+    if let Some(store) = topo
+        .migration
+        .hypervisor(i)
+        .and_then(|_| topo.content_store(i))
+    {
+        let _ = writeln!(t, "content_store = {:?}", store.to_line());
     }
     let _ = writeln!(
         t,
@@ -656,4 +702,61 @@ pub fn down(dir: &Path) -> Result<State, RealError> {
     let path = dir.join(STATE_FILE);
     std::fs::remove_file(&path).map_err(io(&path))?;
     Ok(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::DaemonConfig;
+
+    fn configs(text: &str) -> (Topology, Vec<DaemonConfig>) {
+        let topo = Topology::parse("t.toml", text).unwrap();
+        let cfg = UpConfig {
+            dir: PathBuf::from("/tmp/xia-configs-test"),
+            base_port: 14000,
+            exe: PathBuf::from("xia"),
+            timeout: Duration::ZERO,
+            netns: false,
+            pcap: false,
+            ethernet: false,
+            placed: Default::default(),
+        };
+        let daemons = (0..topo.nodes.len())
+            .map(|i| {
+                let text = daemon_config(&topo, i, &cfg, 1);
+                let name = format!("{}.toml", topo.nodes[i].name);
+                DaemonConfig::parse(&name, &text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+            })
+            .collect();
+        (topo, daemons)
+    }
+
+    #[test]
+    fn daemons_get_the_simulator_s_images_vms_and_content_stores() {
+        let (topo, daemons) = configs(include_str!("../topologies/migration-dedup.toml"));
+        let node = |n: &str| topo.node(n).unwrap();
+        // The store publishes the very pages (so the very CIDs) the
+        // simulator's store does.
+        let store = node("store");
+        let sim: Vec<_> = topo.migration.image_pages(store).collect();
+        let real: Vec<_> =
+            crate::migration::published_pages(daemons[store].images.clone()).collect();
+        assert!(sim.len() > 5000, "{}", sim.len());
+        assert_eq!(real, sim);
+        // The VM boots from the image; the hypervisor in the store's AD
+        // fetches from the store, the other has no store nearby.
+        let (hv1, hv2) = (node("hv1"), node("hv2"));
+        assert_eq!(daemons[hv1].vms[0].image, topo.migration.vms[0].image);
+        assert!(daemons[hv1].vms[0].image.is_some());
+        assert_eq!(daemons[hv1].content_store, None);
+        assert_eq!(daemons[hv2].content_store, topo.content_store(hv2));
+        assert_eq!(
+            daemons[hv2].content_store.as_ref().unwrap().to_line(),
+            topo.node_dag(store).to_line()
+        );
+        // Nobody else holds images.
+        for (i, d) in daemons.iter().enumerate() {
+            assert!(i == store || d.images.is_empty(), "{}", d.name);
+        }
+    }
 }

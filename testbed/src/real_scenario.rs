@@ -101,6 +101,9 @@ pub struct RealReport {
     pub migrations: Vec<RealMigration>,
     /// VM clients, in file order.
     pub vm_clients: Vec<RealVmClient>,
+    /// Each hypervisor's agent counters at the end (name, counters), when
+    /// the topology migrated VMs.
+    pub hypervisors: Vec<(String, String)>,
     /// Scenario entries not run in real mode.
     pub skipped: Vec<String>,
 }
@@ -146,7 +149,7 @@ impl std::fmt::Display for RealReport {
                 match &m.result {
                     Ok(s) => writeln!(
                         f,
-                        "{head}: done; downtime {:.1} ms as the source saw it (estimated {:.1} ms{}), total {:.1} ms, {} rounds, {:.2} MB sent, {} pages in the final copy, {:.1} Mbit/s, RTT {:.1} ms",
+                        "{head}: done; downtime {:.1} ms as the source saw it (estimated {:.1} ms{}), total {:.1} ms, {} rounds, {:.2} MB sent, {} pages in the final copy{}, {:.1} Mbit/s, RTT {:.1} ms",
                         s.downtime_ms,
                         s.estimated_downtime_ms,
                         if s.target_missed { ", target missed" } else { "" },
@@ -154,6 +157,12 @@ impl std::fmt::Display for RealReport {
                         s.rounds,
                         s.bytes as f64 / 1e6,
                         s.final_pages,
+                        // As the simulator's report says it.
+                        if s.cid_pages > 0 {
+                            format!(", {} pages by CID", s.cid_pages)
+                        } else {
+                            String::new()
+                        },
                         s.bandwidth * 8.0 / 1e6,
                         s.rtt_ms
                     )?,
@@ -178,6 +187,13 @@ impl std::fmt::Display for RealReport {
                     let _ = write!(line, ", error: {e}");
                 }
                 writeln!(f, "{line}")?;
+            }
+            writeln!(f)?;
+        }
+        if !self.hypervisors.is_empty() {
+            writeln!(f, "hypervisors:")?;
+            for (name, counters) in &self.hypervisors {
+                writeln!(f, "  {name}: {counters}")?;
             }
             writeln!(f)?;
         }
@@ -457,6 +473,17 @@ pub async fn run(topo: &Topology, state: &State) -> RealReport {
     report.streams = streams;
     report.migrations = migrations;
     report.vm_clients = vm_clients;
+    // What the agents counted (pages fetched by CID, packets forwarded),
+    // as the simulator's report ends with.
+    if !report.migrations.is_empty() {
+        for n in state.node.iter().filter(|n| n.kind == "hypervisor") {
+            let counters = match crate::hypervisor::info(&n.socket).await {
+                Ok(i) => i.counters,
+                Err(e) => format!("unknown ({e})"),
+            };
+            report.hypervisors.push((n.name.clone(), counters));
+        }
+    }
     report
 }
 
@@ -491,6 +518,7 @@ async fn run_migrations(
             max_bandwidth: c.max_bandwidth,
             deltas: c.delta_cache > 0,
             auto_converge: c.auto_converge,
+            dedup: c.dedup,
         };
         tokio::time::sleep_until(t0 + m.at).await;
         let result = crate::hypervisor::migrate_via(&state.node[from].socket, &req, |_| {})

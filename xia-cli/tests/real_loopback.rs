@@ -7,7 +7,9 @@
 //! way there given by the destination agent's name, the way back by its
 //! DAG); a hypervisor restarted from its migration log does not start the
 //! VM that left it, registers its name again, and takes the VM back.
-//! No root needed.
+//! With an image store in the destination AD, `xia migrate --dedup`
+//! sends a VM's base-image pages by CID and the destination fetches them
+//! from the store. No root needed.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -528,4 +530,89 @@ fn a_vm_moves_live_and_back_while_a_client_downloads_from_it() {
     );
     assert!(out.contains("done: vm1 runs at hv1"), "{out}");
     assert!(run_ok(exec(&tb, "hv1").arg("hypervisor-info")).contains("vm vm1: 8 MiB, running"));
+}
+
+/// The figure before `what` on the line of `out` that holds it (`  808
+/// pages by CID` gives 808 for " pages by CID").
+fn figure(out: &str, what: &str) -> u64 {
+    let line = out
+        .lines()
+        .find(|l| l.contains(what))
+        .unwrap_or_else(|| panic!("no {what:?} in {out}"));
+    let before = &line[..line.find(what).unwrap()];
+    let n = before.rsplit([' ', ',']).next().unwrap_or_default();
+    n.parse()
+        .unwrap_or_else(|_| panic!("{n:?} before {what:?} in {line:?}"))
+}
+
+#[test]
+fn a_vm_moved_with_dedup_gets_its_image_pages_from_a_store_in_the_destination_ad() {
+    let dir = std::env::temp_dir().join(format!("xia-real-dedup-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    run_ok(
+        xia()
+            .args(["testbed", "up", "--base-port", "15500", "--dir"])
+            .arg(&dir)
+            .arg(topology("migration-dedup-real.toml")),
+    );
+    let down = Testbed(dir.clone());
+    let info = |node: &str| run_ok(exec(&dir, node).arg("hypervisor-info"));
+    // hv2 fetches from the store in its AD; hv1 has no store in its own.
+    let store = run_ok(exec(&dir, "store").arg("stats"));
+    let store_dag = store
+        .lines()
+        .find_map(|l| l.strip_prefix("DAG "))
+        .unwrap_or_else(|| panic!("no DAG in {store}"));
+    assert!(
+        info("hv2").contains(&format!("content store: {store_dag}\n")),
+        "{}",
+        info("hv2")
+    );
+    assert!(!info("hv1").contains("content store"), "{}", info("hv1"));
+
+    // The baseline: vm2, booted from the same image, moves without dedup.
+    let plain = run_ok(exec(&dir, "hv1").args(["migrate", "vm2", "--quiet", "--to", "hv2"]));
+    assert!(plain.contains("done: vm2 runs at hv2"), "{plain}");
+    assert!(!plain.contains("by CID"), "{plain}");
+    assert!(!info("hv2").contains("fetched by CID"), "{}", info("hv2"));
+
+    let out =
+        run_ok(exec(&dir, "hv1").args(["migrate", "vm1", "--quiet", "--dedup", "--to", "hv2"]));
+    assert!(out.contains("done: vm1 runs at hv2"), "{out}");
+    // 8 MiB: 2048 pages, three quarters non-zero, 60 % of those the
+    // image's (fewer if the guest wrote some before they left).
+    let by_cid = figure(&out, " pages by CID");
+    assert!((600..=1000).contains(&by_cid), "{out}");
+    // Every one was fetched from the store (a failed fetch would have
+    // been asked of the source, and counted).
+    let hv2 = info("hv2");
+    assert!(hv2.contains("vm vm1: 8 MiB, running"), "{hv2}");
+    let fetched = figure(&hv2, " pages fetched by CID");
+    let failed = figure(&hv2, " fetches failed");
+    assert!(fetched > 0, "{hv2}");
+    assert_eq!(fetched + failed, by_cid, "{hv2}");
+    // `xia stats` prints the host's counters as `chunks_served: N,`.
+    let stats = run_ok(exec(&dir, "store").arg("stats"));
+    let served: u64 = stats
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("chunks_served: "))
+        .and_then(|n| n.trim_end_matches(',').parse().ok())
+        .unwrap_or_else(|| panic!("no chunks_served in {stats}"));
+    assert!(served >= fetched, "the store served {served} of {fetched}");
+    // The image's pages stayed off the link between the ADs.
+    let bytes = |out: &str| figure(out, " bytes sent at ");
+    assert!(
+        (bytes(&out) as f64) < 0.8 * bytes(&plain) as f64,
+        "{} bytes with dedup, {} without",
+        bytes(&out),
+        bytes(&plain)
+    );
+    eprintln!(
+        "dedup: {by_cid} pages by CID, {fetched} fetched, {failed} failed, {served} served by the store; {} bytes sent vs {} without",
+        bytes(&out),
+        bytes(&plain)
+    );
+    // Passed: the daemons' logs are not needed.
+    drop(down);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -16,7 +16,6 @@ use std::io::BufWriter;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use xia_migrate::guest::Image;
 use xia_router::{Counters, Router, RouterConfig};
 use xia_stack::host::{Host, HostConfig, HostEvent};
 use xia_stack::naming::NAME_SERVER_SID;
@@ -369,17 +368,9 @@ impl Simulation {
                     let mut cfg = HostConfig::new(n.identity.clone(), ad, gateway);
                     cfg.seed = config.seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
                     // An image store holds its images' pages.
-                    let image: Vec<(Image, usize, usize)> = topo.migration.image_pages(i).collect();
-                    let image_bytes: usize = image.iter().map(|&(_, _, ps)| ps).sum();
-                    cfg.chunk_store = cfg.chunk_store.max(image_bytes + (1 << 20));
-                    let mut host = Host::new(cfg);
-                    let mut page = Vec::new();
-                    for (m, p, ps) in image {
-                        page.resize(ps, 0);
-                        m.page(p, &mut page);
-                        host.put_chunk(&page)
-                            .map_err(|e| SimError::Setup(format!("image store {}: {e}", n.name)))?;
-                    }
+                    let pages: Vec<_> = topo.migration.image_pages(i).collect();
+                    let mut host = crate::migration::image_store_host(cfg, &pages)
+                        .map_err(|e| SimError::Setup(format!("image store {}: {e}", n.name)))?;
                     if let Some(ns) = &ns_dag {
                         host.set_name_server(ns.clone());
                         if topo.name_server == Some(i) {

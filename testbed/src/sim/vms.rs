@@ -140,15 +140,7 @@ pub(super) fn build_agent(
         capacity: topo.migration.hypervisor(i).map_or(4 << 30, |h| h.capacity),
         agent_seed: seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
         vm_seed: seed,
-        // The image store in its AD, if there is one.
-        content_store: topo
-            .migration
-            .images
-            .iter()
-            .find(|im| topo.nodes[im.host].ad == n.ad)
-            .map(|im| {
-                Dag::path(&[topo.ads[n.ad].xid, topo.nodes[im.host].hid()]).expect("two nodes")
-            }),
+        content_store: topo.content_store(i),
         agent_name: None,
     };
     let vms = topo.migration.vms.iter().enumerate();
