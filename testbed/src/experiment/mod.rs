@@ -145,6 +145,13 @@ pub struct Row {
     pub expected: u64,
     /// Received bytes that were wrong.
     pub corrupt: u64,
+    /// Pages the source sent by CID (dedup).
+    pub pages_by_cid: Option<u64>,
+    /// Pages the destination's agent fetched by CID, and the fetches
+    /// that failed (asked of the source instead).
+    pub pages_fetched: u64,
+    /// See `pages_fetched`.
+    pub fetch_failures: u64,
     /// The companion run's datagrams, when the plan has a datagram
     /// client.
     pub datagrams: Option<DatagramOutcome>,
@@ -264,6 +271,17 @@ pub fn run_point(plan: &Plan, p: &Point) -> Result<Row, ExperimentError> {
         bytes: session.map(|s| s.bytes),
         rounds: session.map(|s| s.rounds),
         final_pages: session.map(|s| s.final_pages),
+        pages_by_cid: session.map(|s| s.pages.cid),
+        pages_fetched: report
+            .hypervisors
+            .iter()
+            .map(|h| h.counters.pages_fetched)
+            .sum(),
+        fetch_failures: report
+            .hypervisors
+            .iter()
+            .map(|h| h.counters.fetch_failures)
+            .sum(),
         bandwidth: session.map(|s| s.bandwidth).filter(|b| *b > 0.0),
         rtt: session.map(|s| s.rtt),
         limit,

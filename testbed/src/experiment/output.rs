@@ -180,6 +180,7 @@ const COLUMNS: &[Column] = &[
     ("downtime_target_ms", |r| {
         r.point.value(Axis::DowntimeTarget)
     }),
+    ("dedup", |r| r.point.value(Axis::Dedup)),
     ("seed", |r| r.point.seed.to_string()),
     ("status", status),
     ("chose", |r| r.chose.clone().unwrap_or_default()),
@@ -188,6 +189,9 @@ const COLUMNS: &[Column] = &[
     ("bytes_sent", |r| opt(r.bytes, |b| b.to_string())),
     ("rounds", |r| opt(r.rounds, |n| n.to_string())),
     ("final_pages", |r| opt(r.final_pages, |n| n.to_string())),
+    ("pages_by_cid", |r| opt(r.pages_by_cid, |n| n.to_string())),
+    ("pages_fetched", |r| r.pages_fetched.to_string()),
+    ("fetch_failures", |r| r.fetch_failures.to_string()),
     ("bandwidth_measured_mbps", |r| {
         opt(r.bandwidth, |b| format!("{:.1}", b * 8.0 / 1e6))
     }),
@@ -273,6 +277,12 @@ fn fixed_parameters(plan: &Plan) -> String {
             |q| format!("{q} packets")
         )
     ));
+    if sc.image_share > 0.0 {
+        parts.push(format!(
+            "base image covering {} % of the non-zero pages, its store in AD B",
+            fmt_f64(sc.image_share * 100.0)
+        ));
+    }
     parts.push(format!("max {} rounds", sc.max_rounds));
     parts.push(format!(
         "auto-converge {}",
@@ -323,6 +333,7 @@ pub(super) fn markdown(plan: &Plan, results: &Results) -> String {
     );
     let axes = shown_axes(plan);
     let dgrams = plan.datagrams.is_some();
+    let dedup = plan.axes.dedup.contains(&true);
     let mut head: Vec<String> = vec!["#".into()];
     head.extend(axes.iter().map(|a| a.label().to_string()));
     head.extend(
@@ -344,6 +355,9 @@ pub(super) fn markdown(plan: &Plan, results: &Results) -> String {
         ]
         .map(String::from),
     );
+    if dedup {
+        head.push("by CID / fetched / failed".into());
+    }
     if dgrams {
         head.push("datagrams lost".into());
     }
@@ -371,6 +385,14 @@ pub(super) fn markdown(plan: &Plan, results: &Results) -> String {
             mb(r.received as f64),
             mb(r.expected as f64)
         ));
+        if dedup {
+            cells.push(format!(
+                "{} / {} / {}",
+                cell(r.pages_by_cid.map(|n| n.to_string())),
+                r.pages_fetched,
+                r.fetch_failures
+            ));
+        }
         if dgrams {
             cells.push(cell(
                 r.datagrams

@@ -22,6 +22,11 @@
 //! auto_converge = true
 //! migrate_at = "2s"
 //! seed = 1
+//! image_share = 0.6            # the VM boots from a base image covering
+//!                              # this share of its non-zero pages, held
+//!                              # by an image store in the destination AD
+//!                              # (default 0: no image)
+//! dedup = true                 # send image pages by CID (needs an image)
 //!
 //! [stream]                     # the client streaming from the VM
 //! rate = "20Mbps"
@@ -45,8 +50,8 @@
 //!
 //! An axis is either a `[scenario]` value or a `[sweep]` list, not both.
 //! The sweepable axes are `memory`, `hot_set`, `dirty`, `dirty_rate`,
-//! `bandwidth`, `rtt`, `mode`, `downtime_target` and `seeds` (the sweep's
-//! name for `seed`). `hot_set` applies to hot-set points only: other
+//! `bandwidth`, `rtt`, `mode`, `downtime_target`, `dedup` and `seeds` (the
+//! sweep's name for `seed`). `hot_set` applies to hot-set points only: other
 //! dirty models are not repeated for each of its values.
 
 use std::collections::BTreeSet;
@@ -94,6 +99,8 @@ struct RawScenario {
     auto_converge: Option<bool>,
     migrate_at: Option<Spanned<String>>,
     seed: Option<Spanned<i64>>,
+    image_share: Option<Spanned<f64>>,
+    dedup: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -129,6 +136,7 @@ struct RawSweep {
     downtime_target: List<String>,
     seeds: List<i64>,
     mode: List<String>,
+    dedup: List<bool>,
 }
 
 /// How the guest picks the pages it writes.
@@ -219,6 +227,8 @@ pub enum Axis {
     Rtt,
     /// The downtime target.
     DowntimeTarget,
+    /// Image pages sent by CID.
+    Dedup,
     /// The seed.
     Seed,
     /// The migration mode.
@@ -228,7 +238,7 @@ pub enum Axis {
 impl Axis {
     /// Every axis, in the order points are enumerated (the last varies
     /// fastest).
-    pub const ALL: [Axis; 9] = [
+    pub const ALL: [Axis; 10] = [
         Axis::Memory,
         Axis::Dirty,
         Axis::HotSet,
@@ -236,6 +246,7 @@ impl Axis {
         Axis::Bandwidth,
         Axis::Rtt,
         Axis::DowntimeTarget,
+        Axis::Dedup,
         Axis::Seed,
         Axis::Mode,
     ];
@@ -250,6 +261,7 @@ impl Axis {
             Axis::Bandwidth => "bandwidth",
             Axis::Rtt => "rtt",
             Axis::DowntimeTarget => "downtime_target",
+            Axis::Dedup => "dedup",
             Axis::Seed => "seed",
             Axis::Mode => "mode",
         }
@@ -262,7 +274,7 @@ impl Axis {
             Axis::DirtyRate => "pages/s",
             Axis::Bandwidth => "Mbit/s",
             Axis::Rtt | Axis::DowntimeTarget => "ms",
-            Axis::Dirty | Axis::Seed | Axis::Mode => "",
+            Axis::Dirty | Axis::Dedup | Axis::Seed | Axis::Mode => "",
         }
     }
 
@@ -276,6 +288,7 @@ impl Axis {
             Axis::Bandwidth => "bandwidth (Mbit/s)",
             Axis::Rtt => "RTT (ms)",
             Axis::DowntimeTarget => "downtime target (ms)",
+            Axis::Dedup => "dedup",
             Axis::Seed => "seed",
             Axis::Mode => "mode",
         }
@@ -299,6 +312,8 @@ pub struct Axes {
     pub rtt: Vec<Duration>,
     /// Downtime targets.
     pub downtime_target: Vec<Duration>,
+    /// Dedup off or on.
+    pub dedup: Vec<bool>,
     /// Seeds.
     pub seeds: Vec<u64>,
     /// Modes.
@@ -324,6 +339,9 @@ pub struct Scenario {
     pub auto_converge: bool,
     /// When the migration starts.
     pub migrate_at: Duration,
+    /// The share of the guest's non-zero pages its base image covers (0:
+    /// no image, no store).
+    pub image_share: f64,
 }
 
 /// The client that streams from the VM.
@@ -373,6 +391,8 @@ pub struct Point {
     pub rtt: Duration,
     /// The downtime target.
     pub downtime_target: Duration,
+    /// Image pages go by CID.
+    pub dedup: bool,
     /// The seed.
     pub seed: u64,
     /// The mode.
@@ -571,6 +591,7 @@ impl Plan {
         let seeds = axis(&cx, "seeds", &sc.seed, &sw.seeds, 1, |s| {
             u64::try_from(*s).map_err(|_| format!("{s} is not a seed (0 or more)"))
         })?;
+        let dedup = axis(&cx, "dedup", &sc.dedup, &sw.dedup, false, |b| Ok(*b))?;
         let mode = axis(&cx, "mode", &sc.mode, &sw.mode, PlanMode::Live, |s| {
             PlanMode::parse(s)
                 .ok_or_else(|| format!("{s:?} is not full, live, live-deltas or smart"))
@@ -688,6 +709,19 @@ impl Plan {
                 })
             }
         };
+        let image_share = match &sc.image_share {
+            None => 0.0,
+            Some(x) if (0.0..=1.0).contains(x.get_ref()) => *x.get_ref(),
+            Some(x) => return cx.err(x.span(), "image_share must be 0 to 1"),
+        };
+        if image_share == 0.0 {
+            if let Some((_, span)) = dedup.iter().find(|(d, _)| *d) {
+                return cx.err(
+                    span.clone(),
+                    "dedup needs a base image: set image_share (the share of the guest's non-zero pages the image covers) above 0",
+                );
+            }
+        }
         let scenario = Scenario {
             page_size,
             zipf,
@@ -697,6 +731,7 @@ impl Plan {
             max_rounds,
             auto_converge: sc.auto_converge.unwrap_or(true),
             migrate_at,
+            image_share,
         };
         // Cross-checks, at the value to blame.
         for (r, span) in &rtt {
@@ -744,6 +779,7 @@ impl Plan {
             bandwidth: values(bw),
             rtt: values(rtt),
             downtime_target: values(target),
+            dedup: values(dedup),
             seeds: values(seeds),
             mode: values(mode),
         };
@@ -823,6 +859,12 @@ impl Plan {
         for h in ["c1", "ns"] {
             let _ = writeln!(t, "[[host]]\nname = \"{h}\"\nad = \"A\"");
         }
+        // The image store sits in the destination AD, so its hypervisor
+        // fetches image pages there instead of over the inter-AD link.
+        let image = sc.image_share > 0.0;
+        if image {
+            let _ = writeln!(t, "[[host]]\nname = \"store\"\nad = \"B\"");
+        }
         for (h, ad) in [("hv1", "A"), ("hv2", "B")] {
             let _ = writeln!(t, "[[hypervisor]]\nname = \"{h}\"\nad = \"{ad}\"");
         }
@@ -833,6 +875,14 @@ impl Plan {
         );
         for (a, b) in [("c1", "rA"), ("ns", "rA"), ("hv1", "rA"), ("rB", "hv2")] {
             let _ = writeln!(t, "[[link]]\na = \"{a}\"\nb = \"{b}\"\n{access}");
+        }
+        if image {
+            let _ = writeln!(t, "[[link]]\na = \"store\"\nb = \"rB\"\n{access}");
+            let _ = writeln!(
+                t,
+                "[[image]]\nname = \"base\"\nhost = \"store\"\nshare = {}",
+                fmt_f64(sc.image_share)
+            );
         }
         let _ = writeln!(
             t,
@@ -864,6 +914,9 @@ impl Plan {
                 let _ = writeln!(t, "zipf = {}", fmt_f64(sc.zipf));
             }
             Dirty::Uniform => {}
+        }
+        if image {
+            let _ = writeln!(t, "image = \"base\"");
         }
         let _ = writeln!(t, "service_name = \"vm1-service\"");
         let lead = sc.migrate_at.saturating_sub(if datagrams {
@@ -910,11 +963,12 @@ impl Plan {
         };
         let _ = writeln!(
             t,
-            "\n[[migration]]\nvm = \"vm1\"\nto = \"hv2\"\nat = \"{}\"\nmode = \"{mode}\"\ndeltas = {deltas}\ndowntime_target = \"{}\"\nmax_rounds = {}\nauto_converge = {}",
+            "\n[[migration]]\nvm = \"vm1\"\nto = \"hv2\"\nat = \"{}\"\nmode = \"{mode}\"\ndeltas = {deltas}\ndowntime_target = \"{}\"\nmax_rounds = {}\nauto_converge = {}\ndedup = {}",
             fmt_duration(sc.migrate_at),
             fmt_duration(p.downtime_target),
             sc.max_rounds,
-            sc.auto_converge
+            sc.auto_converge,
+            p.dedup
         );
         t
     }
@@ -1056,6 +1110,7 @@ impl Point {
             Axis::Bandwidth => fmt_f64(self.bandwidth as f64 / 1e6),
             Axis::Rtt => fmt_f64(ms(self.rtt)),
             Axis::DowntimeTarget => fmt_f64(ms(self.downtime_target)),
+            Axis::Dedup => self.dedup.to_string(),
             Axis::Seed => self.seed.to_string(),
             Axis::Mode => self.mode.name().to_string(),
         }
@@ -1073,9 +1128,12 @@ impl Point {
     }
 }
 
-// The product of the axes, `Axis::ALL` order, hot_set only for hot-set.
+// The product of the axes, `Axis::ALL` order (the last varies fastest),
+// hot_set only for hot-set.
 fn enumerate(a: &Axes) -> Vec<Point> {
-    let mut points = Vec::new();
+    // Everything up to the dirty rate, then the rest: two shallow
+    // products instead of ten nested loops.
+    let mut guests = Vec::new();
     for &memory in &a.memory {
         for &dirty in &a.dirty {
             let hot: Vec<Option<u64>> = if dirty == Dirty::HotSet {
@@ -1085,25 +1143,32 @@ fn enumerate(a: &Axes) -> Vec<Point> {
             };
             for &hot_set in &hot {
                 for &dirty_rate in &a.dirty_rate {
-                    for &bandwidth in &a.bandwidth {
-                        for &rtt in &a.rtt {
-                            for &downtime_target in &a.downtime_target {
-                                for &seed in &a.seeds {
-                                    for &mode in &a.mode {
-                                        points.push(Point {
-                                            index: points.len() + 1,
-                                            memory,
-                                            dirty,
-                                            hot_set,
-                                            dirty_rate,
-                                            bandwidth,
-                                            rtt,
-                                            downtime_target,
-                                            seed,
-                                            mode,
-                                        });
-                                    }
-                                }
+                    guests.push((memory, dirty, hot_set, dirty_rate));
+                }
+            }
+        }
+    }
+    let mut points = Vec::new();
+    for &(memory, dirty, hot_set, dirty_rate) in &guests {
+        for &bandwidth in &a.bandwidth {
+            for &rtt in &a.rtt {
+                for &downtime_target in &a.downtime_target {
+                    for &dedup in &a.dedup {
+                        for &seed in &a.seeds {
+                            for &mode in &a.mode {
+                                points.push(Point {
+                                    index: points.len() + 1,
+                                    memory,
+                                    dirty,
+                                    hot_set,
+                                    dirty_rate,
+                                    bandwidth,
+                                    rtt,
+                                    downtime_target,
+                                    dedup,
+                                    seed,
+                                    mode,
+                                });
                             }
                         }
                     }
@@ -1203,6 +1268,39 @@ mode = ["live", "smart"]
 "#;
 
     #[test]
+    fn a_dedup_sweep_boots_the_guest_from_an_image_held_in_the_destination_ad() {
+        let text = "[scenario]\nmemory = \"8MiB\"\nhot_set = \"1MiB\"\nimage_share = 0.5\n[sweep]\ndedup = [false, true]\n";
+        let p = Plan::parse("d.toml", text).unwrap();
+        assert_eq!(p.varying(), vec![Axis::Dedup]);
+        assert_eq!(
+            p.points.iter().map(|x| x.dedup).collect::<Vec<_>>(),
+            [false, true]
+        );
+        for pt in &p.points {
+            let t = p.topology(pt, false);
+            assert!(t.contains("name = \"store\"\nad = \"B\""), "{t}");
+            assert!(
+                t.contains("[[image]]\nname = \"base\"\nhost = \"store\"\nshare = 0.5"),
+                "{t}"
+            );
+            assert!(t.contains("image = \"base\""), "{t}");
+            assert!(t.contains(&format!("dedup = {}", pt.dedup)), "{t}");
+            let topo = crate::Topology::parse("t.toml", &t).unwrap_or_else(|e| panic!("{e}\n{t}"));
+            assert_eq!(topo.migration.images.len(), 1);
+        }
+        // Without an image there is nothing to send by CID: refused where
+        // dedup is asked for.
+        let e = Plan::parse("d.toml", "[sweep]\ndedup = [false, true]\n").unwrap_err();
+        assert!(e.message.contains("dedup needs a base image"), "{e}");
+        assert_eq!(e.line, 2, "{e}");
+        let e = Plan::parse("d.toml", "[scenario]\nimage_share = 1.5\n").unwrap_err();
+        assert!(e.message.contains("image_share must be 0 to 1"), "{e}");
+        // No image: no store host in the topology.
+        let p = Plan::parse("d.toml", "").unwrap();
+        assert!(!p.topology(&p.points[0], false).contains("store"));
+    }
+
+    #[test]
     fn a_plan_is_the_product_of_its_axes() {
         let p = Plan::parse("plans/small.toml", PLAN).unwrap();
         assert_eq!(p.name, "small");
@@ -1212,7 +1310,7 @@ mode = ["live", "smart"]
         let first = &p.points[0];
         assert_eq!(
             first.label(),
-            "memory=8 dirty=uniform dirty_rate=2000 bandwidth=100 rtt=10 downtime_target=300 seed=1 mode=live"
+            "memory=8 dirty=uniform dirty_rate=2000 bandwidth=100 rtt=10 downtime_target=300 dedup=false seed=1 mode=live"
         );
         assert_eq!(p.points[1].mode, PlanMode::Smart);
         assert_eq!(p.points[4].hot_set, Some(1 << 20));
