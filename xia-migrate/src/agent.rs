@@ -1238,17 +1238,19 @@ impl Agent {
     }
 
     fn fetched(&mut self, now: Instant, mid: u64, page: u32, cid: &[u8; 20], bytes: Option<&[u8]>) {
-        match bytes {
-            Some(_) => self.counters.pages_fetched += 1,
-            None => self.counters.fetch_failures += 1,
-        }
-        if let Some(s) = self
+        let outcome = self
             .incoming
             .iter_mut()
             .filter_map(|i| i.session.as_mut())
             .find(|s| s.id() == Some(mid))
-        {
-            s.page_fetched(now, page, cid, bytes);
+            .and_then(|s| s.page_fetched(now, page, cid, bytes));
+        // Counted by what the session made of it: bytes that do not hash
+        // to the CID are a failure too (the page is asked of the source);
+        // an answer for a page no longer awaited is neither.
+        match outcome {
+            Some(true) => self.counters.pages_fetched += 1,
+            Some(false) => self.counters.fetch_failures += 1,
+            None => {}
         }
     }
 

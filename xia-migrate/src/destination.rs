@@ -215,31 +215,43 @@ impl<G: Guest> DestinationSession<G> {
     /// The agent's fetch of `page` by `cid` ended: with the bytes, or
     /// `None` if the network did not have them (the page is then asked of
     /// the source). A result for a page sent again since is ignored.
-    pub fn page_fetched(&mut self, now: Instant, page: u32, cid: &[u8; 20], bytes: Option<&[u8]>) {
+    /// Returns `Some(true)` when the bytes were taken, `Some(false)`
+    /// when the page is asked of the source instead (no bytes, or bytes
+    /// that do not hash to `cid`), `None` when the page was not awaited.
+    pub fn page_fetched(
+        &mut self,
+        now: Instant,
+        page: u32,
+        cid: &[u8; 20],
+        bytes: Option<&[u8]>,
+    ) -> Option<bool> {
         if self.fetching.get(&page) != Some(cid)
             || !matches!(self.state, Destination::Reserved | Destination::Receiving)
         {
-            return;
+            return None;
         }
-        let Some(guest) = self.guest.as_mut() else {
-            return;
-        };
+        let guest = self.guest.as_mut()?;
         let ps = guest.page_size();
-        match bytes.filter(|b| b.len() == ps && xia_stack::xid::sha1(b) == *cid) {
+        let taken = match bytes.filter(|b| b.len() == ps && xia_stack::xid::sha1(b) == *cid) {
             Some(b) => {
                 self.fetching.remove(&page);
                 guest.write_page(page as usize, b);
                 self.counts.fetched += 1;
                 self.filled(page as usize, *cid);
+                true
             }
-            None => self.want(page),
-        }
+            None => {
+                self.want(page);
+                false
+            }
+        };
         // A source waiting for the commit hears that we are at it.
         if self.held_final.is_some() && now >= self.last_progress + PROGRESS_WHILE_FETCHING {
             self.last_progress = now;
             self.progress();
         }
         self.try_finish();
+        Some(taken)
     }
 
     fn want(&mut self, page: u32) {

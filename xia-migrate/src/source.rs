@@ -122,6 +122,10 @@ impl Default for SourceConfig {
 /// predicts (the synthetic guest's are far smaller; real guests' larger).
 pub const ASSUMED_DELTA_RATIO: f64 = 0.25;
 
+/// Midway through round 0, smart takes full only if its predicted
+/// downtime is within this share of the target (see `decide`).
+const MIDWAY_FULL_MARGIN: f64 = 0.8;
+
 /// The default delta cache: 64 MiB, QEMU's XBZRLE default.
 pub const DEFAULT_DELTA_CACHE: usize = 64 << 20;
 
@@ -1170,6 +1174,17 @@ impl SourceSession {
         };
         let (strategy, predictions) = model::choose_midway(&x, &m);
         if only_full && strategy != Strategy::Full {
+            return;
+        }
+        // The prediction falls as round 0 goes on, so the first report at
+        // which full meets the target is one where it barely does: any
+        // error (a burst loss costing a retransmission timeout, a rate
+        // measured on a rising slow start) and the pause misses it. Midway,
+        // full waits until it fits with a margin; a later report brings
+        // it there, or the probe's end decides as before.
+        if only_full
+            && predictions[0].downtime.as_secs_f64() > x.target.as_secs_f64() * MIDWAY_FULL_MARGIN
+        {
             return;
         }
         self.decided = true;

@@ -156,6 +156,8 @@ struct Outcome {
     dest_runs: bool,
     memory_matches: bool,
     chose: Option<Strategy>,
+    /// The downtime smart predicted for what it chose.
+    chose_downtime: Option<Duration>,
     dedup: DedupCounts,
 }
 
@@ -198,6 +200,7 @@ fn run(s: Setup) -> Outcome {
         dest_runs: false,
         memory_matches: false,
         chose: None,
+        chose_downtime: None,
         dedup: DedupCounts::default(),
     };
     let mut paused_at = None;
@@ -349,7 +352,15 @@ fn run(s: Setup) -> Outcome {
                 }
                 _ => false,
             };
-            dst.page_fetched(now, page, &cid, held.then_some(&bytes[..]));
+            // Of the pages it lacks, the store answers half with wrong
+            // bytes (zeros: no image page is), half not at all; either
+            // way the page is asked of the source.
+            let answer = (held || page % 2 == 0).then_some(&bytes[..]);
+            let outcome = dst.page_fetched(now, page, &cid, answer);
+            assert!(
+                outcome.is_none_or(|taken| taken == held),
+                "page {page}: {outcome:?}, held {held}"
+            );
         }
         if activate_at.is_some_and(|t| now >= t) {
             activate_at = None;
@@ -387,7 +398,16 @@ fn run(s: Setup) -> Outcome {
                         paused_at = Some(now);
                         at_pause = Some(g.memory().to_vec());
                     }
-                    SourceNote::Chose { strategy, .. } => out.chose = Some(strategy),
+                    SourceNote::Chose {
+                        strategy,
+                        ref predictions,
+                    } => {
+                        out.chose = Some(strategy);
+                        out.chose_downtime = predictions
+                            .iter()
+                            .find(|p| p.strategy == strategy)
+                            .map(|p| p.downtime);
+                    }
                     SourceNote::Done(r) => {
                         out.report = Some(r);
                         finished = true;
@@ -637,6 +657,32 @@ fn smart_on_a_fast_link_takes_full_midway_through_round_0_and_copies_nothing_twi
         r.total,
         full_r.total
     );
+    assert!(o.downtime.unwrap() <= Duration::from_millis(100), "{o:?}");
+    // Midway it waited until full fitted the 100 ms target with a margin
+    // (the first report at which it fits at all fits barely).
+    assert!(
+        o.chose_downtime.unwrap() <= Duration::from_millis(80),
+        "{:?}",
+        o.chose_downtime
+    );
+}
+
+#[test]
+fn smart_takes_full_midway_only_once_it_fits_the_target_with_a_margin() {
+    // 24 MiB at 1 Gbit/s: paused from the start, full would take about
+    // 200 ms, twice the target, so full only fits once round 0 is well
+    // under way, and the prediction then falls about half a millisecond
+    // per progress report. The first report at which it fits fits
+    // barely; smart waits for the margin.
+    let mut s = Setup::new(Mode::Smart);
+    s.pages = 6144;
+    s.bw = 1e9 / 8.0;
+    s.rtt = Duration::from_millis(2);
+    let o = run(s);
+    assert!(o.memory_matches && o.dest_runs && !o.source_runs, "{o:?}");
+    assert_eq!(o.chose, Some(Strategy::Full), "{:?}", o.notes);
+    let predicted = o.chose_downtime.unwrap();
+    assert!(predicted <= Duration::from_millis(80), "{predicted:?}");
     assert!(o.downtime.unwrap() <= Duration::from_millis(100), "{o:?}");
 }
 
