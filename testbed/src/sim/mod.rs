@@ -812,14 +812,11 @@ impl Simulation {
     fn flush(&mut self, node: usize) {
         let mut out = Vec::new();
         let mut wait = None;
+        // Packets this flush has offered per port (they reach the links
+        // below, after the timer is scheduled).
+        let mut offered = vec![0; self.ports[node].len()];
         if let Some((port, packet)) = self.nic_held[node].take() {
-            match self.egress_full(node, port, &out) {
-                Some(at) => {
-                    self.nic_held[node] = Some((port, packet));
-                    wait = Some(at);
-                }
-                None => out.push((port, packet)),
-            }
+            wait = self.nic_offer(node, port, packet, &mut out, &mut offered);
         }
         let mut wakes = Vec::new();
         let mut agent_events = Vec::new();
@@ -848,14 +845,7 @@ impl Simulation {
                 NodeState::Router(_) => None,
             };
             let Some(t) = t else { break };
-            let port = t.port as usize;
-            match self.egress_full(node, port, &out) {
-                Some(at) => {
-                    self.nic_held[node] = Some((port, t.packet));
-                    wait = Some(at);
-                }
-                None => out.push((port, t.packet)),
-            }
+            wait = self.nic_offer(node, t.port as usize, t.packet, &mut out, &mut offered);
         }
         let next = match &mut self.nodes[node] {
             NodeState::Agent(a) => {
@@ -891,22 +881,36 @@ impl Simulation {
         }
     }
 
-    /// Whether end system `node`'s link on `port` is full with the packets
-    /// in `out` (about to be sent at `now`) offered: when it has room
-    /// again. A link that is down or cut takes everything (and loses it).
-    fn egress_full(
+    /// Offers end system `node`'s `packet` to its link on `port`, after
+    /// the `offered` ones this flush already took: into `out` if the
+    /// queue has room, else the NIC holds it and the answer is when the
+    /// queue has room again. A link that is down or cut takes everything
+    /// (and loses it).
+    fn nic_offer(
         &mut self,
         node: usize,
         port: usize,
-        out: &[(usize, Vec<u8>)],
+        packet: Vec<u8>,
+        out: &mut Vec<(usize, Vec<u8>)>,
+        offered: &mut [usize],
     ) -> Option<Instant> {
-        let &(li, _) = self.ports[node].get(port)?;
-        if self.down[li] || self.faults.is_cut(li) {
-            return None;
+        let full = self.ports[node].get(port).and_then(|&(li, _)| {
+            if self.down[li] || self.faults.is_cut(li) {
+                return None;
+            }
+            let d = if self.topo.links[li].a == node { 0 } else { 1 };
+            let extra = offered.get(port).copied().unwrap_or(0);
+            self.dirs[li][d].full_until(self.now, extra)
+        });
+        if full.is_some() {
+            self.nic_held[node] = Some((port, packet));
+        } else {
+            if let Some(n) = offered.get_mut(port) {
+                *n += 1;
+            }
+            out.push((port, packet));
         }
-        let d = if self.topo.links[li].a == node { 0 } else { 1 };
-        let extra = out.iter().filter(|(p, _)| *p == port).count();
-        self.dirs[li][d].full_until(self.now, extra)
+        full
     }
 
     fn transmit(&mut self, node: usize, port: usize, packet: Vec<u8>) {
