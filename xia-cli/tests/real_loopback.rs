@@ -607,10 +607,20 @@ fn a_vm_moved_with_dedup_gets_its_image_pages_from_a_store_in_the_destination_ad
         bytes(&out),
         bytes(&plain)
     );
+    // The figures docs/src/benchmarks.md quotes (`-- --nocapture`).
+    let downtime = |out: &str| {
+        out.split("downtime ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .unwrap_or("?")
+            .to_string()
+    };
     eprintln!(
-        "dedup: {by_cid} pages by CID, {fetched} fetched, {failed} failed, {served} served by the store; {} bytes sent vs {} without",
+        "dedup: {by_cid} pages by CID, {fetched} fetched, {failed} failed, {served} served by the store; {} bytes sent vs {} without; downtime {} ms vs {} ms without",
         bytes(&out),
-        bytes(&plain)
+        bytes(&plain),
+        downtime(&out),
+        downtime(&plain)
     );
     // Passed: the daemons' logs are not needed.
     drop(down);

@@ -509,16 +509,7 @@ impl Plan {
         let sc = raw.scenario.unwrap_or_default();
         let sw = raw.sweep.unwrap_or_default();
 
-        let page_size = match &sc.page_size {
-            None => 4096,
-            Some(p) if (64..=1 << 21).contains(p.get_ref()) => *p.get_ref() as u64,
-            Some(p) => {
-                return cx.err(
-                    p.span(),
-                    format!("page_size {} must be 64 to 2 MiB", p.get_ref()),
-                )
-            }
-        };
+        let page_size = crate::migration::parse_page_size(&cx, &sc.page_size)? as u64;
         let memory = axis(&cx, "memory", &sc.memory, &sw.memory, 64 << 20, |s| {
             let b = size(s)?;
             if b % page_size != 0 || b > 64 << 30 {
@@ -849,7 +840,12 @@ impl Plan {
             p.seed,
             fmt_f64(self.until(p).as_secs_f64())
         );
-        let _ = writeln!(t, "#\n#   c1, ns --- rA ===== rB --- hv2\n#              |\n#             hv1 (runs vm1)\n");
+        let image = sc.image_share > 0.0;
+        let _ = writeln!(
+            t,
+            "#\n#   c1, ns --- rA ===== rB --- hv2{}\n#              |\n#             hv1 (runs vm1)\n",
+            if image { ", store" } else { "" }
+        );
         for ad in ["A", "B"] {
             let _ = writeln!(t, "[[ad]]\nname = \"{ad}\"");
         }
@@ -861,7 +857,6 @@ impl Plan {
         }
         // The image store sits in the destination AD, so its hypervisor
         // fetches image pages there instead of over the inter-AD link.
-        let image = sc.image_share > 0.0;
         if image {
             let _ = writeln!(t, "[[host]]\nname = \"store\"\nad = \"B\"");
         }
